@@ -1,0 +1,5 @@
+import sys
+
+from rlsd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,334 @@
+"""One typed configuration for every rlsd command.
+
+YAML recipe -> ``load_config(path, overrides)`` -> a frozen :class:`RLSDConfig`, validated once.
+Every error names the field, the value and the fix. Secrets never live here: store and tracking
+credentials come from the environment (Kubernetes secrets on a cluster).
+
+Overrides use dotted keys (``--set rollout.group_size=8``); the value is parsed as YAML and must
+match the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the field, the value and the fix."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Local HF folder, or a .gguf file, or a folder holding exactly one .gguf file. Never a hub id.
+    path: str = "artifacts/tiny-model"
+    # Computation dtype of the policy: float32 on CPU, bfloat16 on GPU.
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # Attention implementation handed to transformers ("sdpa" or "eager").
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    # Use the tokenizer's chat template for prompts (instruct models); plain text otherwise.
+    chat_template: bool = False
+    # Gradient checkpointing in the policy (saves memory, costs a recompute).
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _check(bool(self.path), "model.path must name a local model folder or .gguf file, got ''")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # JSONL of Task records (see rlsd.tasks.Task); relative paths are resolved from the cwd.
+    train_tasks: str = "artifacts/tasks/train.jsonl"
+    eval_tasks: str = "artifacts/tasks/eval.jsonl"
+    # Tasks taken from the eval file for the in-training evaluation (0 = none).
+    eval_limit: int = 64
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.eval_limit >= 0, f"data.eval_limit must be >= 0, got {self.eval_limit}")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    # G: samples per prompt. GRPO's advantage needs at least 2.
+    group_size: int = 4
+    # Prompts per optimizer step (the global batch is prompts_per_step * group_size rollouts).
+    prompts_per_step: int = 4
+    max_new_tokens: int = 32
+    max_prompt_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    # Rollouts generated per forward call of the sampler (0 = all at once).
+    generation_batch_size: int = 0
+    # auto: our engine where the architecture is supported, transformers' generate otherwise.
+    engine: Literal["auto", "graph", "generate"] = "auto"
+    # Old log-probs in the PPO ratio: recomputed by the trainer (default) or taken from the sampler.
+    old_logps_from: Literal["trainer", "sampler"] = "trainer"
+
+    def __post_init__(self) -> None:
+        _check(self.group_size >= 2, f"rollout.group_size must be >= 2 (group advantages need it), got {self.group_size}")
+        _check(self.prompts_per_step >= 1, f"rollout.prompts_per_step must be >= 1, got {self.prompts_per_step}")
+        _check(self.max_new_tokens >= 1, f"rollout.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        _check(self.temperature > 0, f"rollout.temperature must be > 0 (use a small value for near-greedy), got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"rollout.top_p must be in (0, 1], got {self.top_p}")
+        _check(self.top_k >= 0, f"rollout.top_k must be >= 0 (0 disables it), got {self.top_k}")
+        _check(self.generation_batch_size >= 0, f"rollout.generation_batch_size must be >= 0, got {self.generation_batch_size}")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    # grpo | rlsd | opsd | grpo_opsd (GRPO loss + opsd_alpha * OPSD loss).
+    name: Literal["grpo", "rlsd", "opsd", "grpo_opsd"] = "rlsd"
+    # RLSD: lambda_k = lam0 * max(0, 1 - k / lambda_decay_steps) (paper: 50 steps; released code: 60).
+    lam0: float = 0.5
+    lambda_decay_steps: int = 50
+    lambda_warmup_steps: int = 0
+    eps_w: float = 0.2
+    negative_only: bool = False
+    # Clipped surrogate: clip-higher (DAPO) and dual-clip for negative advantages (0 disables).
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    dual_clip: float = 3.0
+    agg: Literal["token_mean", "seq_mean_token_mean"] = "token_mean"
+    # OPSD: generalized JSD beta (0 = forward KL(T||S), 1 = reverse KL(S||T)); per-token clip (0 = off).
+    jsd_beta: float = 0.5
+    jsd_token_clip: float = 0.0
+    # grpo_opsd: weight of the OPSD term.
+    opsd_alpha: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.lam0 <= 1, f"algorithm.lam0 must be in [0, 1], got {self.lam0}")
+        _check(self.lambda_decay_steps >= 1, f"algorithm.lambda_decay_steps must be >= 1, got {self.lambda_decay_steps}")
+        _check(self.lambda_warmup_steps >= 0, f"algorithm.lambda_warmup_steps must be >= 0, got {self.lambda_warmup_steps}")
+        _check(0 <= self.eps_w < 1, f"algorithm.eps_w must be in [0, 1), got {self.eps_w}")
+        _check(0 <= self.eps_low < 1, f"algorithm.eps_low must be in [0, 1), got {self.eps_low}")
+        _check(self.eps_high >= 0, f"algorithm.eps_high must be >= 0, got {self.eps_high}")
+        _check(self.dual_clip == 0 or self.dual_clip > 1,
+               f"algorithm.dual_clip must be 0 (off) or > 1, got {self.dual_clip}")
+        _check(0 <= self.jsd_beta <= 1, f"algorithm.jsd_beta must be in [0, 1], got {self.jsd_beta}")
+        _check(self.jsd_token_clip >= 0, f"algorithm.jsd_token_clip must be >= 0 (0 = off), got {self.jsd_token_clip}")
+        _check(self.opsd_alpha >= 0, f"algorithm.opsd_alpha must be >= 0, got {self.opsd_alpha}")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    # snapshot: frozen copy of the policy re-synced every sync_interval steps (RLSD paper: 10);
+    # initial: the frozen initial policy (OPSD paper).
+    kind: Literal["snapshot", "initial"] = "snapshot"
+    sync_interval: int = 10
+    # The paper's wording; {question} and {context} are filled in, the response is appended verbatim.
+    template: str = (
+        "{question}\nHere is a reference solution: {context}\n"
+        "After understanding the reference solution, please try to solve this problem using your own approach below:\n"
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.sync_interval >= 1, f"teacher.sync_interval must be >= 1, got {self.sync_interval}")
+        _check("{question}" in self.template and "{context}" in self.template,
+               "teacher.template must contain {question} and {context}")
+
+
+@dataclass(frozen=True)
+class DeepSpeedConfig:
+    # ZeRO stage 0-3. On CPU DeepSpeed runs with gloo (DS_ACCELERATOR=cpu).
+    zero_stage: int = 0
+    offload_optimizer: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 10
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    # Rollouts per forward/backward micro-batch on each rank (0 = the whole local batch).
+    micro_batch_size: int = 0
+    seed: int = 0
+    checkpoint_every: int = 5
+    keep_checkpoints: int = 2
+    # Held-out accuracy every N steps (0 = never during training).
+    eval_every: int = 0
+    output_dir: str = "runs/latest"
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
+        _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
+        _check(self.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        _check(self.micro_batch_size >= 0, f"train.micro_batch_size must be >= 0, got {self.micro_batch_size}")
+        _check(self.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (0 = only at the end), got {self.checkpoint_every}")
+        _check(self.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        _check(self.eval_every >= 0, f"train.eval_every must be >= 0, got {self.eval_every}")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    # local: a folder (embedded default); s3: MinIO / any S3 server. Credentials come only from
+    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or MINIO_ACCESS_KEY / MINIO_SECRET_KEY).
+    backend: Literal["local", "s3"] = "local"
+    root: str = "artifacts/store"
+    endpoint: str = "127.0.0.1:9000"
+    bucket: str = "rlsd"
+    secure: bool = False
+    region: str = ""
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = True
+    # A local file store is the embedded default; an http(s) URI names a tracking server.
+    uri: str = "sqlite:///artifacts/mlflow/mlflow.db"
+    artifact_location: str = "artifacts/mlflow/artifacts"
+    experiment: str = "rlsd"
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    model_name: str = "rlsd-model"
+    # Promote @challenger to @champion only if it beats the champion by this much (pass@1 points)...
+    margin: float = 0.0
+    # ...with the lower end of the paired-bootstrap interval above zero...
+    require_ci_above_zero: bool = True
+    # ...and a leakage rate at most this.
+    max_leakage_rate: float = 0.05
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    k: int = 4
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    bootstrap_samples: int = 2000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RLSDConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """{'rollout.group_size': 4, ...}: for MLflow params."""
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **sections: Any) -> RLSDConfig:
+        """Copy with whole sections replaced: cfg.replace(train=dataclasses.replace(cfg.train, steps=3))."""
+        return dataclasses.replace(self, **sections)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check (and gently coerce int -> float) a YAML value against a field type."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        _check(value in choices, f"{where} must be one of {' | '.join(map(str, choices))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is type(None) and value is None:
+                return None
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, args[0], where)
+    if tp is bool:
+        _check(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, (str, int, float)) and not isinstance(value, bool), f"{where} must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    _check(isinstance(data, dict), f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    _check(not unknown, f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join((where + '.' if where else '') + u for u in unknown)}; "
+           f"valid keys{' in ' + where if where else ''}: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value or {}, key)
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
+    _check("=" in dotted, f"--set expects key=value, got {dotted!r}")
+    key, raw = dotted.split("=", 1)
+    parts = key.strip().split(".")
+    _check(len(parts) == 2 and all(parts), f"--set key must be section.field (e.g. train.steps), got {key!r}")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    tree.setdefault(parts[0], {})
+    _check(isinstance(tree[parts[0]], dict), f"{parts[0]} must be a mapping")
+    tree[parts[0]][parts[1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                *, text: str | None = None) -> RLSDConfig:
+    """Read a YAML recipe (or ``text``), apply ``section.field=value`` overrides, validate, freeze."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        _check(p.is_file(), f"config file {str(p)!r} does not exist")
+        text = p.read_text(encoding="utf-8")
+    if text is not None:
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config is not valid YAML: {e}") from None
+    _check(isinstance(tree, dict), f"config must be a YAML mapping of sections, got {type(tree).__name__}")
+    for o in overrides:
+        _set_dotted(tree, o)
+    return _build(RLSDConfig, tree, "")

@@ -1,0 +1,27 @@
+"""The perimeter's environment switches: no model hub, no telemetry.
+
+``apply()`` must run before transformers / huggingface_hub / mlflow / great_expectations are
+imported; every rlsd entry point calls it first. Values already set by the operator win.
+"""
+
+from __future__ import annotations
+
+import os
+
+SWITCHES = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "DO_NOT_TRACK": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+    "DS_BUILD_OPS": "0",
+}
+
+
+def apply() -> None:
+    for k, v in SWITCHES.items():
+        os.environ.setdefault(k, v)
