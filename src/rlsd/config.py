@@ -81,6 +81,9 @@ class RolloutConfig:
     engine: Literal["auto", "graph", "generate"] = "auto"
     # Old log-probs in the PPO ratio: recomputed by the trainer (default) or taken from the sampler.
     old_logps_from: Literal["trainer", "sampler"] = "trainer"
+    # Seed each prompt's group on its own: rollouts then do not depend on how prompts are split over
+    # ranks or batches (reproducible across world sizes; slower: one sampler call per prompt).
+    deterministic_groups: bool = False
 
     def __post_init__(self) -> None:
         _check(self.group_size >= 2, f"rollout.group_size must be >= 2 (group advantages need it), got {self.group_size}")

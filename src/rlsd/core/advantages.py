@@ -63,9 +63,10 @@ def rlsd_token_advantages(
         eps_w: clip half-width for w.
         negative_only: reweight only sequences with A < 0 (others keep A).
     Returns:
-        (B, T) token advantages (zero at masked positions) and metrics: delta_mean, delta_std,
-        w_mean, clip_low_frac, clip_high_frac (raw w, regardless of lam, over valid tokens of
-        sequences with A != 0 that are reweighted).
+        (B, T) token advantages (zero at masked positions) and metrics over all valid tokens:
+        delta_mean, delta_std, and on the raw weight actually applied (regardless of lam; w = 1 where
+        A = 0, or where A >= 0 with negative_only): w_mean, clip_low_frac (w < 1 - eps_w),
+        clip_high_frac (w > 1 + eps_w).
     """
     mask = completion_mask.to(torch.float32)
     a = advantages.detach().float()
@@ -77,13 +78,12 @@ def rlsd_token_advantages(
     scale = (1.0 - lam) + lam * w_used.clamp(1.0 - eps_w, 1.0 + eps_w)
     token_adv = a.unsqueeze(1) * scale * mask
 
-    stat_mask = mask * applies.float()
     metrics = {
         "delta_mean": masked_mean(delta, mask).item(),
         "delta_std": masked_std(delta, mask).item(),
-        "w_mean": masked_mean(w, stat_mask).item(),
-        "clip_low_frac": masked_mean((w < 1.0 - eps_w).float(), stat_mask).item(),
-        "clip_high_frac": masked_mean((w > 1.0 + eps_w).float(), stat_mask).item(),
+        "w_mean": masked_mean(w_used, mask).item(),
+        "clip_low_frac": masked_mean((w_used < 1.0 - eps_w).float(), mask).item(),
+        "clip_high_frac": masked_mean((w_used > 1.0 + eps_w).float(), mask).item(),
     }
     return token_adv, metrics
 

@@ -1,0 +1,16 @@
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+sys.path.insert(0, str(ROOT))  # components/ and pipelines/ import from the repository root
+
+from rlsd import offline  # noqa: E402
+
+offline.apply()
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
