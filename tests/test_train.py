@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -154,9 +155,9 @@ def test_killed_run_resumes_to_the_same_parameters(setup, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [2, 3])
-def test_two_ranks_match_one_rank(setup, tmp_path, stage):
-    """Same global batch (deterministic per-group sampling): 2 ranks under torchrun == 1 rank."""
+@pytest.mark.parametrize("stage,launcher", [(2, "torchrun"), (3, "torchrun"), (2, "deepspeed")])
+def test_two_ranks_match_one_rank(setup, tmp_path, stage, launcher):
+    """Same global batch (deterministic per-group sampling): 2 ranks under a launcher == 1 rank."""
     model, tr, ev = setup
     ov = _overrides(model, tr, ev, **{"rollout.deterministic_groups": True, "deepspeed.zero_stage": stage,
                                       "train.steps": 1, "algorithm.name": "rlsd"})
@@ -164,14 +165,20 @@ def test_two_ranks_match_one_rank(setup, tmp_path, stage):
     one = _cli(args, tmp_path / "one")
     assert one.wait(timeout=600) == 0, one.stdout.read()
     env = _env()
-    two = subprocess.run([PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
-                          "-m", "rlsd", "train", *args, "--output", str(tmp_path / "two")],
+    if launcher == "torchrun":
+        cmd = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "rlsd"]
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [str(Path(PY).parent / "deepspeed"), "--num_gpus", "2", "--master_port", str(port), "--module", "rlsd"]
+    two = subprocess.run([*cmd, "train", *args, "--output", str(tmp_path / "two")],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     r1, r2 = _read(tmp_path / "one" / "metrics.jsonl"), _read(tmp_path / "two" / "metrics.jsonl")
     (a,), (b,) = r1, r2
     assert a["reward_mean"] == b["reward_mean"] and a["zero_var_frac"] < 1
-    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-8)
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-8)  # summation order differs across ranks
     assert a["grad_norm"] > 0 and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
     assert (tmp_path / "two" / "final" / "model.safetensors").is_file()
 

@@ -7,6 +7,7 @@ library. Heavy modules are imported only by the command that needs them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -100,10 +101,27 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
     return parser, handlers
 
 
+def _strip_launcher_args(argv: list[str]) -> list[str]:
+    """The deepspeed launcher passes --local_rank=N (before the subcommand); torchrun uses LOCAL_RANK."""
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a.startswith(("--local_rank=", "--local-rank=")):
+            os.environ.setdefault("LOCAL_RANK", a.split("=", 1)[1])
+        elif a in ("--local_rank", "--local-rank") and i + 1 < len(argv):
+            os.environ.setdefault("LOCAL_RANK", argv[i + 1])
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     offline.apply()
     parser, handlers = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_strip_launcher_args(sys.argv[1:] if argv is None else argv))
     try:
         cfg = load_config(args.config, args.set)
     except ConfigError as e:
