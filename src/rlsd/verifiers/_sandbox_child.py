@@ -16,6 +16,15 @@ _write = os.write
 _exit = os._exit
 
 
+def _finish():
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - the program may have replaced or closed them
+            pass
+    _exit(0)
+
+
 class _TestTimeout(BaseException):
     pass
 
@@ -122,7 +131,7 @@ def main():
         exec(compile(job["code"], "solution.py", "exec"), ns)
     except BaseException as e:  # noqa: BLE001 - anything the program does is a failure, not a crash
         emit("load_error " + type(e).__name__)
-        _exit(0)
+        _finish()
     emit("loaded")
     for i, test in enumerate(job["tests"]):
         ok = False
@@ -139,7 +148,7 @@ def main():
                 signal.setitimer(signal.ITIMER_REAL, 0)
         emit(f"test {i} {'pass' if ok else 'fail'}")
     emit("done")
-    _exit(0)
+    _finish()
 
 
 if __name__ == "__main__":

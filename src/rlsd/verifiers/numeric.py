@@ -91,7 +91,7 @@ def _plain(s: str) -> Fraction | None:
     m = re.fullmatch(r"\(?\s*([-+]?\d+)\s*\)?\s*/\s*\(?\s*([-+]?\d+)\s*\)?", s)
     if m:
         return None if int(m.group(2)) == 0 else Fraction(int(m.group(1)), int(m.group(2)))
-    if not re.fullmatch(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d{1,4})?", s):
+    if not re.fullmatch(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d{1,3})?", s):
         return None
     try:
         return Fraction(s)
@@ -108,7 +108,10 @@ def parse_number(s: str) -> tuple[float | None, str | None, bool]:
     v = _plain(text)
     if v is None:
         return None, unit, pct
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:
+        return None, unit, pct
     if not math.isfinite(f):
         return None, unit, pct
     return (f / 100.0 if pct else f), unit, pct
@@ -168,7 +171,8 @@ def _sympy_expr(s: str):
     if not names <= _SYMPY_NAMES:
         return None
     # 9^9^9 and friends: refuse long exponents (and chained powers) before sympy evaluates them
-    if re.search(r"(\^|\*\*)\s*\(?\s*[-+]?\d{%d,}" % (SYMPY_MAX_EXPONENT + 1), s) or len(re.findall(r"\^|\*\*", s)) > 2:
+    if (re.search(r"(\^|\*\*)\s*\(?\s*[-+]?\d{%d,}" % (SYMPY_MAX_EXPONENT + 1), s)
+            or re.search(r"\d\s*[eE]\s*[-+]?\d{%d,}" % (SYMPY_MAX_EXPONENT + 1), s) or len(re.findall(r"\^|\*\*", s)) > 2):
         return None
     from sympy import Symbol, sympify  # noqa: F401
     from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application, parse_expr,
