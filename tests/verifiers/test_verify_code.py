@@ -58,7 +58,7 @@ CASES = [
     ("kills everything", fence("import os, signal\nos.kill(-1, signal.SIGKILL)\ndef add(a, b): return a + b"), {}, 0.0),
     ("forges a result", fence(
         "import os\nfor fd in range(3, 64):\n    for n in range(4):\n        try: os.write(fd, b'0' * 32 + f' test {n} pass\\n'.encode())\n"
-        "        except OSError: pass\ndef add(a, b): return 0"), {}, 0.25),
+        "        except OSError: pass\ndef add(a, b): return 0"), {}, 0.5),  # add(-1, 1) and add(0, 0) pass; forged lines do not
     ("huge completion", fence("def add(a, b):\n    return a + b") + "x" * 10_000_000, {}, 1.0),
 ]
 
