@@ -20,7 +20,7 @@ TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(10, 5) =
 
 def task(**args):
     args.setdefault("tests", TESTS)
-    args.setdefault("timeout_s", 4.0)
+    args.setdefault("timeout_s", 2.0)
     return Task(id="t", prompt="Q", privileged_context="", answer="-", verifier="code", verifier_args=args)
 
 
