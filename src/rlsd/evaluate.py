@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import re
 from collections import defaultdict
 from pathlib import Path

@@ -14,7 +14,7 @@ module's docstring states its rules and its ``verifier_args``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rlsd.tasks import Task
 from rlsd.verifiers.extract import MAX_COMPLETION_CHARS, extract_answer, format_score

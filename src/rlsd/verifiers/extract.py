@@ -18,11 +18,11 @@ import re
 MAX_COMPLETION_CHARS = 100_000
 FORMATS = ("any", "tag", "line", "boxed")
 
-_OPEN = re.compile(r"<answer>", re.I)
-_CLOSE = re.compile(r"</answer>", re.I)
-_LINE = re.compile(r"^[ \t]*(?:A|Answer|Final answer)[ \t]*:[ \t]*(.*)$", re.I | re.M)
+_OPEN = re.compile(r"<answer>", re.IGNORECASE)
+_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
+_LINE = re.compile(r"^[ \t]*(?:A|Answer|Final answer)[ \t]*:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.S)
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 
 
 def cap(completion: object) -> str:
@@ -147,5 +147,5 @@ def fenced_block(completion: str, languages: tuple[str, ...] = ()) -> str | None
 
 def strip_fence(s: str) -> str:
     """An answer that is itself one fenced block -> its body."""
-    m = re.fullmatch(r"\s*```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n(.*?)```\s*", s, re.S)
+    m = re.fullmatch(r"\s*```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n(.*?)```\s*", s, re.DOTALL)
     return m.group(1) if m else s

@@ -28,9 +28,9 @@ import math
 import re
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
-from typing import Iterator
 
 from rlsd.tasks import Task
 from rlsd.verifiers.extract import extract_answer, unbox
@@ -54,9 +54,9 @@ def _clean(s: str) -> tuple[str, str | None, bool]:
     s = s.replace("\\%", "%").replace("\\$", "$")
     s = s.strip().rstrip(".").strip()
     pct = False
-    if s.endswith("%") or re.search(r"\bpercent\b", s, re.I):
+    if s.endswith("%") or re.search(r"\bpercent\b", s, re.IGNORECASE):
         pct = True
-        s = re.sub(r"%|\bpercent\b", "", s, flags=re.I).strip()
+        s = re.sub(r"%|\bpercent\b", "", s, flags=re.IGNORECASE).strip()
     s = s.strip(_CURRENCY).strip()
     if s[:1] == "-" and s[1:2] in _CURRENCY:
         s = "-" + s[2:]
@@ -146,7 +146,7 @@ def _time_limit(seconds: float) -> Iterator[None]:
         yield
         return
 
-    def _raise(signum, frame):  # noqa: ARG001
+    def _raise(signum, frame):
         raise _SympyTimeout()
 
     import time
@@ -174,9 +174,12 @@ def _sympy_expr(s: str):
     if (re.search(r"(\^|\*\*)\s*\(?\s*[-+]?\d{%d,}" % (SYMPY_MAX_EXPONENT + 1), s)
             or re.search(r"\d\s*[eE]\s*[-+]?\d{%d,}" % (SYMPY_MAX_EXPONENT + 1), s) or len(re.findall(r"\^|\*\*", s)) > 2):
         return None
-    from sympy import Symbol, sympify  # noqa: F401
-    from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application, parse_expr,
-                                            standard_transformations)
+    from sympy.parsing.sympy_parser import (
+        convert_xor,
+        implicit_multiplication_application,
+        parse_expr,
+        standard_transformations,
+    )
 
     local = {"ln": __import__("sympy").log, "e": __import__("sympy").E}
     return parse_expr(s, local_dict=local, evaluate=True,
@@ -197,7 +200,7 @@ def sympy_equal(a: str, b: str, *, abs_tol: float = 1e-6, rel_tol: float = 1e-9)
             from sympy import simplify
 
             return bool(simplify(ea - eb) == 0)
-    except BaseException as e:  # noqa: BLE001 - sympy raises anything from SyntaxError to RecursionError
+    except BaseException as e:
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
         return False
@@ -240,7 +243,7 @@ def _sympy_expr_safe(s: str):
     try:
         with _time_limit(SYMPY_TIME_LIMIT_S):
             return _sympy_expr(s)
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
         return None

@@ -41,8 +41,8 @@ from __future__ import annotations
 import functools
 import json
 import os
-import select
 import secrets
+import select
 import shutil
 import signal
 import subprocess
