@@ -65,6 +65,19 @@ def _cmd_make_tasks(cfg: RLSDConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.evaluate import run_evaluation
+
+    out = args.output or "runs/evaluation"
+    res = run_evaluation(cfg, candidate=args.candidate, baseline=args.baseline, tasks_path=args.tasks, out_dir=out)
+    c, comp = res["candidate"], res["comparison"]
+    print(f"candidate pass@1 {c['pass@1']:.3f} pass@{c['k']} {c['pass@k']:.3f} greedy {c['greedy_pass@1']:.3f}; "
+          f"leakage {res['leakage']['rate']:.3f}"
+          + (f"; diff {comp['diff_pass1']:+.3f} [{comp['ci_low']:+.3f}, {comp['ci_high']:+.3f}]" if comp else "")
+          + f"; report: {out}/report.md")
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML recipe (see configs/); defaults to the embedded defaults")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -98,6 +111,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
     p.add_argument("--n-eval", type=int, default=64)
     p.add_argument("--digits", default="2,3")
     p.add_argument("--seed", type=int, default=0)
+    p = add("evaluate", _cmd_evaluate, "pass@1 / pass@k, baseline comparison and leakage report for a model folder")
+    p.add_argument("--candidate", required=True, help="model folder to evaluate")
+    p.add_argument("--baseline", help="model folder to compare against (paired bootstrap)")
+    p.add_argument("--tasks", help="task JSONL (default: data.eval_tasks)")
     return parser, handlers
 
 

@@ -220,11 +220,23 @@ class RegistryConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    # pass@k from n = max(k, num_samples) samples per task (unbiased estimator; 0 = n is k).
     k: int = 4
+    num_samples: int = 0
     max_new_tokens: int = 64
     temperature: float = 1.0
     bootstrap_samples: int = 2000
     seed: int = 0
+    # Leakage: an output leaks when it reproduces this many consecutive privileged-context tokens.
+    leak_ngram: int = 6
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 1, f"eval.k must be >= 1, got {self.k}")
+        _check(self.num_samples >= 0, f"eval.num_samples must be >= 0 (0 = use k), got {self.num_samples}")
+        _check(self.max_new_tokens >= 1, f"eval.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        _check(self.temperature > 0, f"eval.temperature must be > 0, got {self.temperature}")
+        _check(self.bootstrap_samples >= 100, f"eval.bootstrap_samples must be >= 100, got {self.bootstrap_samples}")
+        _check(self.leak_ngram >= 3, f"eval.leak_ngram must be >= 3, got {self.leak_ngram}")
 
 
 @dataclass(frozen=True)

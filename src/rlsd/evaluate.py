@@ -1,0 +1,392 @@
+"""Evaluation: pass@1 / pass@k with the training verifiers, a paired bootstrap, and a leakage report.
+
+``evaluate_model`` scores one model folder on held-out tasks:
+- greedy pass@1: one greedy completion per task;
+- sampled pass@1 and pass@k from n >= k samples per task at ``temperature``, with the unbiased
+  estimator pass@k = 1 - C(n-c, k) / C(n, k) (c = samples that pass), averaged over tasks
+  (Chen et al. 2021; sampled pass@1 is then c/n);
+- the same per answer type (``task.meta["answer_type"]``, else ``task.verifier``);
+- with ``teacher_template``: the teacher's greedy pass@1 (the same model, the privileged context in
+  its prompt via rlsd.prompts.teacher_text) and the teacher-minus-student gap.
+A sample passes when its verifier score is 1 (partial credit below 1 does not pass); "cannot
+verify" (None) counts as a failure and is reported as ``n_unverifiable``.
+
+Student prompts come from rlsd.prompts.student_text only and are checked with assert_no_leak.
+
+Leakage (:func:`find_leak`): a student output leaks when it reproduces a span of its task's
+privileged context that its own prompt did not contain: a run of ``ngram`` consecutive word tokens
+(case-folded; default 6, or the whole masked context when it is shorter but still >= 3 tokens) that
+occurs in the privileged context, not in the prompt, and in the output. Every occurrence of the
+reference answer string is masked out of the context and the output first: a correct answer
+legitimately contains it. Contexts with fewer than 3 tokens left after masking (e.g. the bare answer
+of the addition tasks) cannot leak and are not counted in the rate's denominator.
+
+``paired_bootstrap``: resamples tasks with replacement (the same indices for both models) and
+reports the mean per-task difference (candidate - baseline) with a percentile interval.
+
+``run_evaluation`` writes out_dir/evaluation.json (the keys the registry reads), per_task.jsonl,
+report.md, report.html and PNG plots.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlsd.prompts import assert_no_leak, render, student_text, teacher_text
+from rlsd.tasks import Task, read_tasks
+from rlsd.verifiers import score, task_format_score
+
+PASS_THRESHOLD = 1.0 - 1e-9
+LEAK_NGRAM = 6
+LEAK_MIN_TOKENS = 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c pass: 1 - C(n-c, k) / C(n, k) (k <= n)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    # product form avoids huge binomials: C(n-c,k)/C(n,k) = prod_{i=n-c+1}^{n} (1 - k/i)
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def paired_bootstrap(baseline_scores: Any, candidate_scores: Any, *, n_boot: int = 2000, seed: int = 0,
+                     alpha: float = 0.05, return_samples: bool = False) -> dict[str, Any]:
+    """Paired bootstrap of mean(candidate - baseline) over tasks.
+
+    baseline_scores, candidate_scores: (N,) per-task scores of the same N tasks in the same order.
+    Returns dict(diff, ci_low, ci_high) (percentile interval at level 1 - alpha), plus ``samples``
+    (n_boot,) when return_samples.
+    """
+    a = np.asarray(baseline_scores, dtype=np.float64)
+    b = np.asarray(candidate_scores, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired_bootstrap needs two non-empty 1-D score arrays of one length, got {a.shape} and {b.shape}")
+    if not 0 < alpha < 1 or n_boot < 1:
+        raise ValueError(f"paired_bootstrap needs 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
+    d = b - a
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(n_boot, d.size))
+    boots = d[idx].mean(axis=1)
+    out: dict[str, Any] = {"diff": float(d.mean()), "ci_low": float(np.quantile(boots, alpha / 2)),
+                           "ci_high": float(np.quantile(boots, 1 - alpha / 2))}
+    if return_samples:
+        out["samples"] = boots
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Leakage
+# ----------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_MASK = "\x00"
+
+
+def _tokens(text: str, answer: str) -> list[str]:
+    """Case-folded word/punctuation tokens; each occurrence of ``answer`` becomes one mask token."""
+    parts = text.split(answer.strip()) if answer.strip() else [text]
+    toks: list[str] = []
+    for j, part in enumerate(parts):
+        if j:
+            toks.append(_MASK)
+        toks.extend(t.casefold() for t in _TOKEN.findall(part))
+    return toks
+
+
+def _ngrams(toks: list[str], n: int) -> set[tuple[str, ...]]:
+    return {g for g in (tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)) if _MASK not in g}
+
+
+def find_leak(output: str, task: Task, *, ngram: int = LEAK_NGRAM) -> str | None:
+    """The first span (space-joined tokens) of the task's privileged context that the output
+    reproduces and the student prompt does not contain; None when there is none or the context is
+    too short to judge (see the module docstring). The reference answer is masked out first."""
+    ctx = _tokens(task.privileged_context, task.answer)
+    real = [t for t in ctx if t != _MASK]
+    if len(real) < LEAK_MIN_TOKENS:
+        return None
+    n = min(ngram, max(LEAK_MIN_TOKENS, len(real)))
+    secret = _ngrams(ctx, n) - _ngrams(_tokens(task.prompt, task.answer), n)
+    if not secret:
+        return None
+    out = _tokens(output[:100_000], task.answer)
+    for i in range(len(out) - n + 1):
+        g = tuple(out[i:i + n])
+        if g in secret:
+            return " ".join(g)
+    return None
+
+
+def leak_checkable(task: Task) -> bool:
+    return sum(1 for t in _tokens(task.privileged_context, task.answer) if t != _MASK) >= LEAK_MIN_TOKENS
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluating one model
+# ----------------------------------------------------------------------------------------------
+
+
+def _passes(s: float | None) -> bool:
+    return s is not None and s >= PASS_THRESHOLD
+
+
+def evaluate_model(model_path: str | Path, tasks: list[Task], *, k: int = 4, max_new_tokens: int = 64,
+                   temperature: float = 1.0, seed: int = 0, chat_template: bool = False,
+                   teacher_template: str | None = None, engine: str = "generate", num_samples: int = 0,
+                   batch_size: int = 64, leak_ngram: int = LEAK_NGRAM) -> dict[str, Any]:
+    """Greedy pass@1, sampled pass@1 and pass@k (n = max(k, num_samples) samples per task), per
+    answer type and per task; the teacher's greedy pass@1 when ``teacher_template`` is given; the
+    leakage of the student's outputs. See the module docstring."""
+    import torch
+    from tqdm import tqdm
+
+    from rlsd.models import load_model, load_tokenizer
+    from rlsd.rollout import sample
+
+    if not tasks:
+        raise ValueError("evaluate_model needs at least one task")
+    if k < 1:
+        raise ValueError(f"eval k must be >= 1, got {k}")
+    n = max(k, num_samples)
+    model = load_model(model_path)
+    tok = load_tokenizer(model_path)
+    prompts = [render(student_text(t), tok, chat_template) for t in tasks]
+    assert_no_leak(tasks, prompts)
+    torch.manual_seed(seed)
+    bs = max(1, batch_size)
+
+    def generate(ps: list[str], *, greedy: bool, num: int) -> list[str]:
+        texts: list[str] = []
+        step = max(1, bs // num)
+        for s in tqdm(range(0, len(ps), step), desc=f"eval {'greedy' if greedy else f'{num} samples'}",
+                      leave=False, disable=len(ps) <= step):
+            r = sample(model, tok, ps[s:s + step], num_samples=num, max_new_tokens=max_new_tokens,
+                       temperature=temperature, greedy=greedy, engine=engine)
+            texts.extend(r.texts)
+        return texts
+
+    greedy_texts = generate(prompts, greedy=True, num=1)
+    sampled_texts = generate(prompts, greedy=False, num=n)
+    teacher_texts = None
+    if teacher_template is not None:
+        teacher_texts = generate([render(teacher_text(t, teacher_template), tok, chat_template) for t in tasks],
+                                 greedy=True, num=1)
+    return summarise(tasks, greedy_texts, sampled_texts, k=k, n=n, teacher_texts=teacher_texts,
+                     model=str(model_path), leak_ngram=leak_ngram)
+
+
+def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[str], *, k: int, n: int,
+              teacher_texts: list[str] | None = None, model: str = "", leak_ngram: int = LEAK_NGRAM) -> dict[str, Any]:
+    """The metric arithmetic of evaluate_model on given texts (sampled_texts: n per task, task-major)."""
+    if len(greedy_texts) != len(tasks) or len(sampled_texts) != len(tasks) * n:
+        raise ValueError(f"expected {len(tasks)} greedy and {len(tasks) * n} sampled texts, "
+                         f"got {len(greedy_texts)} and {len(sampled_texts)}")
+    per_task, leaks, n_checked, unverifiable = [], [], 0, 0
+    for i, t in enumerate(tasks):
+        samples = sampled_texts[i * n:(i + 1) * n]
+        s_scores = [score(t, x) for x in samples]
+        g_score = score(t, greedy_texts[i])
+        unverifiable += sum(s is None for s in s_scores) + (g_score is None)
+        c = sum(_passes(s) for s in s_scores)
+        row = {
+            "id": t.id, "type": str(t.meta.get("answer_type") or t.verifier), "n": n, "c": c,
+            "pass@1": c / n, "pass@k": pass_at_k(n, c, k),
+            "greedy_score": g_score, "greedy_pass": float(_passes(g_score)),
+            "mean_score": float(np.mean([s or 0.0 for s in s_scores])),
+            "format_score": float(np.mean([task_format_score(t, x) for x in samples + [greedy_texts[i]]])),
+            "greedy_text": greedy_texts[i][:500],
+        }
+        if teacher_texts is not None:
+            ts = score(t, teacher_texts[i])
+            row["teacher_greedy_score"] = ts
+            row["teacher_greedy_pass"] = float(_passes(ts))
+        if leak_checkable(t):
+            for x in [greedy_texts[i]] + samples:
+                n_checked += 1
+                span = find_leak(x, t, ngram=leak_ngram)
+                if span is not None:
+                    leaks.append({"task": t.id, "span": span, "output": x[:300]})
+        per_task.append(row)
+
+    def agg(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        out = {"n_tasks": len(rows), "pass@1": float(np.mean([r["pass@1"] for r in rows])),
+               "pass@k": float(np.mean([r["pass@k"] for r in rows])),
+               "greedy_pass@1": float(np.mean([r["greedy_pass"] for r in rows]))}
+        out["teacher_greedy_pass@1"] = (float(np.mean([r["teacher_greedy_pass"] for r in rows]))
+                                        if teacher_texts is not None else None)
+        return out
+
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in per_task:
+        by_type[r["type"]].append(r)
+    overall = agg(per_task)
+    gap = (overall["teacher_greedy_pass@1"] - overall["greedy_pass@1"]) if teacher_texts is not None else None
+    return {
+        "model": model, "k": k, "n": n, **overall,
+        "format_score": float(np.mean([r["format_score"] for r in per_task])),
+        "n_unverifiable": unverifiable,
+        "per_type": {ty: agg(rows) for ty, rows in sorted(by_type.items())},
+        "per_task": per_task,
+        "leakage": {"rate": (len(leaks) / n_checked) if n_checked else 0.0, "n_checked": n_checked,
+                    "n_leaks": len(leaks), "ngram": leak_ngram, "examples": leaks[:10],
+                    "teacher_student_gap": gap},
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The evaluation step: candidate (and baseline), comparison, files and report
+# ----------------------------------------------------------------------------------------------
+
+_SIDE_KEYS = ("model", "pass@1", "pass@k", "greedy_pass@1", "k", "per_type", "teacher_greedy_pass@1")
+
+
+def _side(res: dict[str, Any]) -> dict[str, Any]:
+    return {key: res[key] for key in _SIDE_KEYS}
+
+
+def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | None = None,
+                   tasks_path: str | Path | None = None, out_dir: str | Path) -> dict[str, Any]:
+    """Evaluate ``candidate`` (and ``baseline``) on the held-out tasks and write
+    out_dir/evaluation.json, per_task.jsonl, report.md, report.html, per_type.png, bootstrap.png.
+
+    Settings: cfg.eval (k, num_samples, max_new_tokens, temperature, bootstrap_samples, seed,
+    leak_ngram), cfg.model.chat_template, cfg.teacher.template; tasks default to cfg.data.eval_tasks.
+    The comparison pairs per-task sampled pass@1 (c/n) of the two models.
+    """
+    ev = cfg.eval
+    tasks = read_tasks(tasks_path or cfg.data.eval_tasks)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kw = dict(k=ev.k, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, seed=ev.seed,
+              chat_template=cfg.model.chat_template, teacher_template=cfg.teacher.template, engine="generate",
+              num_samples=getattr(ev, "num_samples", 0), leak_ngram=getattr(ev, "leak_ngram", LEAK_NGRAM))
+    cand = evaluate_model(candidate, tasks, **kw)
+    base = evaluate_model(baseline, tasks, **kw) if baseline is not None else None
+    comparison, boot = None, None
+    if base is not None:
+        boot = paired_bootstrap([r["pass@1"] for r in base["per_task"]], [r["pass@1"] for r in cand["per_task"]],
+                                n_boot=ev.bootstrap_samples, seed=ev.seed, return_samples=True)
+        comparison = {"diff_pass1": boot["diff"], "ci_low": boot["ci_low"], "ci_high": boot["ci_high"],
+                      "n_tasks": len(tasks)}
+    leak = cand["leakage"]
+    result = {
+        "candidate": _side(cand),
+        "baseline": _side(base) if base is not None else None,
+        "comparison": comparison,
+        "leakage": {"rate": leak["rate"], "examples": leak["examples"], "teacher_student_gap": leak["teacher_student_gap"]},
+    }
+    (out / "evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    with (out / "per_task.jsonl").open("w", encoding="utf-8") as f:
+        for which, res in (("candidate", cand), ("baseline", base)):
+            for row in (res or {}).get("per_task", []):
+                f.write(json.dumps({"model": which, **row}) + "\n")
+    write_report(result, out, cand=cand, base=base, boot_samples=None if boot is None else boot["samples"])
+    return result
+
+
+def _plots(result: dict[str, Any], out: Path, boot_samples: Any) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    cand, base = result["candidate"], result["baseline"]
+    types = sorted(set(cand["per_type"]) | set((base or {}).get("per_type", {})))
+    x = np.arange(len(types))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(types) + 2), 3.2))
+    width = 0.38 if base else 0.6
+    if base:
+        ax.bar(x - width / 2, [base["per_type"].get(t, {}).get("pass@1", 0.0) for t in types], width, label="baseline")
+    ax.bar(x + (width / 2 if base else 0), [cand["per_type"].get(t, {}).get("pass@1", 0.0) for t in types], width,
+           label="candidate")
+    ax.set_xticks(x, types)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("sampled pass@1")
+    ax.set_title("pass@1 per answer type")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "per_type.png", dpi=100)
+    plt.close(fig)
+    files.append("per_type.png")
+    if boot_samples is not None:
+        comp = result["comparison"]
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.hist(boot_samples, bins=40, color="#4c72b0")
+        for v, style in ((comp["ci_low"], "--"), (comp["ci_high"], "--"), (comp["diff_pass1"], "-")):
+            ax.axvline(v, color="k", linestyle=style, linewidth=1)
+        ax.axvline(0.0, color="r", linewidth=1)
+        ax.set_xlabel("pass@1 difference (candidate - baseline)")
+        ax.set_title("paired bootstrap")
+        fig.tight_layout()
+        fig.savefig(out / "bootstrap.png", dpi=100)
+        plt.close(fig)
+        files.append("bootstrap.png")
+    return files
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def write_report(result: dict[str, Any], out: Path, *, cand: dict[str, Any], base: dict[str, Any] | None,
+                 boot_samples: Any = None) -> None:
+    """report.md and report.html (same content) with the plots beside them."""
+    plots = _plots(result, out, boot_samples)
+    sides = [("candidate", result["candidate"])] + ([("baseline", result["baseline"])] if result["baseline"] else [])
+    rows = [["model", "path", "greedy pass@1", "pass@1", f"pass@{result['candidate']['k']}", "teacher greedy pass@1"]]
+    rows += [[name, s["model"], _fmt(s["greedy_pass@1"]), _fmt(s["pass@1"]), _fmt(s["pass@k"]),
+              _fmt(s["teacher_greedy_pass@1"])] for name, s in sides]
+    type_rows = [["model", "type", "tasks", "greedy pass@1", "pass@1", "pass@k"]]
+    for name, s in sides:
+        for ty, m in s["per_type"].items():
+            type_rows.append([name, ty, str(m["n_tasks"]), _fmt(m["greedy_pass@1"]), _fmt(m["pass@1"]), _fmt(m["pass@k"])])
+    leak = result["leakage"]
+    notes = [f"Leakage rate of the candidate's outputs: {_fmt(leak['rate'])} "
+             f"({cand['leakage']['n_leaks']} of {cand['leakage']['n_checked']} checked outputs; "
+             f"spans of >= {cand['leakage']['ngram']} context tokens absent from the prompt, answer string excluded).",
+             f"Teacher-vs-student greedy gap: {_fmt(leak['teacher_student_gap'])}.",
+             f"Format score (answer stated exactly once): candidate {_fmt(cand['format_score'])}"
+             + (f", baseline {_fmt(base['format_score'])}" if base else "") + "."]
+    if result["comparison"]:
+        c = result["comparison"]
+        notes.insert(0, f"Paired bootstrap over {c['n_tasks']} tasks: pass@1 difference {c['diff_pass1']:+.3f} "
+                        f"(95% CI {c['ci_low']:+.3f} .. {c['ci_high']:+.3f}).")
+    md = ["# Evaluation report", ""]
+    for table in (rows, type_rows):
+        md += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
+        md += ["| " + " | ".join(r) + " |" for r in table[1:]] + [""]
+    md += [f"- {n}" for n in notes] + [""]
+    md += [f"![{p}]({p})" for p in plots]
+    if leak["examples"]:
+        md += ["", "## Leak examples", ""] + [f"- `{e['task']}`: \"{e['span']}\"" for e in leak["examples"]]
+    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+
+    def table_html(t: list[list[str]]) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in t[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in t[1:])
+        return f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
+
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>rlsd evaluation</title></head><body>",
+             "<h1>Evaluation report</h1>", table_html(rows), "<br>", table_html(type_rows),
+             "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"]
+    parts += [f"<img src='{p}' alt='{p}'>" for p in plots]
+    if leak["examples"]:
+        parts += ["<h2>Leak examples</h2><ul>"] + [
+            f"<li><code>{html.escape(e['task'])}</code>: {html.escape(e['span'])}</li>" for e in leak["examples"]] + ["</ul>"]
+    parts.append("</body></html>")
+    (out / "report.html").write_text("\n".join(parts), encoding="utf-8")

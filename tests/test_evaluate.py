@@ -1,0 +1,247 @@
+"""Evaluation: metric arithmetic with controlled outputs, the bootstrap's coverage, leakage, and
+invariants of a real (random) tiny model run end to end."""
+
+import json
+import math
+from itertools import combinations
+
+import numpy as np
+import pytest
+
+import rlsd.rollout
+from rlsd.config import load_config
+from rlsd.evaluate import evaluate_model, find_leak, paired_bootstrap, pass_at_k, run_evaluation, summarise
+from rlsd.rollout import Rollout
+from rlsd.tasks import Task, addition_tasks, write_tasks
+
+# ----------------------------------------------------------------------------------------------
+# pass@k
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, c, k, expected", [
+    (4, 0, 1, 0.0), (4, 1, 1, 0.25), (4, 2, 1, 0.5), (4, 1, 2, 0.5), (4, 2, 2, 1 - 1 / 6), (4, 1, 4, 1.0),
+    (4, 4, 4, 1.0), (10, 3, 5, 1 - math.comb(7, 5) / math.comb(10, 5)),
+])
+def test_pass_at_k_hand_values(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_k_matches_enumerating_subsets():
+    for n in range(1, 8):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                hits = [1 if any(i < c for i in sub) else 0 for sub in combinations(range(n), k)]
+                assert pass_at_k(n, c, k) == pytest.approx(sum(hits) / len(hits))
+
+
+def test_pass_at_k_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="k <= n"):
+        pass_at_k(2, 1, 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# paired bootstrap
+# ----------------------------------------------------------------------------------------------
+
+
+def test_bootstrap_interval_covers_a_known_difference():
+    """Per-task pass rates with a true mean difference of +0.10: the 95% interval should contain
+    it in about 95% of repeated experiments (percentile bootstrap runs a little narrow at n=80)."""
+    rng = np.random.default_rng(1)
+    true_diff, hits, trials, n = 0.10, 0, 300, 80
+    for t in range(trials):
+        p = rng.uniform(0.2, 0.7, size=n)            # per-task difficulty shared by both models
+        base = rng.binomial(8, p) / 8
+        cand = rng.binomial(8, p + true_diff) / 8
+        r = paired_bootstrap(base, cand, n_boot=400, seed=t)
+        hits += r["ci_low"] <= true_diff <= r["ci_high"]
+    coverage = hits / trials
+    assert 0.88 <= coverage <= 0.99, coverage
+
+
+def test_bootstrap_is_paired_exact_and_seeded():
+    base = np.array([0.0, 1.0, 0.5, 0.25])
+    cand = base + 0.25
+    r = paired_bootstrap(base, cand, n_boot=500, seed=3)
+    assert r["diff"] == pytest.approx(0.25)
+    # every task improves by exactly 0.25, so every resample does too (an unpaired test would not)
+    assert r["ci_low"] == pytest.approx(0.25) and r["ci_high"] == pytest.approx(0.25)
+    assert paired_bootstrap(base, cand[::-1], seed=3) == paired_bootstrap(base, cand[::-1], seed=3)
+    with pytest.raises(ValueError, match="one length"):
+        paired_bootstrap([1, 2], [1, 2, 3])
+
+
+def test_bootstrap_detects_no_difference():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(size=200)
+    r = paired_bootstrap(a, a + rng.normal(0, 0.05, size=200), seed=0)
+    assert r["ci_low"] < 0 < r["ci_high"]
+
+
+# ----------------------------------------------------------------------------------------------
+# leakage
+# ----------------------------------------------------------------------------------------------
+
+TICKET = Task(id="tk", prompt="Customer: the router blinks red. What should I do?\n",
+              privileged_context="Resolution: hold the reset button for ten seconds, then wait for the green light. "
+                                 "Answer: factory reset",
+              answer="factory reset", verifier="label", meta={"answer_type": "label"})
+
+
+@pytest.mark.parametrize("output, leaks", [
+    ("First hold the reset button for ten seconds, then wait. Answer: factory reset", True),  # planted copy
+    ("HOLD THE RESET BUTTON FOR TEN SECONDS", True),                                         # case-insensitive
+    ("Answer: factory reset", False),                                                         # the answer itself
+    ("Try a factory reset of the router; it usually fixes a red light. Answer: factory reset", False),
+    ("the router blinks red. What should I do", False),                                       # spans of the prompt
+    ("hold the reset button", False),                                                         # shorter than 6 tokens
+    ("", False),
+])
+def test_leak_detector(output, leaks):
+    assert (find_leak(output, TICKET) is not None) == leaks
+
+
+def test_addition_tasks_cannot_leak():
+    t = next(addition_tasks(1))
+    assert find_leak(f"A:{t.answer}", t) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# metric arithmetic on controlled outputs
+# ----------------------------------------------------------------------------------------------
+
+
+def _tasks():
+    return [
+        Task(id="a", prompt="Q:1+2=?\n", privileged_context="3", answer="3"),
+        Task(id="b", prompt="Q:2+2=?\n", privileged_context="4", answer="4"),
+        TICKET,
+    ]
+
+
+GREEDY = ["A:3", "A:5", "Answer: factory reset"]
+SAMPLED = ["A:3", "A:3", "A:0", "A:1",                                  # a: c = 2 of 4
+           "A:0", "A:0", "A:0", "A:0",                                  # b: c = 0
+           "Answer: factory reset", "hold the reset button for ten seconds, then wait. Answer: reboot",
+           "Answer: reboot", "Answer: Factory  Reset."]                   # ticket: c = 2, one leak
+TEACHER = ["A:3", "A:4", "Answer: factory reset"]
+
+
+def _expected_pass_at_2():
+    return (pass_at_k(4, 2, 2) + 0 + pass_at_k(4, 2, 2)) / 3
+
+
+def test_summarise_hand_computed():
+    r = summarise(_tasks(), GREEDY, SAMPLED, k=2, n=4, teacher_texts=TEACHER)
+    assert r["pass@1"] == pytest.approx((2 / 4 + 0 + 2 / 4) / 3)
+    assert r["pass@k"] == pytest.approx(_expected_pass_at_2())          # (5/6 + 0 + 5/6) / 3
+    assert r["greedy_pass@1"] == pytest.approx(2 / 3)
+    assert r["teacher_greedy_pass@1"] == pytest.approx(1.0)
+    assert r["leakage"]["teacher_student_gap"] == pytest.approx(1 / 3)
+    assert r["per_type"]["numeric"] == {"n_tasks": 2, "pass@1": 0.25, "pass@k": pytest.approx(5 / 12),
+                                        "greedy_pass@1": 0.5, "teacher_greedy_pass@1": 1.0}
+    assert r["per_type"]["label"]["pass@1"] == 0.5
+    # only the ticket can leak: 5 outputs checked (greedy + 4 samples), one planted copy
+    assert r["leakage"]["n_checked"] == 5 and r["leakage"]["n_leaks"] == 1
+    assert r["leakage"]["rate"] == pytest.approx(0.2)
+    assert r["leakage"]["examples"][0]["task"] == "tk"
+
+
+def test_evaluate_model_with_controlled_sampler(tmp_path, monkeypatch):
+    from rlsd.models import build_tiny_model
+
+    build_tiny_model(tmp_path / "m")
+    seen = []
+
+    def fake_sample(model, tokenizer, prompts, *, num_samples=1, greedy=False, **kw):
+        seen.append((list(prompts), num_samples, greedy))
+        if greedy and any("reference solution" in p for p in prompts):
+            texts = TEACHER
+        elif greedy:
+            texts = GREEDY
+        else:
+            texts = SAMPLED
+        return Rollout(None, None, None, None, texts, None)
+
+    monkeypatch.setattr(rlsd.rollout, "sample", fake_sample)
+    cfg = load_config()
+    r = evaluate_model(tmp_path / "m", _tasks(), k=2, num_samples=4, teacher_template=cfg.teacher.template)
+    assert r["pass@1"] == pytest.approx(1 / 3)
+    assert r["pass@k"] == pytest.approx(_expected_pass_at_2())
+    assert r["greedy_pass@1"] == pytest.approx(2 / 3) and r["teacher_greedy_pass@1"] == 1.0
+    # student prompts are the questions only; the teacher's carry the privileged context
+    student_calls = [c for c in seen if not any("reference solution" in p for p in c[0])]
+    assert all(p == t.prompt for c in student_calls for p, t in zip(c[0], _tasks()))
+    teacher_call = [c for c in seen if c not in student_calls][0]
+    assert TICKET.privileged_context in teacher_call[0][2]
+
+
+# ----------------------------------------------------------------------------------------------
+# a real (random) tiny model end to end
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from rlsd.models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("eval")
+    build_tiny_model(root / "cand", seed=0)
+    build_tiny_model(root / "base", seed=1)
+    tasks = list(addition_tasks(6, seed=3)) + [TICKET]
+    write_tasks(tasks, root / "eval.jsonl")
+    return root, tasks
+
+
+def test_greedy_is_deterministic_and_pass_at_k_bounds(tiny):
+    root, tasks = tiny
+    kw = dict(k=3, max_new_tokens=8, num_samples=4)
+    r1 = evaluate_model(root / "cand", tasks, seed=0, **kw)
+    r2 = evaluate_model(root / "cand", tasks, seed=1, **kw)
+    assert [t["greedy_text"] for t in r1["per_task"]] == [t["greedy_text"] for t in r2["per_task"]]
+    for r in (r1, r2):
+        assert 0.0 <= r["pass@1"] <= r["pass@k"] <= 1.0
+        for row in r["per_task"]:
+            assert row["pass@1"] <= row["pass@k"] and row["n"] == 4
+    r3 = evaluate_model(root / "cand", tasks, seed=0, **kw)
+    assert [t["c"] for t in r3["per_task"]] == [t["c"] for t in r1["per_task"]]  # same seed, same samples
+
+
+def test_run_evaluation_files_and_keys(tiny, tmp_path):
+    root, tasks = tiny
+    cfg = load_config(overrides=["eval.k=2", "eval.max_new_tokens=8", "eval.bootstrap_samples=200"])
+    res = run_evaluation(cfg, candidate=root / "cand", baseline=root / "base", tasks_path=root / "eval.jsonl",
+                         out_dir=tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert saved == json.loads(json.dumps(res))
+    assert set(saved) == {"candidate", "baseline", "comparison", "leakage"}
+    side = {"model", "pass@1", "pass@k", "greedy_pass@1", "k", "per_type", "teacher_greedy_pass@1"}
+    assert set(saved["candidate"]) == side and set(saved["baseline"]) == side
+    assert set(saved["comparison"]) == {"diff_pass1", "ci_low", "ci_high", "n_tasks"}
+    assert set(saved["leakage"]) == {"rate", "examples", "teacher_student_gap"}
+    c = saved["comparison"]
+    assert c["n_tasks"] == len(tasks)
+    assert c["ci_low"] <= c["diff_pass1"] <= c["ci_high"]
+    assert c["diff_pass1"] == pytest.approx(saved["candidate"]["pass@1"] - saved["baseline"]["pass@1"])
+    assert saved["candidate"]["k"] == 2 and isinstance(saved["candidate"]["teacher_greedy_pass@1"], float)
+    assert set(saved["candidate"]["per_type"]) == {"numeric", "label"}
+    for name in ("report.md", "report.html", "per_type.png", "bootstrap.png", "per_task.jsonl"):
+        assert (tmp_path / "out" / name).stat().st_size > 0, name
+    assert (tmp_path / "out" / "per_type.png").read_bytes()[:4] == b"\x89PNG"
+    assert "per_type.png" in (tmp_path / "out" / "report.html").read_text()
+    rows = [json.loads(x) for x in (tmp_path / "out" / "per_task.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * len(tasks)
+
+
+def test_run_evaluation_without_baseline_and_cli(tiny, tmp_path, monkeypatch):
+    from rlsd.cli import main
+
+    root, tasks = tiny
+    rc = main(["evaluate", "--candidate", str(root / "cand"), "--tasks", str(root / "eval.jsonl"),
+               "--output", str(tmp_path / "o"), "--set", "eval.k=2", "--set", "eval.max_new_tokens=6"])
+    assert rc == 0
+    saved = json.loads((tmp_path / "o" / "evaluation.json").read_text())
+    assert saved["baseline"] is None and saved["comparison"] is None
+    assert not (tmp_path / "o" / "bootstrap.png").exists()
+    assert (tmp_path / "o" / "per_type.png").exists()

@@ -1,0 +1,36 @@
+"""Labels: normalised exact match with aliases."""
+
+import pytest
+
+from rlsd.tasks import Task
+from rlsd.verifiers import score
+
+
+def task(answer, **args):
+    return Task(id="t", prompt="Q", privileged_context="", answer=answer, verifier="label", verifier_args=args)
+
+
+@pytest.mark.parametrize("completion, answer, args, expected", [
+    ("Answer: Paris", "paris", {}, 1.0),
+    ("Answer:   PARIS.  ", "Paris", {}, 1.0),
+    ("<answer>New   York!</answer>", "new york", {}, 1.0),
+    ("<answer>New\nYork</answer>", "new york", {}, 1.0),
+    ("<answer>e-mail</answer>", "email", {}, 1.0),
+    ("<answer>ｐａｒｉｓ</answer>", "paris", {}, 1.0),               # full-width letters (NFKC)
+    ("Answer: Straße", "STRASSE", {}, 1.0),                        # casefold
+    ("Answer: NYC", "New York", {"aliases": ["NYC", "New York City"]}, 1.0),
+    ("Answer: nyc", "New York", {"aliases": "NYC"}, 1.0),
+    ("Answer: Boston", "New York", {"aliases": ["NYC"]}, 0.0),
+    ("Answer: Paris, France", "paris", {}, 0.0),
+    ("\\boxed{B}", "b", {}, 1.0),
+    ("<answer>yes</answer>", "yes", {"format": "line"}, 0.0),      # wrong stated format
+    ("Paris", "paris", {}, 0.0),                                   # no stated answer
+    ("", "paris", {}, 0.0),
+    ("Answer: " + "a" * 10_000_000, "a", {}, 0.0),
+])
+def test_label_table(completion, answer, args, expected):
+    assert score(task(answer, **args), completion) == expected
+
+
+def test_reference_of_only_punctuation_cannot_be_verified():
+    assert score(task("..."), "Answer: ...") is None

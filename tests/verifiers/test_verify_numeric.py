@@ -1,0 +1,91 @@
+"""Numeric answers: a table of (completion, reference, verifier_args, expected score)."""
+
+import time
+
+import pytest
+
+from rlsd.tasks import Task
+from rlsd.verifiers import score
+
+
+def task(answer, **args):
+    return Task(id="t", prompt="Q", privileged_context="", answer=answer, verifier="numeric", verifier_args=args)
+
+
+@pytest.mark.parametrize("completion, answer, args, expected", [
+    # the tiny addition tasks
+    ("7+9=16,4+8+1=13,3+5+1=9\nA:936", "936", {}, 1.0),
+    ("7+9=16,4+8+1=13,3+5+1=9\nA:937", "936", {}, 0.0),
+    ("7+9=16", "16", {}, 0.0),                              # no stated answer
+    # negatives, unicode minus, decimals
+    ("A: -5", "-5", {}, 1.0),
+    ("A: \u22125", "-5", {}, 1.0),
+    ("A: 5", "-5", {}, 0.0),
+    ("A: 3.50", "3.5", {}, 1.0),
+    ("A: .5", "0.5", {}, 1.0),
+    # tolerances
+    ("A: 3.14", "3.14159", {"abs_tol": 0.01}, 1.0),
+    ("A: 3.14", "3.14159", {}, 0.0),
+    ("A: 3.14", "3.14159", {"tol": 0.01}, 1.0),             # older name of abs_tol
+    ("A: 1010", "1000", {"rel_tol": 0.02}, 1.0),
+    ("A: 1030", "1000", {"rel_tol": 0.02}, 0.0),
+    # thousands separators, currency, units
+    ("Answer: 1,234,567", "1234567", {}, 1.0),
+    ("Answer: 1 234 567", "1234567", {}, 1.0),
+    ("Answer: 1,23", "123", {}, 0.0),                       # not a valid grouping
+    ("Answer: $1,200.50", "1200.5", {}, 1.0),
+    ("Answer: 12 km", "12", {}, 1.0),
+    ("Answer: 12km", "12", {}, 1.0),
+    ("Answer: 12 km", "12", {"unit": "km"}, 1.0),
+    ("Answer: 12 miles", "12", {"unit": "km"}, 0.0),
+    ("\\boxed{12\\,\\text{cm}}", "12", {}, 1.0),
+    # fractions and mixed numbers
+    ("A: 3/4", "0.75", {}, 1.0),
+    ("A: -3/4", "-0.75", {}, 1.0),
+    ("\\boxed{\\frac{3}{4}}", "0.75", {}, 1.0),
+    ("\\boxed{\\dfrac{1}{3}}", "1/3", {}, 1.0),
+    ("A: 1 1/2", "1.5", {}, 1.0),
+    ("A: 1/0", "1", {}, 0.0),
+    # percentages
+    ("A: 50%", "0.5", {}, 1.0),
+    ("A: 50%", "50", {}, 1.0),
+    ("A: 0.5", "50%", {}, 1.0),
+    ("A: 50 percent", "50%", {}, 1.0),
+    ("A: 5%", "50%", {}, 0.0),
+    # scientific notation
+    ("A: 1.5e3", "1500", {}, 1.0),
+    ("A: 1.5 \\times 10^{3}", "1500", {}, 1.0),
+    # symbolic equivalence (sympy)
+    ("\\boxed{2\\sqrt{2}}", "sqrt(8)", {}, 1.0),
+    ("A: x+1", "1+x", {}, 1.0),
+    ("A: (x+1)^2", "x^2+2*x+1", {}, 1.0),
+    ("A: x+2", "1+x", {}, 0.0),
+    ("A: \\pi", "3.14159265", {"abs_tol": 1e-6}, 1.0),
+    # adversarial
+    ("", "5", {}, 0.0),
+    ("A:", "5", {}, 0.0),
+    ("A: five", "5", {}, 0.0),
+    ("A: 9^9^9^9", "5", {}, 0.0),                           # refused before sympy evaluates it
+    ("A: 9**99999999", "5", {}, 0.0),
+    ("A: " + "(" * 5000 + "1" + ")" * 5000, "1", {}, 0.0),  # too long for sympy
+    ("A: __import__('os').system('touch /tmp/x')", "0", {}, 0.0),
+    ("A: nan", "5", {}, 0.0),
+    ("A: inf", "5", {}, 0.0),
+    ("A: 1e999999", "5", {}, 0.0),
+])
+def test_numeric_table(completion, answer, args, expected):
+    t = time.monotonic()
+    assert score(task(answer, **args), completion) == expected
+    assert time.monotonic() - t < 5.0
+
+
+@pytest.mark.parametrize("answer", ["not a number", "x" * 500, "import os"])
+def test_unreadable_reference_cannot_be_verified(answer):
+    assert score(task(answer), "A: 5") is None
+
+
+def test_huge_completion_is_bounded():
+    t = time.monotonic()
+    assert score(task("5"), "9" * 10_000_000) == 0.0
+    assert score(task("5"), "A:5\n" + "x" * 10_000_000) == 1.0
+    assert time.monotonic() - t < 5.0
