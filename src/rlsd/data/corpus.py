@@ -85,7 +85,7 @@ def _facts(rng: random.Random, product: str) -> dict[str, Any]:
 def _manual_sentences(key: str, P: str, f: dict[str, Any]) -> list[str]:
     v = f[key]
     if key == "syslog":
-        return [f"Remote syslog forwarding uses {v["protocol"]} on port {v['port']} by default."]
+        return [f"Remote syslog forwarding uses {v['protocol']} on port {v['port']} by default."]
     if key == "tier":
         return [f"The {f['tier_feature']} feature of the {P} requires the {v} licence tier."]
     if key == "error_codes":
@@ -138,7 +138,7 @@ def _ticket_text(key: str, P: str, f: dict[str, Any], rng: random.Random) -> tup
         return ("Syslog forwarding settings",
                 rng.choice([f"What are the default transport protocol and port for remote syslog on the {P}?",
                             f"Our SIEM team needs the default syslog protocol and port used by the {P}."]),
-                "json", v, f"Default remote syslog for the {P} is {v["protocol"]} port {v['port']}; "
+                "json", v, f"Default remote syslog for the {P} is {v['protocol']} port {v['port']}; "
                 "the SIEM now receives events.", [])
     numeric = {
         "max_temp": ("Operating temperature", [f"What is the highest ambient temperature in degrees Celsius the {P} "
