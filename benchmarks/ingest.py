@@ -22,10 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from rlsd.config import load_config  # noqa: E402
-from rlsd.data.corpus import make_corpus  # noqa: E402
-from rlsd.data.ingest import ingest  # noqa: E402
-from rlsd.data.store import LocalStore, S3Store  # noqa: E402
+from rlsd.config import load_config
+from rlsd.data.corpus import make_corpus
+from rlsd.data.ingest import ingest
+from rlsd.data.store import LocalStore, S3Store
 
 
 def _inputs(tmp: Path, n_tickets: int, copies: int) -> tuple[list[Path], list[Path], Path]:
@@ -84,8 +84,9 @@ def main() -> None:
 
         rows["local"] = run(local, manuals, tickets, new)
         if not args.no_s3:
-            from rlsd.config import StoreConfig
             from tests.s3server import S3Server
+
+            from rlsd.config import StoreConfig
 
             with S3Server(tmp / "weed") as srv:
                 os.environ.update(srv.env())

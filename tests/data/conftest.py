@@ -6,10 +6,10 @@ import os
 import uuid
 
 import pytest
+from tests.s3server import S3Server
 
 from rlsd.config import StoreConfig, load_config
 from rlsd.data.store import LocalStore, S3Store
-from tests.s3server import S3Server
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,7 @@ from rlsd.tasks import Task, write_tasks
 
 VERIFIER_OF = {"numeric": "numeric", "label": "label", "json": "json"}
 ELIGIBLE_STATUSES = ("resolved", "closed")
-_STOP = set("a an and are as at be by can do does for from how i if in is it its me my of on or our the this to "
-            "we what when which with you your".split())
+_STOP = set(["a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how", "i", "if", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "the", "this", "to", "we", "what", "when", "which", "with", "you", "your"])
 
 FORMAT_HINT = {
     "numeric": 'Reply with the number only, on one line: "Answer: <number>".',

@@ -21,7 +21,6 @@ import csv
 import io
 import json
 import random
-import re
 from pathlib import Path
 from typing import Any
 
@@ -346,7 +345,7 @@ def make_corpus(out_dir: str | Path, *, n_tickets: int = 300, seed: int = 0) -> 
     def iso(t: int) -> str:
         import datetime as dt
 
-        return dt.datetime.fromtimestamp(t, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return dt.datetime.fromtimestamp(t, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # Export 1 (JSONL): the first 60%, plus an earlier, still-open version of some later tickets.
     # Export 2 (CSV, another tool's column names and order): the rest.

@@ -32,10 +32,11 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from rlsd.config import IngestConfig, RLSDConfig
 from rlsd.data.redact import Redactor
@@ -357,14 +358,14 @@ def parse_manual(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, doc
 def parse_time(value: Any) -> dt.datetime:
     """ISO-8601 (``Z`` allowed; naive means UTC) or Unix seconds -> aware UTC datetime."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
+        return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
     if not isinstance(value, str) or not value.strip():
         raise ValueError("empty")
     s = value.strip()
     if re.fullmatch(r"\d{9,11}(\.\d+)?", s):
-        return dt.datetime.fromtimestamp(float(s), tz=dt.timezone.utc)
+        return dt.datetime.fromtimestamp(float(s), tz=dt.UTC)
     t = dt.datetime.fromisoformat(s.replace(" UTC", "Z"))
-    return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
 
 def format_time(t: dt.datetime) -> str:
@@ -736,7 +737,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         snapshot_id = sha256(f"{content_hash}:{prev_id or ''}".encode())[:20]
         manifest = {
             "format": 1, "snapshot_id": snapshot_id, "previous": prev_id, "content_hash": content_hash,
-            "created": format_time(dt.datetime.now(dt.timezone.utc)),
+            "created": format_time(dt.datetime.now(dt.UTC)),
             "sources": [{"path": r.path, "sha256": r.sha256, "bytes": r.bytes, "read": r.read, "stored": r.stored,
                          "quarantined": r.quarantined} for r in reports],
             "counts": counts, "quarantine": q_digest, "sections": sections, "tickets": tickets_map,

@@ -22,8 +22,9 @@ import json
 import os
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rlsd.config import RLSDConfig, ValidationConfig
 
@@ -277,7 +278,7 @@ def validate(cfg: RLSDConfig, *, snapshot: str | None = "latest", tasks_dir: str
 
 
 def render_markdown(rep: dict[str, Any]) -> str:
-    lines = [f"# Data validation report", "",
+    lines = ["# Data validation report", "",
              f"Snapshot: `{rep['snapshot_id']}` | result: **{'PASSED' if rep['passed'] else 'FAILED'}** | "
              f"max failure rate {rep['max_failure_rate']:.0%} | quarantined rows: {rep['quarantined']}"
              + (f" (object `{rep['quarantine_object'][:16]}`)" if rep["quarantine_object"] else ""), ""]
