@@ -82,7 +82,8 @@ class S3Server:
         if not self.ports:  # a restart (after stop()) keeps the ports and the data folder
             self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
         args = [binary, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+                "-admin.ui=false", "-webdav=false", "-master.telemetry=false", "-s3.port.iceberg=0",
+                "-s3.port.lance=0"]
         args += [f"-{k}={v}" for k, v in self.ports.items()]
         env = {**os.environ, **self.env()}
         log = self.log_path.open("ab")
