@@ -78,6 +78,51 @@ def _cmd_evaluate(cfg: RLSDConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ingest(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from rlsd.data.ingest import format_report, ingest
+
+    rep = ingest(cfg, manuals=args.manuals, tickets=args.tickets, progress=True)
+    print(format_report(rep))
+    if args.output:
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        (Path(args.output) / "ingest_report.json").write_text(json.dumps(rep, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_build_tasks(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.data.build import build_tasks
+
+    r = build_tasks(cfg, snapshot=args.snapshot, out_dir=args.output or "artifacts/tasks")
+    print(f"snapshot {r['snapshot_id']}: {r['counts']}; -> {r['train_path']}, {r['eval_path']}")
+    return 0
+
+
+def _cmd_validate(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.data.validate import ValidationFailed, validate
+
+    try:
+        r = validate(cfg, snapshot=None if args.snapshot == "none" else args.snapshot, tasks_dir=args.tasks,
+                     out_dir=args.output or "artifacts/validation")
+    except ValidationFailed as e:
+        print(f"rlsd validate: {e}", file=sys.stderr)
+        return 1
+    print(f"validation passed: {r['quarantined']} rows quarantined; valid tasks {r['valid_tasks']}")
+    return 0
+
+
+def _cmd_make_corpus(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.data.corpus import make_corpus
+
+    r = make_corpus(args.output or "data/sample", n_tickets=args.tickets, seed=args.seed)
+    print(f"corpus written to {r['out_dir']}: {r['manuals']} manuals, {r['tickets']} tickets "
+          f"({r['verified_with_answer']} verified with an answer: {r['by_answer_type']})")
+    return 0
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML recipe (see configs/); defaults to the embedded defaults")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -115,6 +160,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
     p.add_argument("--candidate", required=True, help="model folder to evaluate")
     p.add_argument("--baseline", help="model folder to compare against (paired bootstrap)")
     p.add_argument("--tasks", help="task JSONL (default: data.eval_tasks)")
+
+    p = add("ingest", _cmd_ingest, "ingest manuals and ticket exports into the store as a new snapshot")
+    p.add_argument("--manuals", nargs="*", default=[], metavar="PATH", help="manual files or folders (md, html, txt, pdf)")
+    p.add_argument("--tickets", nargs="*", default=[], metavar="PATH", help="ticket exports or folders (jsonl, csv)")
+    p = add("build-tasks", _cmd_build_tasks, "turn a snapshot's verified tickets into train/eval task files")
+    p.add_argument("--snapshot", default="latest")
+    p = add("validate", _cmd_validate, "Great Expectations checks of a snapshot and task files; quarantine and report")
+    p.add_argument("--snapshot", default="latest", help="snapshot id, latest, or none (tasks only)")
+    p.add_argument("--tasks", default=None, metavar="DIR", help="folder holding train.jsonl / eval.jsonl")
+    p = add("make-corpus", _cmd_make_corpus, "write the deterministic sample enterprise corpus (manuals + tickets)")
+    p.add_argument("--tickets", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
     return parser, handlers
 
 

@@ -11,6 +11,7 @@ match the field's type.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -197,6 +198,70 @@ class StoreConfig:
     region: str = ""
     retries: int = 3
 
+    def __post_init__(self) -> None:
+        _check(self.retries >= 1, f"store.retries must be >= 1 (tries per S3 call), got {self.retries}")
+        _check(self.backend == "local" or bool(self.endpoint and self.bucket),
+               f"store.endpoint and store.bucket must be set for backend s3, got {self.endpoint!r}, {self.bucket!r}")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    # Redaction of e-mail, phone, IPv4/IPv6, employee ids, secrets (and extra_patterns) before storing.
+    redact: bool = True
+    # Employee ids in your directory ('' disables this type).
+    employee_id_pattern: str = r"\bEMP-\d{4,8}\b"
+    # Extra redaction types: {NAME: regex}; a match becomes [NAME].
+    extra_patterns: dict[str, str] = field(default_factory=dict)
+    # Ticket bodies longer than this are truncated (long_body: truncate) or quarantined (refuse).
+    max_body_chars: int = 20000
+    long_body: Literal["truncate", "refuse"] = "truncate"
+    # Manual sections longer than this are split into numbered parts.
+    max_section_chars: int = 6000
+    # Task building: share of tickets in the eval split (by a hash of the ticket id), sections
+    # retrieved when a ticket links none, and the cap on the privileged context.
+    eval_fraction: float = 0.2
+    retrieve_k: int = 2
+    max_context_chars: int = 4000
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.extra_patterns, dict), f"ingest.extra_patterns must be a mapping NAME: regex, got {self.extra_patterns!r}")
+        for name, rx in {**self.extra_patterns, "EMPLOYEE_ID": self.employee_id_pattern or "x"}.items():
+            _check(isinstance(name, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", name) is not None,
+                   f"ingest.extra_patterns key must be an UPPER_CASE name, got {name!r}")
+            try:
+                re.compile(rx)
+            except (re.error, TypeError) as e:
+                raise ConfigError(f"ingest pattern {name} is not a valid regex ({rx!r}: {e}); fix the regex") from None
+        _check(self.max_body_chars >= 100, f"ingest.max_body_chars must be >= 100, got {self.max_body_chars}")
+        _check(self.max_section_chars >= 200, f"ingest.max_section_chars must be >= 200, got {self.max_section_chars}")
+        _check(0 < self.eval_fraction < 1, f"ingest.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        _check(self.retrieve_k >= 0, f"ingest.retrieve_k must be >= 0, got {self.retrieve_k}")
+        _check(self.max_context_chars >= 100, f"ingest.max_context_chars must be >= 100, got {self.max_context_chars}")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    # The step fails when more than this share of a table's rows fails its suite.
+    max_failure_rate: float = 0.1
+    # Length bounds (characters).
+    min_section_chars: int = 1
+    max_section_chars: int = 20000
+    max_title_chars: int = 500
+    max_body_chars: int = 20000
+    min_prompt_chars: int = 10
+    max_prompt_chars: int = 6000
+    max_context_chars: int = 8000
+    # Leak guard: a run of this many consecutive words of the privileged context in the student
+    # prompt counts as a leak (as does the answer itself).
+    leak_span_words: int = 12
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.max_failure_rate <= 1, f"validation.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
+        for lo, hi in (("min_section_chars", "max_section_chars"), ("min_prompt_chars", "max_prompt_chars")):
+            _check(0 <= getattr(self, lo) <= getattr(self, hi),
+                   f"validation.{lo} must be in [0, validation.{hi}], got {getattr(self, lo)}")
+        _check(self.leak_span_words >= 3, f"validation.leak_span_words must be >= 3, got {self.leak_span_words}")
+
 
 @dataclass(frozen=True)
 class TrackingConfig:
@@ -249,6 +314,8 @@ class RLSDConfig:
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

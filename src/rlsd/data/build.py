@@ -1,0 +1,204 @@
+"""Resolved, verified tickets -> verifiable tasks (rlsd.tasks.Task), split train / eval by ticket id.
+
+- ``prompt`` (what the student and a deployed assistant see): the product support framing, the
+  ticket's title and body as the customer wrote them (redacted at ingest), and the answer format.
+- ``privileged_context`` (teacher only): the verified resolution, then the linked manual sections;
+  when a ticket links none, the ``ingest.retrieve_k`` sections that BM25 ranks highest for the
+  ticket's title and body (retrieved sections are marked as such in ``meta``).
+- ``answer`` and ``verifier``: numeric -> "numeric"; label -> "label" (``verifier_args.choices``
+  lists the known labels the question names, so the leak guard knows the answer is one of the
+  listed options); json -> "json" (``verifier_args.schema``: a JSON Schema inferred from the
+  answer's keys and value types, ``verifier_args.expected``: the answer object).
+- Split: ``sha256("rlsd-split:" + ticket_id)`` mapped to [0, 1) < ``ingest.eval_fraction`` -> eval.
+  It depends on the ticket id only, so a ticket stays on its side in every snapshot.
+
+Departure: retrieval is a small BM25 (k1=1.2, b=0.75) written here over the snapshot's sections,
+not a vector index; it is deterministic and needs no model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rlsd.config import RLSDConfig
+from rlsd.data.store import Store, open_store
+from rlsd.tasks import Task, write_tasks
+
+VERIFIER_OF = {"numeric": "numeric", "label": "label", "json": "json"}
+ELIGIBLE_STATUSES = ("resolved", "closed")
+_STOP = set(["a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how", "i", "if", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "the", "this", "to", "we", "what", "when", "which", "with", "you", "your"])
+
+FORMAT_HINT = {
+    "numeric": 'Reply with the number only, on one line: "Answer: <number>".',
+    "label": 'Reply with one of the options only, on one line: "Answer: <option>".',
+    "json": 'Reply with a JSON object only, on one line: "Answer: {json}".',
+}
+
+
+def split_of(ticket_id: str, eval_fraction: float) -> str:
+    """'train' or 'eval' from a hash of the ticket id alone (stable across snapshots)."""
+    h = int.from_bytes(hashlib.sha256(f"rlsd-split:{ticket_id}".encode()).digest()[:8], "big") / 2.0**64
+    return "eval" if h < eval_fraction else "train"
+
+
+def tokenize(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP]
+
+
+class BM25:
+    """Okapi BM25 over a list of documents (token lists)."""
+
+    def __init__(self, docs: list[list[str]], *, k1: float = 1.2, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.tf = [Counter(d) for d in docs]
+        self.len = [len(d) for d in docs]
+        self.avg = (sum(self.len) / len(docs)) if docs else 0.0
+        df = Counter(w for d in self.tf for w in d)
+        n = len(docs)
+        self.idf = {w: math.log(1 + (n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
+
+    def scores(self, query: list[str]) -> list[float]:
+        out = []
+        for tf, ln in zip(self.tf, self.len):
+            s = 0.0
+            for w in query:
+                f = tf.get(w)
+                if f:
+                    s += self.idf[w] * f * (self.k1 + 1) / (f + self.k1 * (1 - self.b + self.b * ln / (self.avg or 1)))
+            out.append(s)
+        return out
+
+    def top(self, query: list[str], k: int) -> list[int]:
+        sc = self.scores(query)
+        order = sorted(range(len(sc)), key=lambda i: (-sc[i], i))
+        return [i for i in order[:k] if sc[i] > 0]
+
+
+def _json_schema(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, bool):
+        return {"type": "boolean"}
+    if isinstance(obj, int):
+        return {"type": "integer"}
+    if isinstance(obj, float):
+        return {"type": "number"}
+    if isinstance(obj, str):
+        return {"type": "string"}
+    if isinstance(obj, list):
+        return {"type": "array"}
+    if isinstance(obj, dict):
+        return {"type": "object", "properties": {k: _json_schema(v) for k, v in obj.items()},
+                "required": sorted(obj), "additionalProperties": False}
+    return {}
+
+
+def _json_template(obj: dict[str, Any]) -> str:
+    """'{"port": <integer>, "protocol": "<string>"}': the shape of the answer without its values."""
+    parts = []
+    for k in sorted(obj):
+        v = obj[k]
+        parts.append(f'"{k}": ' + ('"<text>"' if isinstance(v, str) else "<number>" if isinstance(v, (int, float))
+                                   else "<value>"))
+    return "{" + ", ".join(parts) + "}"
+
+
+def student_prompt(ticket: dict[str, Any], answer_hint: str) -> str:
+    """The customer's question as a deployed support assistant would receive it, plus the format."""
+    return (f"You are the support assistant of Halvorsen Devices. A customer opened this ticket.\n"
+            f"Subject: {ticket['title']}\n{ticket['body'].strip()}\n\n{answer_hint}")
+
+
+def _section_block(sec: dict[str, Any]) -> str:
+    return f"Manual: {' > '.join(sec['heading_path'])}\n{sec['text']}"
+
+
+def ticket_to_task(ticket: dict[str, Any], sections: dict[str, dict[str, Any]], bm25: BM25 | None,
+                   section_ids: list[str], *, label_set: set[str], snapshot_id: str, retrieve_k: int,
+                   max_context_chars: int) -> Task:
+    atype = ticket["answer_type"]
+    answer = ticket["answer"]
+    verifier_args: dict[str, Any] = {}
+    hint = FORMAT_HINT[atype]
+    if atype == "json":
+        obj = json.loads(answer)
+        verifier_args = {"schema": _json_schema(obj), "expected": obj}
+        hint = hint.format(json=_json_template(obj) if isinstance(obj, dict) else "<json>")
+    question = f"{ticket['title']}\n{ticket['body']}"
+    if atype == "label":
+        low = question.lower()
+        choices = sorted((low.find(lbl.lower()), lbl) for lbl in label_set
+                         if re.search(rf"\b{re.escape(lbl.lower())}\b", low))
+        if len(choices) >= 2:
+            verifier_args["choices"] = [c for _, c in choices]
+    linked = [s for s in ticket["links"] if s in sections]
+    retrieved = False
+    if not linked and bm25 is not None and retrieve_k > 0:
+        linked = [section_ids[i] for i in bm25.top(tokenize(question), retrieve_k)]
+        retrieved = True
+    ctx = [f"Verified resolution: {ticket['resolution'].strip()}"] if ticket["resolution"].strip() else []
+    ctx += [_section_block(sections[s]) for s in linked]
+    context = "\n\n".join(ctx)[:max_context_chars]
+    return Task(
+        id=f"ticket-{ticket['id']}",
+        prompt=student_prompt(ticket, hint),
+        privileged_context=context,
+        answer=answer,
+        verifier=VERIFIER_OF[atype],
+        verifier_args=verifier_args,
+        meta={"ticket_id": ticket["id"], "answer_type": atype, "snapshot_id": snapshot_id,
+              "section_ids": linked, "retrieved": retrieved, "missing_links": [s for s in ticket["links"]
+                                                                                if s not in sections]},
+    )
+
+
+def eligibility(ticket: dict[str, Any]) -> str:
+    """'' when the ticket becomes a task, else why not."""
+    if ticket["status"] not in ELIGIBLE_STATUSES:
+        return f"status {ticket['status'] or 'empty'} (not resolved)"
+    if not ticket["resolution_verified"]:
+        return "resolution not verified"
+    if not ticket["answer"] or ticket["answer_type"] not in VERIFIER_OF:
+        return "no verifiable answer"
+    return ""
+
+
+def build_tasks(cfg: RLSDConfig, *, snapshot: str = "latest", out_dir: str | Path,
+                store: Store | None = None) -> dict[str, Any]:
+    """Write ``train.jsonl`` and ``eval.jsonl`` under ``out_dir`` from a snapshot; returns
+    ``{"train_path", "eval_path", "counts", "snapshot_id"}``. Counts name every skipped ticket's reason."""
+    from rlsd.data.ingest import load_snapshot
+
+    store = store or open_store(cfg.store)
+    man, sections, tickets = load_snapshot(store, snapshot)
+    sid = man["snapshot_id"]
+    by_id = {s["id"]: s for s in sections}
+    section_ids = [s["id"] for s in sections]
+    bm25 = BM25([tokenize(" ".join(s["heading_path"]) + " " + s["text"]) for s in sections]) if sections else None
+    label_set = {t["answer"] for t in tickets if t["answer_type"] == "label" and t["answer"]}
+    out = {"train": [], "eval": []}
+    skipped: Counter = Counter()
+    retrieved = missing = 0
+    for t in tickets:
+        why = eligibility(t)
+        if why:
+            skipped[why] += 1
+            continue
+        task = ticket_to_task(t, by_id, bm25, section_ids, label_set=label_set, snapshot_id=sid,
+                              retrieve_k=cfg.ingest.retrieve_k, max_context_chars=cfg.ingest.max_context_chars)
+        retrieved += task.meta["retrieved"]
+        missing += bool(task.meta["missing_links"])
+        out[split_of(t["id"], cfg.ingest.eval_fraction)].append(task)
+    out_dir = Path(out_dir)
+    train_path, eval_path = out_dir / "train.jsonl", out_dir / "eval.jsonl"
+    write_tasks(out["train"], train_path)
+    write_tasks(out["eval"], eval_path)
+    counts = {"tickets": len(tickets), "tasks": len(out["train"]) + len(out["eval"]), "train": len(out["train"]),
+              "eval": len(out["eval"]), "skipped": dict(skipped), "retrieved_context": retrieved,
+              "tickets_with_missing_links": missing,
+              "by_answer_type": dict(Counter(t.meta["answer_type"] for v in out.values() for t in v))}
+    return {"train_path": str(train_path), "eval_path": str(eval_path), "counts": counts, "snapshot_id": sid}

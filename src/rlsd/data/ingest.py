@@ -1,0 +1,780 @@
+"""Ingest manuals and ticket exports into the store as one new immutable snapshot.
+
+Manuals (Markdown, HTML, plain text, PDF through pypdf) become addressable **sections**::
+
+    {"id": "<doc_id>/<heading-slug>/<subheading-slug>", "doc_id", "heading_path": [...], "text", "checksum"}
+
+Tickets (JSONL or CSV exports) become **tickets**::
+
+    {"id", "created", "updated" (ISO-8601 UTC), "title", "body", "status", "resolution",
+     "resolution_verified" (bool), "links" ([section ids]), "answer", "answer_type"
+     ("numeric" | "label" | "json" | ""), "notes" ([what ingest changed: truncation, bad bytes])}
+
+Every source file reconciles: ``read == stored + quarantined``; each quarantined record carries its
+file, line or row, and a reason. Messy exports are expected: a UTF-8 BOM, CRLF, quoted newlines,
+extra or reordered columns and header aliases (``ticket_id``, ``subject``, ``description``...),
+bytes that are not UTF-8 (replaced by U+FFFD and counted), bodies over ``ingest.max_body_chars``
+(truncated with a note, or quarantined with ``long_body: refuse``), and the same ticket id in
+several exports or already in the store: the latest ``updated`` wins (ties: the later file), the
+others are quarantined as superseded. An update is incremental: a snapshot is the previous one
+plus what this ingest adds; a manual that is ingested again replaces all of its sections.
+
+Redaction (rlsd.data.redact) runs on every text field before anything is hashed or stored,
+including the quarantined raw records.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from rlsd.config import IngestConfig, RLSDConfig
+from rlsd.data.redact import Redactor
+from rlsd.data.store import Store, canonical_json, open_store, sha256
+
+MANUAL_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
+                   ".txt": "text", ".text": "text", ".pdf": "pdf"}
+TICKET_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+ANSWER_TYPES = ("numeric", "label", "json")
+
+# Header aliases seen in ticketing exports -> our field names.
+FIELD_ALIASES = {
+    "id": ("id", "ticket_id", "ticket", "key", "ticket_number", "number"),
+    "created": ("created", "created_at", "opened", "opened_at", "creation_date", "date_created"),
+    "updated": ("updated", "updated_at", "modified", "modified_at", "last_modified", "last_updated"),
+    "title": ("title", "subject", "summary"),
+    "body": ("body", "description", "question", "text", "content", "message"),
+    "status": ("status", "state"),
+    "resolution": ("resolution", "resolution_notes", "solution", "resolution_text"),
+    "resolution_verified": ("resolution_verified", "verified", "is_verified", "resolution_is_verified"),
+    "links": ("links", "linked_sections", "manual_links", "kb_links", "sections", "section_links"),
+    "answer": ("answer", "verified_answer", "final_answer"),
+    "answer_type": ("answer_type", "answer_kind"),
+}
+_ALIAS = {alias: name for name, aliases in FIELD_ALIASES.items() for alias in aliases}
+_TRUE = {"true", "yes", "y", "1", "verified", "t"}
+_FALSE = {"false", "no", "n", "0", "", "unverified", "f", "none", "null"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Reports
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SourceReport:
+    """Reconciliation of one source file: read == stored + quarantined."""
+
+    path: str
+    kind: str  # manual | tickets
+    format: str
+    sha256: str = ""
+    bytes: int = 0
+    read: int = 0
+    stored: int = 0
+    quarantined: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    replaced_bytes: int = 0
+    truncated: int = 0
+    redactions: Counter = field(default_factory=Counter)
+    unknown_columns: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["reasons"] = dict(sorted(self.reasons.items()))
+        d["redactions"] = dict(sorted(self.redactions.items()))
+        return d
+
+    @property
+    def reconciled(self) -> bool:
+        return self.read == self.stored + self.quarantined
+
+
+class IngestError(ValueError):
+    pass
+
+
+def _reason_key(reason: str) -> str:
+    """The reason without its specifics (for counting): text up to the first ':' or '('."""
+    return re.split(r"[:(]", reason, maxsplit=1)[0].strip()
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------------------------
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def decode_text(raw: bytes) -> tuple[str, int]:
+    """UTF-8 (a BOM is dropped) with every undecodable byte replaced by U+FFFD; returns (text, n_replaced)."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    text = raw.decode("utf-8", errors="surrogateescape")
+    n = len(_SURROGATE.findall(text))
+    if n:
+        text = _SURROGATE.sub("\ufffd", text)
+    return text, n
+
+
+# ----------------------------------------------------------------------------------------------
+# Manuals -> sections
+# ----------------------------------------------------------------------------------------------
+
+
+def slug(text: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:60].rstrip("-") or "section"
+
+
+def section_id(doc_id: str, heading_path: Iterable[str]) -> str:
+    """The address of a section: ``doc_id/slug(h1)/slug(h2)/...`` (what tickets link to)."""
+    return "/".join([doc_id, *(slug(h) for h in heading_path)])
+
+
+_ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_NUMBERED = re.compile(r"^(\d+(?:\.\d+)*)\s+([A-Z][^\n]{0,80})$")
+_SETEXT = re.compile(r"^(=+|-+)\s*$")
+
+
+def _split_markdown(text: str) -> list[tuple[list[str], str]]:
+    out: list[tuple[list[str], str]] = []
+    path: list[str] = []
+    buf: list[str] = []
+    fenced = False
+
+    def flush() -> None:
+        body = "\n".join(buf).strip()
+        if body:
+            out.append((list(path), body))
+        buf.clear()
+
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            fenced = not fenced
+        m = None if fenced else _ATX.match(line)
+        if m:
+            flush()
+            level = len(m.group(1))
+            path[:] = path[: level - 1] + [m.group(2) or "untitled"]
+        else:
+            buf.append(line)
+    flush()
+    return out
+
+
+def _split_plain(text: str) -> list[tuple[list[str], str]]:
+    """Plain text: setext headings (a line underlined with === or ---) and numbered headings
+    (``2.1 Tunnel limits``; the depth is the number of parts)."""
+    lines = text.splitlines()
+    out: list[tuple[list[str], str]] = []
+    path: list[str] = []
+    buf: list[str] = []
+
+    def flush() -> None:
+        body = "\n".join(buf).strip()
+        if body:
+            out.append((list(path), body))
+        buf.clear()
+
+    i = 0
+    while i < len(lines):
+        line = lines[i].rstrip()
+        nxt = lines[i + 1].rstrip() if i + 1 < len(lines) else ""
+        if line.strip() and _SETEXT.match(nxt) and len(nxt.strip()) >= 3:
+            flush()
+            level = 1 if nxt.strip()[0] == "=" else 2
+            path[:] = path[: level - 1] + [line.strip()]
+            i += 2
+            continue
+        m = _NUMBERED.match(line.strip())
+        if m and not line.strip().endswith("."):
+            flush()
+            level = m.group(1).count(".") + 1
+            path[:] = path[: level - 1] + [line.strip()]
+            i += 1
+            continue
+        buf.append(line)
+        i += 1
+    flush()
+    return out
+
+
+class _HTMLSections(HTMLParser):
+    BLOCK = {"p", "div", "li", "tr", "br", "pre", "table", "ul", "ol", "section", "article", "dd", "dt", "blockquote"}
+    SKIP = {"script", "style", "head", "nav", "noscript", "template"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[tuple[list[str], str]] = []
+        self.path: list[str] = []
+        self.buf: list[str] = []
+        self.heading: list[str] | None = None
+        self.level = 0
+        self.skip = 0
+
+    def _flush(self) -> None:
+        body = re.sub(r"[ \t]+", " ", "".join(self.buf))
+        body = re.sub(r"\s*\n\s*", "\n", body).strip()
+        if body:
+            self.out.append((list(self.path), body))
+        self.buf = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIP:
+            self.skip += 1
+        elif re.fullmatch(r"h[1-6]", tag):
+            self._flush()
+            self.heading, self.level = [], int(tag[1])
+        elif tag in self.BLOCK:
+            self.buf.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif re.fullmatch(r"h[1-6]", tag) and self.heading is not None:
+            title = " ".join("".join(self.heading).split()) or "untitled"
+            self.path[:] = self.path[: self.level - 1] + [title]
+            self.heading = None
+        elif tag in self.BLOCK:
+            self.buf.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.skip:
+            return
+        (self.heading if self.heading is not None else self.buf).append(data)
+
+
+def _split_html(text: str) -> list[tuple[list[str], str]]:
+    p = _HTMLSections()
+    p.feed(text)
+    p.close()
+    p._flush()
+    return p.out
+
+
+def _pdf_text(raw: bytes) -> str:
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(raw))
+    return "\n".join((page.extract_text() or "") for page in reader.pages)
+
+
+def _cap_sections(parts: list[tuple[list[str], str]], max_chars: int) -> list[tuple[list[str], str]]:
+    """Split sections longer than ``max_chars`` at paragraph (else line, else hard) boundaries into
+    ``(part k)`` sections."""
+    out = []
+    for path, body in parts:
+        if len(body) <= max_chars:
+            out.append((path, body))
+            continue
+        chunks, cur = [], ""
+        for para in re.split(r"(\n\s*\n)", body):
+            while len(para) > max_chars:
+                cut = para.rfind("\n", 0, max_chars)
+                cut = cut if cut > 0 else max_chars
+                if cur:
+                    chunks.append(cur)
+                    cur = ""
+                chunks.append(para[:cut])
+                para = para[cut:]
+            if len(cur) + len(para) > max_chars:
+                chunks.append(cur)
+                cur = ""
+            cur += para
+        if cur.strip():
+            chunks.append(cur)
+        chunks = [c.strip() for c in chunks if c.strip()]
+        out.extend(([*path, f"part {k + 1}"], c) for k, c in enumerate(chunks))
+    return out
+
+
+def parse_manual(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, doc_id: str | None = None
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], SourceReport]:
+    """One manual file -> (sections, quarantined, report). A file that yields no text, or a PDF that
+    cannot be read, is one quarantined record."""
+    p = Path(path)
+    fmt = MANUAL_SUFFIXES.get(p.suffix.lower(), "unsupported")
+    raw = p.read_bytes()
+    rep = SourceReport(path=str(p), kind="manual", format=fmt, sha256=sha256(raw), bytes=len(raw))
+    doc_id = doc_id or slug(p.stem)
+    quarantined: list[dict[str, Any]] = []
+
+    def quarantine(reason: str, where: str = "file") -> tuple[list, list, SourceReport]:
+        rep.read += 1
+        rep.quarantined += 1
+        rep.reasons[_reason_key(reason)] += 1
+        quarantined.append({"source": str(p), "where": where, "id": doc_id, "reason": reason})
+        return [], quarantined, rep
+
+    try:
+        if fmt == "unsupported":
+            return quarantine(f"unsupported manual format: suffix {p.suffix!r}; use one of {sorted(MANUAL_SUFFIXES)}")
+        if fmt == "pdf":
+            try:
+                text = _pdf_text(raw)
+            except Exception as e:  # pypdf raises many types on broken files
+                return quarantine(f"unreadable PDF: {type(e).__name__}: {e}")
+            parts = _split_plain(text)
+        else:
+            text, rep.replaced_bytes = decode_text(raw)
+            parts = {"markdown": _split_markdown, "html": _split_html, "text": _split_plain}[fmt](text)
+    except RecursionError as e:
+        return quarantine(f"unparseable {fmt}: {e}")
+    if not parts:
+        return quarantine("no text: the file holds no section with text")
+    parts = _cap_sections(parts, cfg.max_section_chars)
+    sections, seen = [], Counter()
+    for heading_path, body in parts:
+        body, counts = redactor.redact(body)
+        rep.redactions.update(counts)
+        heading_path = [redactor.redact(h)[0] for h in heading_path] or [doc_id]
+        sid = section_id(doc_id, heading_path)
+        seen[sid] += 1
+        if seen[sid] > 1:
+            sid = f"{sid}-{seen[sid]}"
+        sections.append({"id": sid, "doc_id": doc_id, "heading_path": heading_path, "text": body,
+                         "checksum": sha256(body.encode("utf-8"))})
+    rep.read = rep.stored = len(sections)
+    return sections, quarantined, rep
+
+
+# ----------------------------------------------------------------------------------------------
+# Tickets
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_time(value: Any) -> dt.datetime:
+    """ISO-8601 (``Z`` allowed; naive means UTC) or Unix seconds -> aware UTC datetime."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("empty")
+    s = value.strip()
+    if re.fullmatch(r"\d{9,11}(\.\d+)?", s):
+        return dt.datetime.fromtimestamp(float(s), tz=dt.UTC)
+    t = dt.datetime.fromisoformat(s.replace(" UTC", "Z"))
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+
+
+def format_time(t: dt.datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def _as_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if v is None:
+        return False
+    if isinstance(v, (int, float)) and v in (0, 1):
+        return bool(v)
+    s = str(v).strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise ValueError(f"resolution_verified is not a boolean: {v!r}")
+
+
+def _as_links(v: Any) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, list):
+        items = v
+    else:
+        s = str(v).strip()
+        if s.startswith("["):
+            try:
+                items = json.loads(s)
+            except json.JSONDecodeError:
+                items = re.split(r"[;|,\s]+", s.strip("[]"))
+        else:
+            items = re.split(r"[;|,\s]+", s)
+    return [str(x).strip() for x in items if str(x).strip()]
+
+
+def _as_text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True, ensure_ascii=False)
+    return str(v)
+
+
+def _canonical_answer(answer: Any, answer_type: str) -> str:
+    if answer_type == "json":
+        obj = json.loads(answer) if isinstance(answer, str) else answer
+        return json.dumps(obj, sort_keys=True, separators=(", ", ": "), ensure_ascii=False)
+    if answer_type == "numeric":
+        s = _as_text(answer).strip()
+        float(s.replace(",", ""))  # raises ValueError when not a number
+        return s
+    return _as_text(answer).strip()
+
+
+def normalise_ticket(rec: dict[str, Any], *, cfg: IngestConfig, redactor: Redactor
+                     ) -> tuple[dict[str, Any], Counter, bool]:
+    """A raw export record (keys already mapped to our names) -> (ticket, redaction counts, truncated).
+    Raises ValueError with the reason when the record cannot be a ticket."""
+    tid = _as_text(rec.get("id")).strip()
+    if not tid:
+        raise ValueError("missing ticket id")
+    created_raw, updated_raw = rec.get("created"), rec.get("updated")
+    try:
+        created = parse_time(created_raw) if _as_text(created_raw).strip() else None
+    except ValueError:
+        raise ValueError(f"bad created time: {created_raw!r} (use ISO-8601, e.g. 2024-03-01T10:00:00Z)") from None
+    try:
+        updated = parse_time(updated_raw) if _as_text(updated_raw).strip() else created
+    except ValueError:
+        raise ValueError(f"bad updated time: {updated_raw!r} (use ISO-8601, e.g. 2024-03-01T10:00:00Z)") from None
+    if updated is None:
+        raise ValueError("missing updated and created time")
+    answer_type = _as_text(rec.get("answer_type")).strip().lower()
+    if answer_type not in ("", *ANSWER_TYPES):
+        raise ValueError(f"unknown answer_type: {answer_type!r} (allowed: {', '.join(ANSWER_TYPES)})")
+    answer_raw = rec.get("answer")
+    answer = ""
+    if answer_raw not in (None, ""):
+        try:
+            answer = _canonical_answer(answer_raw, answer_type)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"answer does not parse as {answer_type}: {str(e)[:80]}") from None
+    verified = _as_bool(rec.get("resolution_verified"))
+    notes: list[str] = []
+    body = _as_text(rec.get("body"))
+    truncated = False
+    if len(body) > cfg.max_body_chars:
+        if cfg.long_body == "refuse":
+            raise ValueError(f"body too long: {len(body)} chars > ingest.max_body_chars={cfg.max_body_chars} "
+                             "(set ingest.long_body=truncate to keep it truncated)")
+        notes.append(f"body truncated from {len(body)} to {cfg.max_body_chars} chars (ingest.max_body_chars)")
+        body, truncated = body[: cfg.max_body_chars], True
+    counts: Counter = Counter()
+    fields = {}
+    for name, value in (("title", _as_text(rec.get("title"))), ("body", body),
+                        ("resolution", _as_text(rec.get("resolution"))), ("answer", answer)):
+        fields[name], c = redactor.redact(value.strip() if name != "body" else value)
+        counts.update(c)
+    ticket = {
+        "id": tid,
+        "created": format_time(created) if created else format_time(updated),
+        "updated": format_time(updated),
+        "title": fields["title"],
+        "body": fields["body"],
+        "status": _as_text(rec.get("status")).strip().lower(),
+        "resolution": fields["resolution"],
+        "resolution_verified": verified,
+        "links": _as_links(rec.get("links")),
+        "answer": fields["answer"],
+        "answer_type": answer_type,
+        "notes": notes,
+    }
+    return ticket, counts, truncated
+
+
+def _map_keys(raw: dict[Any, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Rename export columns to our fields; returns (record, unknown column names)."""
+    out, unknown = {}, []
+    for k, v in raw.items():
+        key = re.sub(r"[\s.\-]+", "_", str(k).strip().lower().lstrip("\ufeff"))
+        name = _ALIAS.get(key)
+        if name is None:
+            unknown.append(str(k))
+        elif name not in out or out[name] in (None, ""):
+            out[name] = v
+    return out, unknown
+
+
+def _iter_raw_tickets(text: str, fmt: str) -> Iterable[tuple[str, dict[str, Any] | None, str, str]]:
+    """Yields (where, raw record or None, raw text, error reason)."""
+    if fmt == "jsonl":
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield f"line {n}", None, line, f"invalid JSON: {e.msg} at column {e.colno}"
+                continue
+            if not isinstance(obj, dict):
+                yield f"line {n}", None, line, f"not a JSON object: {type(obj).__name__}"
+                continue
+            yield f"line {n}", obj, line, ""
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as e:
+        yield "row 1", None, "", f"unreadable CSV header: {e}"
+        return
+    row_no = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            row_no += 1
+            yield f"row {row_no}", None, "", f"malformed CSV: {e}"
+            continue
+        row_no += 1
+        if not any(c.strip() for c in row):
+            continue
+        raw = ",".join(row)
+        if len(row) > len(header):
+            yield f"row {row_no}", None, raw, f"row has {len(row)} fields, header has {len(header)}"
+            continue
+        rec = dict(zip(header, row + [""] * (len(header) - len(row))))
+        yield f"row {row_no}", rec, raw, ""
+
+
+def parse_tickets(path: str | Path, *, cfg: IngestConfig, redactor: Redactor
+                  ) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any]], SourceReport]:
+    """One export -> ([(ticket, where)], quarantined, report). ``report.stored`` is filled in later
+    (after duplicates are resolved across files and against the store)."""
+    p = Path(path)
+    fmt = TICKET_SUFFIXES.get(p.suffix.lower(), "unsupported")
+    raw = p.read_bytes()
+    rep = SourceReport(path=str(p), kind="tickets", format=fmt, sha256=sha256(raw), bytes=len(raw))
+    quarantined: list[dict[str, Any]] = []
+    if fmt == "unsupported":
+        rep.read = rep.quarantined = 1
+        reason = f"unsupported ticket format: suffix {p.suffix!r}; use one of {sorted(TICKET_SUFFIXES)}"
+        rep.reasons[_reason_key(reason)] += 1
+        quarantined.append({"source": str(p), "where": "file", "id": "", "reason": reason})
+        return [], quarantined, rep
+    text, rep.replaced_bytes = decode_text(raw)
+    tickets: list[tuple[dict[str, Any], str]] = []
+    unknown_cols: set[str] = set()
+    for where, rec, raw_text, err in _iter_raw_tickets(text, fmt):
+        rep.read += 1
+        rid = ""
+        if rec is not None:
+            mapped, unknown = _map_keys(rec)
+            unknown_cols.update(unknown)
+            rid = _as_text(mapped.get("id")).strip()
+            try:
+                ticket, counts, truncated = normalise_ticket(mapped, cfg=cfg, redactor=redactor)
+                rep.redactions.update(counts)
+                rep.truncated += truncated
+                tickets.append((ticket, where))
+                continue
+            except ValueError as e:
+                err = str(e)
+        rep.quarantined += 1
+        rep.reasons[_reason_key(err)] += 1
+        red, counts = redactor.redact(raw_text[:2000])
+        rep.redactions.update(counts)
+        quarantined.append({"source": str(p), "where": where, "id": rid, "reason": err, "raw": red})
+    rep.unknown_columns = sorted(unknown_cols)
+    return tickets, quarantined, rep
+
+
+# ----------------------------------------------------------------------------------------------
+# The ingest
+# ----------------------------------------------------------------------------------------------
+
+
+def _expand(paths: Iterable[str | Path], suffixes: dict[str, str]) -> tuple[list[Path], list[str]]:
+    """Files named directly, plus supported files under named folders; returns (files, skipped)."""
+    files, skipped = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file():
+                    (files.append(f) if f.suffix.lower() in suffixes else skipped.append(str(f)))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise IngestError(f"input {str(p)!r} does not exist")
+    return files, skipped
+
+
+def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iterable[str | Path] = (),
+           store: Store | None = None, progress: bool = False) -> dict[str, Any]:
+    """Parse, redact and store manuals and ticket exports as a new snapshot on top of the latest one.
+
+    Returns the ingest report: ``snapshot_id``, ``previous``, ``unchanged`` (True when the content
+    equals the previous snapshot, so no new snapshot was written), ``sources`` (per-file
+    reconciliation), ``counts``, ``objects_written``, ``quarantine`` (object hash or None),
+    ``quarantined`` (the records), ``seconds``.
+    """
+    t0 = time.perf_counter()
+    store = store or open_store(cfg.store)
+    redactor = Redactor.from_config(cfg.ingest)
+    manual_files, skipped_m = _expand(manuals, MANUAL_SUFFIXES)
+    ticket_files, skipped_t = _expand(tickets, TICKET_SUFFIXES)
+    if not manual_files and not ticket_files:
+        raise IngestError("nothing to ingest: name manual files/folders (--manuals) and/or ticket exports (--tickets)")
+
+    prev_id = store.latest()
+    prev = store.read_manifest(prev_id) if prev_id else None
+    prev_sections: dict[str, str] = dict(prev["sections"]) if prev else {}
+    prev_tickets: dict[str, list[str]] = dict(prev["tickets"]) if prev else {}
+    known = set(prev_sections.values()) | {v[0] for v in prev_tickets.values()}
+
+    reports: list[SourceReport] = []
+    quarantined: list[dict[str, Any]] = []
+    blobs: dict[str, bytes] = {}
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(manual_files) + len(ticket_files), desc="ingest", unit="file")
+
+    # -- manuals: a re-ingested document replaces all of its sections ------------------------------
+    sections: dict[str, str] = dict(prev_sections)
+    doc_source: dict[str, str] = {}
+    for f in manual_files:
+        secs, q, rep = parse_manual(f, cfg=cfg.ingest, redactor=redactor)
+        doc = slug(f.stem)
+        if secs and doc in doc_source:
+            reason = f"duplicate document id: {doc!r} already ingested from {doc_source[doc]} in this run; rename one file"
+            rep.stored, rep.quarantined = 0, rep.read
+            rep.reasons[_reason_key(reason)] += rep.read
+            q += [{"source": str(f), "where": s["id"], "id": s["id"], "reason": reason} for s in secs]
+            secs = []
+        if secs:
+            doc_source[doc] = str(f)
+            sections = {k: v for k, v in sections.items() if not k.startswith(doc + "/") and k != doc}
+            for s in secs:
+                b = canonical_json(s)
+                d = sha256(b)
+                blobs[d] = b
+                sections[s["id"]] = d
+        reports.append(rep)
+        quarantined += q
+        if bar:
+            bar.update()
+
+    # -- tickets: latest `updated` wins across files and against the store -------------------------
+    winners: dict[str, tuple[dict[str, Any], str, SourceReport, dt.datetime]] = {}
+    for f in ticket_files:
+        parsed, q, rep = parse_tickets(f, cfg=cfg.ingest, redactor=redactor)
+        reports.append(rep)
+        quarantined += q
+        for ticket, where in parsed:
+            tid, upd = ticket["id"], parse_time(ticket["updated"])
+            old = winners.get(tid)
+            if old is not None:
+                loser, lwhere, lrep = (old[0], old[1], old[2]) if upd >= old[3] else (ticket, where, rep)
+                wt, wwhere, wrep = (ticket, where, rep) if upd >= old[3] else (old[0], old[1], old[2])
+                reason = (f"duplicate id: {tid!r} superseded by {wrep.path} {wwhere} "
+                          f"(updated {wt['updated']} vs {loser['updated']})")
+                lrep.quarantined += 1
+                lrep.reasons[_reason_key(reason)] += 1
+                quarantined.append({"source": lrep.path, "where": lwhere, "id": tid, "reason": reason})
+                if upd < old[3]:
+                    continue
+            winners[tid] = (ticket, where, rep, upd)
+        if bar:
+            bar.update()
+    if bar:
+        bar.close()
+
+    tickets_map: dict[str, list[str]] = dict(prev_tickets)
+    new_tickets = updated_tickets = 0
+    for tid, (ticket, where, rep, upd) in winners.items():
+        old = prev_tickets.get(tid)
+        if old is not None:
+            old_upd = parse_time(old[1])
+            if upd < old_upd:
+                reason = f"older than stored version: {tid!r} updated {ticket['updated']} < stored {old[1]}"
+                rep.quarantined += 1
+                rep.reasons[_reason_key(reason)] += 1
+                quarantined.append({"source": rep.path, "where": where, "id": tid, "reason": reason})
+                continue
+            if upd == old_upd:
+                rep.stored += 1  # same id and updated time: the stored version stands
+                continue
+        b = canonical_json(ticket)
+        d = sha256(b)
+        blobs[d] = b
+        tickets_map[tid] = [d, ticket["updated"]]
+        rep.stored += 1
+        new_tickets += old is None
+        updated_tickets += old is not None
+
+    for rep in reports:
+        if not rep.reconciled:  # a bug, never a silent drop
+            raise IngestError(f"{rep.path}: read {rep.read} != stored {rep.stored} + quarantined {rep.quarantined}")
+
+    # -- objects, then the manifest, then the pointer ----------------------------------------------
+    objects_written = store.put_objects(blobs, known=known)
+    q_digest = None
+    if quarantined:
+        qb = canonical_json(quarantined)
+        q_digest, w = store.put_object(qb)
+        objects_written += w
+    content_hash = sha256(canonical_json({"sections": sections, "tickets": tickets_map}))
+    unchanged = prev is not None and prev.get("content_hash") == content_hash
+    counts = {
+        "sections": len(sections), "tickets": len(tickets_map), "new_tickets": new_tickets,
+        "updated_tickets": updated_tickets, "quarantined": len(quarantined),
+        "read": sum(r.read for r in reports), "stored": sum(r.stored for r in reports),
+        "redactions": dict(sum((r.redactions for r in reports), Counter())),
+        "replaced_bytes": sum(r.replaced_bytes for r in reports),
+        "truncated": sum(r.truncated for r in reports),
+    }
+    if unchanged:
+        snapshot_id = prev_id
+    else:
+        snapshot_id = sha256(f"{content_hash}:{prev_id or ''}".encode())[:20]
+        manifest = {
+            "format": 1, "snapshot_id": snapshot_id, "previous": prev_id, "content_hash": content_hash,
+            "created": format_time(dt.datetime.now(dt.UTC)),
+            "sources": [{"path": r.path, "sha256": r.sha256, "bytes": r.bytes, "read": r.read, "stored": r.stored,
+                         "quarantined": r.quarantined} for r in reports],
+            "counts": counts, "quarantine": q_digest, "sections": sections, "tickets": tickets_map,
+        }
+        store.write_manifest(manifest)
+        store.set_latest(snapshot_id)
+    return {
+        "snapshot_id": snapshot_id, "previous": prev_id, "unchanged": unchanged,
+        "store": store.description, "sources": [r.to_dict() for r in reports],
+        "skipped_files": skipped_m + skipped_t, "counts": counts, "objects_written": objects_written,
+        "bytes_read": sum(r.bytes for r in reports), "quarantine": q_digest, "quarantined": quarantined,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def load_snapshot(store: Store, snapshot: str = "latest") -> tuple[dict[str, Any], list[dict], list[dict]]:
+    """(manifest, sections, tickets) of a snapshot, records in id order."""
+    man = store.read_manifest(snapshot)
+    sec_objs = store.get_json_objects(man["sections"].values())
+    tick_objs = store.get_json_objects(v[0] for v in man["tickets"].values())
+    sections = [sec_objs[man["sections"][k]] for k in sorted(man["sections"])]
+    tickets = [tick_objs[man["tickets"][k][0]] for k in sorted(man["tickets"])]
+    return man, sections, tickets
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """A short human summary of an ingest report."""
+    lines = [f"snapshot {rep['snapshot_id']} ({'unchanged' if rep['unchanged'] else 'new'}; previous "
+             f"{rep['previous']}) in {rep['store']}: {rep['counts']['sections']} sections, "
+             f"{rep['counts']['tickets']} tickets, {rep['objects_written']} objects written"]
+    for s in rep["sources"]:
+        reasons = "; ".join(f"{k} x{v}" for k, v in s["reasons"].items())
+        lines.append(f"  {s['path']}: read {s['read']} = stored {s['stored']} + quarantined {s['quarantined']}"
+                     + (f" [{reasons}]" if reasons else "")
+                     + (f" replaced_bytes={s['replaced_bytes']}" if s["replaced_bytes"] else "")
+                     + (f" truncated={s['truncated']}" if s["truncated"] else "")
+                     + (f" redactions={s['redactions']}" if s["redactions"] else ""))
+    for f in rep["skipped_files"]:
+        lines.append(f"  skipped (unsupported suffix): {f}")
+    return "\n".join(lines)

@@ -1,0 +1,325 @@
+"""The privileged-context store: content-addressed objects, immutable snapshot manifests, a pointer.
+
+Layout (the same keys on both back ends)::
+
+    objects/<sha[:2]>/<sha>      one JSON record (a manual section, a ticket, a quarantine list);
+                                 the name is the SHA-256 of the bytes, so identical content is one object
+    snapshots/<snapshot_id>.json the manifest of one ingest: sources and their hashes, counts,
+                                 the previous snapshot, and every record id -> object hash
+    refs/latest                  the id of the newest committed snapshot
+
+Commit protocol: objects first, then the manifest, then ``refs/latest``. Readers resolve snapshots
+through manifests only, so an ingest that dies part-way leaves at most unreferenced objects
+(harmless, content-addressed), never a visible half-snapshot. A manifest is written once and never
+changed; ``refs/latest`` is the single mutable key (an atomic rename locally, one PUT on S3).
+
+Back ends: :class:`LocalStore` (a folder; the embedded default) and :class:`S3Store` (MinIO or any
+S3 server via the ``minio`` client). Credentials come only from the environment
+(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or MINIO_ACCESS_KEY / MINIO_SECRET_KEY), never from the
+config. Departure from a git-like object store: no packing and no garbage collection of
+unreferenced objects (they only arise from failed ingests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rlsd.config import StoreConfig
+
+T = TypeVar("T")
+
+
+class StoreError(RuntimeError):
+    """Any store failure; the message names the store, the key or operation and the fix."""
+
+
+class StoreAuthError(StoreError):
+    """Missing or rejected credentials (not retried)."""
+
+
+class StoreUnavailable(StoreError):
+    """The server did not answer after the configured number of tries."""
+
+
+class StoreNotFound(StoreError, KeyError):
+    """A key, object or snapshot that does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The bytes whose hash names a record: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def object_key(digest: str) -> str:
+    return f"objects/{digest[:2]}/{digest}"
+
+
+class Store(ABC):
+    """One interface over a folder and an S3 bucket. Subclasses implement the five primitives."""
+
+    description: str = "store"
+    parallelism: int = 1
+
+    # -- primitives ------------------------------------------------------------------------------
+    @abstractmethod
+    def _put(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _get(self, key: str) -> bytes:
+        """The bytes at ``key``; raises StoreNotFound when absent."""
+
+    @abstractmethod
+    def _exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def _list(self, prefix: str) -> Iterator[str]: ...
+
+    # -- content-addressed objects ---------------------------------------------------------------
+    def put_object(self, data: bytes) -> tuple[str, bool]:
+        """Store ``data`` under its SHA-256; returns (digest, written). Existing objects are not rewritten."""
+        digest = sha256(data)
+        key = object_key(digest)
+        if self._exists(key):
+            return digest, False
+        self._put(key, data)
+        return digest, True
+
+    def put_objects(self, blobs: dict[str, bytes], *, known: Iterable[str] = ()) -> int:
+        """Store many ``{digest: bytes}``; digests in ``known`` are taken to exist already (they are
+        referenced by a committed snapshot). Returns the number of objects written."""
+        known = set(known)
+        todo = [(d, b) for d, b in blobs.items() if d not in known]
+        for d, b in todo:
+            if sha256(b) != d:
+                raise StoreError(f"object bytes do not hash to their name {d[:12]}... (a bug in the caller)")
+        written = self._map(lambda db: self.put_object(db[1])[1], todo)
+        return sum(written)
+
+    def get_object(self, digest: str) -> bytes:
+        data = self._get(object_key(digest))
+        if sha256(data) != digest:
+            raise StoreError(f"{self.description}: object {digest} is corrupt (its bytes hash to {sha256(data)}); "
+                             "re-ingest the source files to rewrite it")
+        return data
+
+    def get_json_objects(self, digests: Iterable[str]) -> dict[str, Any]:
+        ds = list(dict.fromkeys(digests))
+        vals = self._map(lambda d: json.loads(self.get_object(d)), ds)
+        return dict(zip(ds, vals))
+
+    def object_count(self) -> int:
+        return sum(1 for _ in self._list("objects/"))
+
+    # -- snapshots -------------------------------------------------------------------------------
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        sid = manifest["snapshot_id"]
+        key = f"snapshots/{sid}.json"
+        if self._exists(key):
+            return  # immutable: the same id means the same content and the same previous snapshot
+        self._put(key, canonical_json(manifest))
+
+    def set_latest(self, snapshot_id: str) -> None:
+        self._put("refs/latest", snapshot_id.encode())
+
+    def latest(self) -> str | None:
+        try:
+            return self._get("refs/latest").decode().strip() or None
+        except StoreNotFound:
+            return None
+
+    def resolve(self, snapshot: str = "latest") -> str:
+        if snapshot == "latest":
+            sid = self.latest()
+            if sid is None:
+                raise StoreNotFound(f"{self.description} holds no snapshot yet; run `rlsd ingest` first")
+            return sid
+        return snapshot
+
+    def read_manifest(self, snapshot: str = "latest") -> dict[str, Any]:
+        sid = self.resolve(snapshot)
+        try:
+            return json.loads(self._get(f"snapshots/{sid}.json"))
+        except StoreNotFound:
+            known = ", ".join(self.list_snapshots()[:10]) or "none"
+            raise StoreNotFound(f"{self.description}: snapshot {sid!r} does not exist (known: {known})") from None
+
+    def list_snapshots(self) -> list[str]:
+        return sorted(k.rsplit("/", 1)[-1][: -len(".json")] for k in self._list("snapshots/") if k.endswith(".json"))
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _map(self, fn: Callable[[Any], T], items: list[Any]) -> list[T]:
+        if self.parallelism <= 1 or len(items) < 4:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(self.parallelism) as ex:
+            return list(ex.map(fn, items))
+
+
+# ----------------------------------------------------------------------------------------------
+# Local folder
+# ----------------------------------------------------------------------------------------------
+
+
+class LocalStore(Store):
+    """A folder. Writes go to a temporary file in the same folder, then an atomic rename."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.description = f"local store {str(self.root)!r}"
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def _put(self, key: str, data: bytes) -> None:
+        p = self._path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise StoreNotFound(f"{self.description}: no key {key!r}") from None
+
+    def _exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def _list(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix)
+        if not base.exists():
+            return
+        for p in base.rglob("*"):
+            if p.is_file() and not p.name.startswith(".tmp-"):
+                yield p.relative_to(self.root).as_posix()
+
+
+# ----------------------------------------------------------------------------------------------
+# S3 (MinIO, SeaweedFS, AWS)
+# ----------------------------------------------------------------------------------------------
+
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken",
+               "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
+
+
+def s3_credentials() -> tuple[str, str, str | None]:
+    """(access_key, secret_key, session_token) from the environment; a clear error when absent."""
+    env = os.environ
+    for a, s in (("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")):
+        if env.get(a) and env.get(s):
+            return env[a], env[s], env.get("AWS_SESSION_TOKEN") or None
+    raise StoreAuthError("S3 store: no credentials in the environment; set AWS_ACCESS_KEY_ID and "
+                         "AWS_SECRET_ACCESS_KEY (or MINIO_ACCESS_KEY and MINIO_SECRET_KEY); they never go in the config")
+
+
+class S3Store(Store):
+    """An S3 bucket through the ``minio`` client; every call is tried ``retries`` times with backoff."""
+
+    parallelism = 8
+
+    def __init__(self, cfg: StoreConfig, *, connect_timeout: float = 3.0, read_timeout: float = 30.0,
+                 backoff: float = 0.25) -> None:
+        import urllib3
+        from minio import Minio
+
+        access, secret, token = s3_credentials()
+        self.cfg, self.backoff = cfg, backoff
+        scheme = "https" if cfg.secure else "http"
+        self.description = f"S3 store {scheme}://{cfg.endpoint}/{cfg.bucket}"
+        # No retries inside urllib3: this class owns the retry policy (bounded, then a clear error).
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+                                   retries=urllib3.Retry(total=0, redirect=0), maxsize=self.parallelism)
+        self.client = Minio(cfg.endpoint, access_key=access, secret_key=secret, session_token=token,
+                            secure=cfg.secure, region=cfg.region or None, http_client=http)
+        self._ensure_bucket()
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        from minio.error import MinioException, S3Error
+
+        last: BaseException | None = None
+        for attempt in range(self.cfg.retries):
+            try:
+                return fn()
+            except S3Error as e:
+                if e.code in _AUTH_CODES:
+                    raise StoreAuthError(
+                        f"{self.description}: {what} refused ({e.code}: {e.message}); check AWS_ACCESS_KEY_ID / "
+                        "AWS_SECRET_ACCESS_KEY (or MINIO_ACCESS_KEY / MINIO_SECRET_KEY) and the bucket policy") from None
+                if e.code in ("NoSuchKey", "NoSuchObject"):
+                    raise StoreNotFound(f"{self.description}: no key for {what}") from None
+                if e.code == "NoSuchBucket":
+                    raise StoreError(f"{self.description}: bucket {self.cfg.bucket!r} disappeared during {what}") from None
+                last = e  # other server errors: retry
+            except (MinioException, OSError, Exception) as e:  # urllib3 connection errors, timeouts
+                if isinstance(e, StoreError):
+                    raise
+                last = e
+            if attempt + 1 < self.cfg.retries:
+                time.sleep(min(self.backoff * 2**attempt, 4.0))
+        raise StoreUnavailable(
+            f"{self.description}: {what} failed after {self.cfg.retries} tries ({type(last).__name__}: {last}); "
+            "check that the server is up and store.endpoint / store.secure are right (raise store.retries to wait longer)")
+
+    def _ensure_bucket(self) -> None:
+        b = self.cfg.bucket
+        if not self._call(f"bucket_exists({b})", lambda: self.client.bucket_exists(b)):
+            self._call(f"make_bucket({b})", lambda: self.client.make_bucket(b, location=self.cfg.region or None))
+
+    def _put(self, key: str, data: bytes) -> None:
+        import io
+
+        self._call(f"put {key}", lambda: self.client.put_object(self.cfg.bucket, key, io.BytesIO(data), len(data),
+                                                                content_type="application/json"))
+
+    def _get(self, key: str) -> bytes:
+        def get() -> bytes:
+            resp = self.client.get_object(self.cfg.bucket, key)
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        return self._call(f"get {key}", get)
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self._call(f"stat {key}", lambda: self.client.stat_object(self.cfg.bucket, key))
+            return True
+        except StoreNotFound:
+            return False
+
+    def _list(self, prefix: str) -> Iterator[str]:
+        keys = self._call(f"list {prefix}", lambda: [o.object_name for o in
+                                                     self.client.list_objects(self.cfg.bucket, prefix=prefix,
+                                                                              recursive=True)])
+        yield from keys
+
+
+def open_store(store_cfg: StoreConfig) -> Store:
+    """The configured back end: ``local`` (a folder at store.root) or ``s3`` (store.endpoint/bucket)."""
+    if store_cfg.backend == "local":
+        return LocalStore(store_cfg.root)
+    return S3Store(store_cfg)

@@ -1,0 +1,144 @@
+"""Task building from the sample corpus, stable split, the leak guard and the validation step."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from rlsd.config import load_config
+from rlsd.data.build import BM25, build_tasks, split_of, tokenize
+from rlsd.data.corpus import make_corpus
+from rlsd.data.ingest import ingest
+from rlsd.data.store import LocalStore
+from rlsd.data.validate import ValidationFailed, leak_reason, validate
+from rlsd.tasks import Task, read_tasks, write_tasks
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("built")
+    cfg = load_config()
+    st = LocalStore(tmp / "st")
+    rep = ingest(cfg, manuals=[SAMPLE / "manuals"], tickets=[SAMPLE / "tickets"], store=st)
+    out = build_tasks(cfg, out_dir=tmp / "tasks", store=st)
+    return cfg, st, rep, out, tmp
+
+
+def test_sample_builds_tasks_with_findable_answers(built):
+    cfg, st, rep, out, _ = built
+    c = out["counts"]
+    assert c["tasks"] == c["train"] + c["eval"] == 243 and sum(c["skipped"].values()) == 300 - 243
+    assert c["by_answer_type"] == {"numeric": 120, "label": 86, "json": 37}
+    tasks = read_tasks(out["train_path"]) + read_tasks(out["eval_path"])
+    for t in tasks:
+        assert t.verifier == t.meta["answer_type"] and t.meta["snapshot_id"] == rep["snapshot_id"]
+        # the answer is in the privileged context (the resolution states it) and never in the prompt
+        if t.verifier == "json":
+            exp = t.verifier_args["expected"]
+            assert str(exp["port"]) in t.privileged_context and exp["protocol"] in t.privileged_context
+            assert t.verifier_args["schema"]["required"] == ["port", "protocol"]
+        else:
+            assert t.answer in t.privileged_context
+        if t.verifier == "label":
+            assert t.answer in t.verifier_args["choices"] and len(t.verifier_args["choices"]) >= 2
+        assert "[EMAIL]" not in t.privileged_context and "@example.com" not in t.prompt
+    # tickets without links got retrieved sections, and retrieval mostly found the right one
+    retrieved = [t for t in tasks if t.meta["retrieved"]]
+    hit = sum(t.answer in t.privileged_context.split("Manual:", 1)[-1] for t in retrieved if t.verifier != "json")
+    assert len(retrieved) > 30 and hit / sum(t.verifier != "json" for t in retrieved) > 0.8
+
+
+def test_split_is_stable_across_snapshots(built, tmp_path):
+    cfg, st, rep, out, tmp = built
+    before = {t.meta["ticket_id"]: s for s, p in (("train", out["train_path"]), ("eval", out["eval_path"]))
+              for t in read_tasks(p)}
+    extra = tmp_path / "more.jsonl"
+    with extra.open("w") as f:
+        for i in range(30):
+            f.write(json.dumps({"id": f"NEW-{i}", "updated": "2025-01-01T00:00:00Z", "title": "Warranty question",
+                                "body": "How many months of warranty does the Tessel Gateway have?",
+                                "status": "resolved", "resolution": "It is 24 months.",
+                                "resolution_verified": True, "answer": "24", "answer_type": "numeric"}) + "\n")
+    st2 = LocalStore(tmp_path / "st2")
+    import shutil
+
+    shutil.copytree(tmp / "st", tmp_path / "st2", dirs_exist_ok=True)
+    r2 = ingest(cfg, tickets=[extra], store=st2)
+    out2 = build_tasks(cfg, out_dir=tmp_path / "tasks2", store=st2)
+    after = {t.meta["ticket_id"]: s for s, p in (("train", out2["train_path"]), ("eval", out2["eval_path"]))
+             for t in read_tasks(p)}
+    assert r2["snapshot_id"] != rep["snapshot_id"] and len(after) == len(before) + 30
+    assert all(after[k] == v for k, v in before.items())
+    assert all(split_of(k, cfg.ingest.eval_fraction) == v for k, v in after.items())
+    frac = sum(v == "eval" for v in after.values()) / len(after)
+    assert 0.12 < frac < 0.3
+
+
+def test_bm25_ranks_by_hand():
+    docs = [tokenize("warranty months shipment"), tokenize("port console tcp"), tokenize("warranty warranty port")]
+    bm = BM25(docs)
+    assert bm.top(tokenize("tcp port"), 3)[0] == 1
+    assert bm.top(tokenize("warranty"), 1) == [2]  # tf 2 beats tf 1 at near-equal length
+    assert bm.top(tokenize("nothing matches"), 3) == []
+
+
+def test_leak_reason_cases():
+    ctx = "Verified resolution: the idle timeout of the Tessel Gateway console is 15 minutes and cannot be raised."
+    assert leak_reason("How long is the timeout?", "15", ctx, span_words=8) == ""
+    assert leak_reason("Is it 15 minutes?", "15", ctx, span_words=8).startswith("answer leak")
+    assert leak_reason("Version 2.15 or port 150?", "15", ctx, span_words=8) == ""
+    planted = "Q? the idle timeout of the Tessel Gateway console is something"
+    assert leak_reason(planted, "99", ctx, span_words=8).startswith("context leak")
+    assert leak_reason("amber, blue or green?", "blue", ctx, span_words=8, choices=["amber", "blue", "green"]) == ""
+    assert leak_reason("it is blue, right?", "blue", ctx, span_words=8).startswith("answer leak")
+
+
+def test_validation_quarantines_planted_leaks_and_passes_the_rest(built, tmp_path):
+    cfg, st, rep, out, _ = built
+    tasks = read_tasks(out["train_path"])
+    numeric = [i for i, t in enumerate(tasks) if t.verifier == "numeric"][:2]
+    a, b = numeric
+    tasks[a] = dataclasses.replace(tasks[a], prompt=tasks[a].prompt + f"\nHint: it is {tasks[a].answer}.")
+    words = tasks[b].privileged_context.split()
+    start = next(i for i in range(len(words) - 14) if not any(tasks[b].answer in w for w in words[i:i + 14]))
+    span = " ".join(words[start:start + 14])
+    tasks[b] = dataclasses.replace(tasks[b], prompt=tasks[b].prompt + "\n" + span)
+    tdir = tmp_path / "tasks"
+    write_tasks(tasks, tdir / "train.jsonl")
+    write_tasks(read_tasks(out["eval_path"]), tdir / "eval.jsonl")
+    r = validate(cfg, tasks_dir=tdir, out_dir=tmp_path / "val", store=st)
+    assert r["passed"] and r["quarantined"] == 2
+    q = [json.loads(l) for l in (tmp_path / "val" / "quarantine.jsonl").read_text().splitlines()]
+    assert {x["id"]: x["reasons"][0].split(":")[0] for x in q} == {tasks[a].id: "answer leak", tasks[b].id: "context leak"}
+    assert r["valid_tasks"] == {"train": len(tasks) - 2, "eval": out["counts"]["eval"]}
+    kept = {t.id for t in read_tasks(tmp_path / "val" / "train.jsonl")}
+    assert tasks[a].id not in kept and tasks[b].id not in kept
+    assert r["quarantine_object"] and st.get_object(r["quarantine_object"])
+    md = (tmp_path / "val" / "report.md").read_text()
+    assert "custom: leak guard" in md and "| FAIL | 2 |" in md
+    assert "<html>" in (tmp_path / "val" / "report.html").read_text()[:100].lower().replace("<!doctype html>", "")
+
+
+def test_validation_fails_past_threshold(tmp_path):
+    cfg = load_config(text="validation: {max_failure_rate: 0.2}")
+    good = [Task(id=f"g{i}", prompt="What is the port of the console?", privileged_context="It is 8443.",
+                 answer="8443", verifier="numeric", meta={"answer_type": "numeric", "ticket_id": f"g{i}"})
+            for i in range(6)]
+    bad = [Task(id=f"b{i}", prompt="Is the port 8443 or what?", privileged_context="It is 8443.", answer="8443",
+                verifier="regex", meta={"answer_type": "numeric", "ticket_id": f"b{i}"}) for i in range(3)]
+    write_tasks(good + bad, tmp_path / "t" / "train.jsonl")
+    with pytest.raises(ValidationFailed, match=r"tasks \(3/9 rows failed"):
+        validate(cfg, snapshot=None, tasks_dir=tmp_path / "t", out_dir=tmp_path / "v")
+    rep = json.loads((tmp_path / "v" / "report.json").read_text())
+    exp = {e["expectation"]: e["unexpected"] for e in rep["tables"][0]["expectations"] if not e["success"]}
+    assert exp == {"expect_column_values_to_be_in_set": 3, "custom: leak guard (not a GX expectation)": 3}
+
+
+def test_corpus_is_deterministic_and_matches_the_committed_sample(tmp_path):
+    make_corpus(tmp_path / "c")
+    for p in sorted(SAMPLE.rglob("*")):
+        if p.is_file():
+            assert (tmp_path / "c" / p.relative_to(SAMPLE)).read_bytes() == p.read_bytes(), p
