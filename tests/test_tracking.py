@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from rlsd.config import RLSDConfig, TrackingConfig, load_config
-from rlsd.tracking import TAG_CODE_VERSION, TAG_DATA_SNAPSHOT, Tracker, TrackingWarning, plot_training, track_run
+from rlsd.tracking import (
+    TAG_CODE_VERSION,
+    TAG_DATA_SNAPSHOT,
+    Tracker,
+    TrackingWarning,
+    plot_training,
+    track_run,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -51,6 +51,34 @@ def _cmd_make_tasks(cfg: RLSDConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_track(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.tracking import track_run
+
+    run_id = track_run(cfg, args.output or cfg.train.output_dir)
+    print(f"logged {args.output or cfg.train.output_dir} as MLflow run {run_id} at {cfg.tracking.uri}")
+    return 0
+
+
+def _cmd_register(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    import json
+
+    from rlsd.registry import load_evaluation, register_model
+
+    ev = load_evaluation(args.evaluation) if args.evaluation else None
+    print(json.dumps(register_model(cfg, args.model, run_id=args.run_id, evaluation=ev, alias=args.alias), indent=2))
+    return 0
+
+
+def _cmd_promote(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    import json
+
+    from rlsd.registry import load_evaluation, promote
+
+    result = promote(cfg, version=args.version, evaluation=load_evaluation(args.evaluation))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML recipe (see configs/); defaults to the embedded defaults")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -79,6 +107,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
     p.add_argument("--n-eval", type=int, default=64)
     p.add_argument("--digits", default="2,3")
     p.add_argument("--seed", type=int, default=0)
+    add("track", _cmd_track, "log a finished training output folder (--output) as one MLflow run")
+    p = add("register", _cmd_register, "log a trained model folder to MLflow, register a version, alias it @challenger")
+    p.add_argument("--model", required=True, help="local model folder (save_pretrained) to register")
+    p.add_argument("--evaluation", help="evaluation JSON from `rlsd evaluate`: its numbers become version tags")
+    p.add_argument("--run-id", help="log the model into this MLflow run (e.g. the training run)")
+    p.add_argument("--alias", default="challenger")
+    p = add("promote", _cmd_promote, "promote a registered version to @champion if its evaluation clears the gates")
+    p.add_argument("--version", required=True, type=int)
+    p.add_argument("--evaluation", required=True, help="evaluation JSON from `rlsd evaluate`")
     return parser, handlers
 
 
