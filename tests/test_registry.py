@@ -199,6 +199,25 @@ def test_register_promote_refuse_and_load_by_alias(server, tiny_models, tmp_path
         assert isinstance(out[0], str) and len(out[0]) > 0
 
 
+def test_embedded_sqlite_registry(tiny_models, tmp_path, monkeypatch):
+    """The embedded default (a local SQLite store, no server): register, first champion, re-promote."""
+    monkeypatch.chdir(tmp_path)
+    cfg = RLSDConfig()
+    assert cfg.tracking.uri.startswith("sqlite:///")
+    r = register_model(cfg, tiny_models[0], evaluation=ev(0.4))
+    assert r["version"] == 1
+    d = promote(cfg, version=1, evaluation=ev(0.4))
+    assert (d["decision"], d["champion_before"], d["champion_after"]) == ("promoted", None, 1)
+    again = promote(cfg, version=1, evaluation=ev(0.4))
+    assert again["decision"] == "already_champion"
+    mv = _client(f"sqlite:///{tmp_path}/artifacts/mlflow/mlflow.db").get_model_version(cfg.registry.model_name, "1")
+    assert mv.description.count("promotion to @champion") == 2  # both decisions kept, newest first
+    assert mv.description.startswith("[") and "ALREADY_CHAMPION" in mv.description.splitlines()[0]
+    model, tok = load_champion(cfg)
+    assert len(_greedy(model, tok, 4)) == 4
+    assert any((tmp_path / "artifacts" / "mlflow" / "artifacts").rglob("model.safetensors"))
+
+
 @pytest.mark.integration
 def test_load_champion_without_one_is_a_clear_error(mlflow_server):
     with pytest.raises(LookupError, match="has no @champion"):

@@ -316,7 +316,7 @@ def _choose(champion: Any | None, candidates: list[Any], margin: float) -> Any |
     if not candidates:
         return champion
     best = max(candidates, key=lambda mv: (_pass1(mv), int(mv.version)))
-    if champion is None or best.version == champion.version:
+    if champion is None or str(best.version) == str(champion.version):
         return best
     p_best, p_champ = _pass1(best), _pass1(champion)
     if p_champ is None:  # a champion with no recorded score: candidates were gated against it directly
@@ -340,20 +340,20 @@ def promote(cfg: RLSDConfig, *, version: int | str, evaluation: dict[str, Any]) 
     name = reg.model_name
     version = str(int(version))
     client = _client(cfg)
-    mv = client.get_model_version(name, version)  # raises RESOURCE_DOES_NOT_EXIST with the name
+    client.get_model_version(name, version)  # raises RESOURCE_DOES_NOT_EXIST naming the version
     cand_p = _num(evaluation, "candidate", "pass@1")
     champ0 = _get_alias(client, name, CHAMPION)
-    before = champ0.version if champ0 is not None else None
+    before = str(champ0.version) if champ0 is not None else None
     evidence = {**evaluation_tags(evaluation), "rlsd.promotion.champion_before": str(before)}
     for k, v in evidence.items():
         client.set_model_version_tag(name, version, k, v)
 
     if before == version:
         decision, reasons = "already_champion", [f"ok: v{version} already holds @{CHAMPION}; nothing to do"]
-        return _record(client, name, version, decision, reasons, before, before, evidence, mv)
+        return _record(client, name, version, decision, reasons, before, before, evidence)
     passed, reasons = check_gates(reg, evaluation, has_champion=champ0 is not None)
     if not passed:
-        return _record(client, name, version, "refused", reasons, before, before, evidence, mv)
+        return _record(client, name, version, "refused", reasons, before, before, evidence)
 
     # Concurrency protocol: mark pending, then move the alias to the best of {champion, pending}.
     client.set_model_version_tag(name, version, TAG_PASS1, repr(cand_p))
@@ -364,10 +364,10 @@ def promote(cfg: RLSDConfig, *, version: int | str, evaluation: dict[str, Any]) 
         for _ in range(10):
             champion, candidates = _read_state(client, name)  # re-read right before moving the alias
             target = _choose(champion, candidates, reg.margin)
-            if target is None or (champion is not None and target.version == champion.version):
+            if target is None or (champion is not None and str(target.version) == str(champion.version)):
                 break
             _set_champion(client, name, target.version)
-        after = champion.version if champion is not None else None
+        after = str(champion.version) if champion is not None else None
     except BaseException:
         client.set_model_version_tag(name, version, TAG_STATE, "failed")
         raise
@@ -381,11 +381,11 @@ def promote(cfg: RLSDConfig, *, version: int | str, evaluation: dict[str, Any]) 
         reasons.append(f"FAIL: @{CHAMPION} is on v{after} (recorded pass@1 "
                        f"{'unknown' if hp is None else f'{hp:.4f}'}), not beaten by this version's {cand_p:.4f} "
                        f"by registry.margin {reg.margin:.4f} (a concurrent promotion)")
-    return _record(client, name, version, decision, reasons, before, after, evidence, mv)
+    return _record(client, name, version, decision, reasons, before, after, evidence)
 
 
 def _record(client: Any, name: str, version: str, decision: str, reasons: list[str], before: str | None,
-            after: str | None, evidence: dict[str, str], mv: Any) -> dict[str, Any]:
+            after: str | None, evidence: dict[str, str]) -> dict[str, Any]:
     when = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     client.set_model_version_tag(name, version, TAG_DECISION, decision)
     client.set_model_version_tag(name, version, TAG_REASONS, _tag_value("; ".join(reasons)))

@@ -360,10 +360,15 @@ class Tracker:
         return kind, merged, n
 
     def _worker(self) -> None:
-        from mlflow.tracking import MlflowClient
+        try:
+            from mlflow.tracking import MlflowClient
 
-        uri = configure_client(self.cfg)
-        client = MlflowClient(tracking_uri=uri)
+            client = MlflowClient(tracking_uri=configure_client(self.cfg))
+        except Exception as e:  # e.g. an unusable URI: say so once, keep training
+            self._last_error = f"{type(e).__name__}: {e}"
+            warnings.warn(f"tracking: cannot use tracking.uri={self.cfg.uri!r} ({self._last_error}); nothing will be "
+                          "logged to MLflow in this run", TrackingWarning, stacklevel=1)
+            return
         backoff = 0.5
         while True:
             with self._cond:
