@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import ROOT, warm_tiny_model, write_addition_tasks
+from tests.helpers import ROOT, warm_tiny_model, write_addition_tasks
 from rlsd.config import load_config
 from rlsd.prompts import PrivilegedLeakError, assert_no_leak
 from rlsd.tasks import Task

@@ -120,6 +120,33 @@ def _cmd_make_corpus(cfg: RLSDConfig, args: argparse.Namespace) -> int:
     print(f"corpus written to {r['out_dir']}: {r['manuals']} manuals, {r['tickets']} tickets "
           f"({r['verified_with_answer']} verified with an answer: {r['by_answer_type']})")
     return 0
+
+
+def _cmd_track(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.tracking import track_run
+
+    run_id = track_run(cfg, args.output or cfg.train.output_dir)
+    print(f"logged {args.output or cfg.train.output_dir} as MLflow run {run_id} at {cfg.tracking.uri}")
+    return 0
+
+
+def _cmd_register(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    import json
+
+    from rlsd.registry import load_evaluation, register_model
+
+    ev = load_evaluation(args.evaluation) if args.evaluation else None
+    print(json.dumps(register_model(cfg, args.model, run_id=args.run_id, evaluation=ev, alias=args.alias), indent=2))
+    return 0
+
+
+def _cmd_promote(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    import json
+
+    from rlsd.registry import load_evaluation, promote
+
+    result = promote(cfg, version=args.version, evaluation=load_evaluation(args.evaluation))
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -172,6 +199,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
     p = add("make-corpus", _cmd_make_corpus, "write the deterministic sample enterprise corpus (manuals + tickets)")
     p.add_argument("--tickets", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+
+    add("track", _cmd_track, "log a finished training output folder (--output) as one MLflow run")
+    p = add("register", _cmd_register, "log a trained model folder to MLflow, register a version, alias it @challenger")
+    p.add_argument("--model", required=True, help="local model folder (save_pretrained) to register")
+    p.add_argument("--evaluation", help="evaluation JSON from `rlsd evaluate`: its numbers become version tags")
+    p.add_argument("--run-id", help="log the model into this MLflow run (e.g. the training run)")
+    p.add_argument("--alias", default="challenger")
+    p = add("promote", _cmd_promote, "promote a registered version to @champion if its evaluation clears the gates")
+    p.add_argument("--version", required=True, type=int)
+    p.add_argument("--evaluation", required=True, help="evaluation JSON from `rlsd evaluate`")
     return parser, handlers
 
 

@@ -268,8 +268,32 @@ class TrackingConfig:
     enabled: bool = True
     # A local file store is the embedded default; an http(s) URI names a tracking server.
     uri: str = "sqlite:///artifacts/mlflow/mlflow.db"
+    # Where a new experiment keeps its artifacts (a folder or an s3:// URI). With an http(s) tracking
+    # server a plain folder is ignored and the server's own artifact store is used.
     artifact_location: str = "artifacts/mlflow/artifacts"
     experiment: str = "rlsd"
+    # MLflow's own retries per HTTP request; the tracker adds its own bounded back-off on top, so
+    # a down server never blocks training for long.
+    http_retries: int = 1
+    http_timeout_s: int = 10
+    # Back-off between retries of buffered logging: doubles from 0.5 s up to this cap.
+    max_backoff_s: float = 30.0
+    # How long finish() keeps retrying undelivered records before it warns and gives up.
+    flush_timeout_s: float = 60.0
+    # Metrics buffered in memory while the server is away; beyond this the oldest are dropped with a warning.
+    max_buffered_metrics: int = 1_000_000
+    # PNG plots of the training curves logged as artifacts at finish.
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        _check(bool(self.uri), "tracking.uri must be an sqlite:///, file:// or http(s):// URI, got ''")
+        _check(bool(self.experiment), "tracking.experiment must be a non-empty name, got ''")
+        _check(self.http_retries >= 0, f"tracking.http_retries must be >= 0, got {self.http_retries}")
+        _check(self.http_timeout_s >= 1, f"tracking.http_timeout_s must be >= 1, got {self.http_timeout_s}")
+        _check(self.max_backoff_s > 0, f"tracking.max_backoff_s must be > 0, got {self.max_backoff_s}")
+        _check(self.flush_timeout_s >= 0, f"tracking.flush_timeout_s must be >= 0, got {self.flush_timeout_s}")
+        _check(self.max_buffered_metrics >= 1,
+               f"tracking.max_buffered_metrics must be >= 1, got {self.max_buffered_metrics}")
 
 
 @dataclass(frozen=True)
@@ -281,6 +305,12 @@ class RegistryConfig:
     require_ci_above_zero: bool = True
     # ...and a leakage rate at most this.
     max_leakage_rate: float = 0.05
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model_name), "registry.model_name must be a non-empty name, got ''")
+        _check(self.margin >= 0, f"registry.margin must be >= 0 (pass@1 points), got {self.margin}")
+        _check(0 <= self.max_leakage_rate <= 1,
+               f"registry.max_leakage_rate must be in [0, 1], got {self.max_leakage_rate}")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ SWITCHES = {
     "DO_NOT_TRACK": "1",
     "GX_ANALYTICS_ENABLED": "false",
     "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false",
+    # MLflow 3 reads DO_NOT_TRACK only when it is "true", not "1": switch its telemetry off by name.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
     "TOKENIZERS_PARALLELISM": "false",
     "DS_BUILD_OPS": "0",
 }

