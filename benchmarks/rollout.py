@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2,
                     help="timed calls of each engine, alternating; the fastest counts (shared machines are noisy)")
     ap.add_argument("--out", default=None, help="append the markdown table to this file")
+    ap.add_argument("--json", default=None, help="write the rows as JSON to this file")
     a = ap.parse_args(argv)
     device = a.device
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[a.dtype or ("bfloat16" if device == "cuda"
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             "bound ms/step | engine % of bound | first call s (capture) |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(head), flush=True)
-    rows = []
+    rows: list[str] = []
+    records: list[dict] = []
     P, T = a.prompt_tokens, a.new_tokens
     for name in a.models.split(","):
         model = build(name, dtype, device)
@@ -154,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                    f"{ms_g:.2f} | {1e3 * bound:.3f} | {100 * 1e3 * bound / ms_e:.1f}% | {first:.2f} |")
             print(row, flush=True)
             rows.append(row)
+            records.append(dict(model=name, batch=B, engine_tok_s=B * T / t_eng, generate_tok_s=B * T / t_gen,
+                                speedup=t_gen / t_eng, engine_ms_step=ms_e, generate_ms_step=ms_g,
+                                bound_ms_step=1e3 * bound, frac_of_bound=1e3 * bound / ms_e, first_call_s=first))
         del model, eng
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -162,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a") as f:
             f.write("\n".join(head + rows) + "\n\n")
+    if a.json:
+        import json
+
+        Path(a.json).write_text(json.dumps(dict(device=gpu or cpu, dtype=str(dtype), prompt_tokens=P, new_tokens=T,
+                                                bandwidth_gbs=bw / 1e9, rows=records), indent=1))
     return 0
 
 

@@ -38,7 +38,9 @@ Departures from ``generate`` (all deliberate):
   match exactly (tested in float32).
 - A stop string ends a row at the token that completes it (that token is kept and unmasked, like EOS).
 - On CUDA the RMSNorm is ``torch.nn.functional.rms_norm`` (one kernel) and attention scores are computed
-  in float32 where ``bmm(out_dtype=float32)`` exists; on CPU the RMSNorm follows transformers' formula.
+  in float32 where ``bmm(out_dtype=float32)`` exists; on CPU the RMSNorm follows transformers' formula and
+  16-bit scores are upcast to float32. Measured on CPU in bfloat16 (2-layer 135M-width model, larger
+  init): mean |engine - forward| 0.013 per token, against 0.007 for ``generate``'s own logits.
   In bfloat16 the log-probs therefore differ from a transformers forward by rounding only.
 
 Shapes: N = rollouts, B = rows of one engine batch (N padded up to a bucket), P = prompt columns,
@@ -233,7 +235,12 @@ class Engine:
         self.bucket = bucket if bucket is not None else (64 if on_cuda else 0)
         self.use_graphs = on_cuda if use_graphs is None else (use_graphs and on_cuda)
         self.fused_rms = on_cuda and hasattr(F, "rms_norm")
-        self.bmm_fp32 = on_cuda and _probe_bmm_out_dtype(self.device, self.dtype)
+        # float32 attention scores for 16-bit models: bmm(out_dtype=float32) on CUDA where it exists (no extra
+        # traffic); on CPU the q / K slices are upcast ("upcast"); else scores are rounded to the model dtype.
+        if on_cuda:
+            self.bmm_fp32: bool | str = _probe_bmm_out_dtype(self.device, self.dtype)
+        else:
+            self.bmm_fp32 = "upcast" if self.dtype != torch.float32 else False
         self.layers: list[_Layer] = []
         self._shape_key: tuple | None = None
         self._fingerprint: tuple | None = None
@@ -417,7 +424,9 @@ class Engine:
             kc = st.k[li, :, :, :S]  # (B, Hkv, S, D) view
             vc = st.v[li, :, :, :S]
             q = qk[:, :Hq].reshape(B, Hkv, G, D)
-            if self.bmm_fp32:
+            if self.bmm_fp32 == "upcast":
+                s = torch.matmul(q.float(), kc.float().transpose(-1, -2))
+            elif self.bmm_fp32:
                 s = torch.bmm(q.reshape(B * Hkv, G, D), kc.reshape(B * Hkv, S, D).transpose(1, 2),
                               out_dtype=torch.float32).view(B, Hkv, G, S)
             else:
