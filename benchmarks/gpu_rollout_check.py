@@ -25,13 +25,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rlsd import offline  # noqa: E402
+from rlsd import offline
 
 offline.apply()
 
-from rlsd.models import train_tokenizer  # noqa: E402
-from rlsd.rollout import engine as E  # noqa: E402
-from rlsd.rollout.hf import hf_sample  # noqa: E402
+from rlsd.models import train_tokenizer
+from rlsd.rollout import engine as E
+from rlsd.rollout.hf import hf_sample
 
 PROMPTS = ["Q:347+589=?", "H:1234\n<answer>yes</answer> The answer", "abc", "ticket resolution manual section"]
 RESULTS: dict = {"checks": {}}
@@ -43,8 +43,14 @@ def check(name: str, ok: bool, info: str = "") -> None:
 
 
 def tiny(kind: str, tok, device: str):
-    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                              Qwen2ForCausalLM)
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.manual_seed(7)
     common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=160, num_hidden_layers=3,

@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rlsd import offline  # noqa: E402
+from rlsd import offline
 
 offline.apply()
 
-from rlsd.rollout import engine as E  # noqa: E402
+from rlsd.rollout import engine as E
 
 
 def build(name: str, dtype: torch.dtype, device: str):
@@ -131,12 +131,12 @@ def main(argv: list[str] | None = None) -> int:
             ids = torch.randint(2, model.config.vocab_size, (B, P), generator=g)
             mask = torch.ones_like(ids)
 
-            def run_engine():
+            def run_engine(eng=eng, ids=ids, mask=mask):
                 eng.generate(ids, mask, max_new_tokens=T, temperature=1.0, eos_ids=(), pad_id=0)
 
             ids_d, mask_d = ids.to(device), mask.to(device)
 
-            def run_generate(n=T):
+            def run_generate(n=T, model=model, ids_d=ids_d, mask_d=mask_d):
                 with torch.no_grad():
                     model.generate(input_ids=ids_d, attention_mask=mask_d, max_new_tokens=n, min_new_tokens=n,
                                    do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)

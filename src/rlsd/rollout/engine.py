@@ -69,7 +69,7 @@ STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 def _unwrap(model: Any) -> Any:
     """The HF causal LM inside a DeepSpeedEngine / DDP wrapper (``.module``), or the model itself."""
-    while hasattr(model, "module") and isinstance(getattr(model, "module"), torch.nn.Module):
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
     return model
 
@@ -608,7 +608,7 @@ def _probe_bmm_out_dtype(device: torch.device, dtype: torch.dtype) -> bool:
 # Entry points
 # ----------------------------------------------------------------------------------------------
 
-_ENGINES: "weakref.WeakKeyDictionary[Any, Engine]" = weakref.WeakKeyDictionary()
+_ENGINES: weakref.WeakKeyDictionary[Any, Engine] = weakref.WeakKeyDictionary()
 
 
 def get_engine(model: Any, **kw: Any) -> Engine:
