@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# ONE prepared GPU check of rlsd's rollout engine (H100 / H200; no network; torch 2.11 + transformers 5.17;
+# no pytest or gguf needed). NOT YET RUN ON A GPU: it was written in a session without one.
+#   bash benchmarks/gpu_rollout_check.sh [OUTDIR]     (OUTDIR defaults to $OUT/rollout_gpu, else /tmp/rollout_gpu)
+# Budget: checks <= 180 s, benchmark <= 300 s (each under `timeout`), total under 8 minutes.
+# Prints a short table last; writes OUTDIR/{check.log,check.json,bench.log,bench.json,rollout_gpu.md,summary.md}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUTDIR="${1:-${OUT:-/tmp}/rollout_gpu}"
+mkdir -p "$OUTDIR"
+export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+       TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+PY="${PYTHON:-python3}"
+"$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, \
+'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())" | tee "$OUTDIR/env.txt"
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader >> "$OUTDIR/env.txt" 2>/dev/null || true
+
+check_rc=0
+# CHECK_ARGS / BENCH_ARGS override the defaults only for a dry run on CPU (see the report).
+# shellcheck disable=SC2086
+timeout 180 "$PY" benchmarks/gpu_rollout_check.py ${CHECK_ARGS:-} --json "$OUTDIR/check.json" 2>&1 | tee "$OUTDIR/check.log" \
+  || check_rc=$?
+bench_rc=0
+# shellcheck disable=SC2086
+timeout 300 "$PY" benchmarks/rollout.py ${BENCH_ARGS:---models smollm2,tiny --batches 64,256,1024 --new-tokens 256 \
+  --prompt-tokens 128 --dtype bfloat16 --repeats 1} --out "$OUTDIR/rollout_gpu.md" --json "$OUTDIR/bench.json" \
+  2>&1 | tee "$OUTDIR/bench.log" || bench_rc=$?
+
+"$PY" - "$OUTDIR" "$check_rc" "$bench_rc" <<'PYEOF' | tee "$OUTDIR/summary.md"
+import json, sys
+from pathlib import Path
+out, check_rc, bench_rc = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+lines = [f"## rollout engine on GPU (check rc={check_rc}, benchmark rc={bench_rc})", ""]
+try:
+    c = json.loads((out / "check.json").read_text())
+    lines.append(f"device: {c.get('device')}; {c.get('versions')}")
+    ok = [k for k, v in c["checks"].items() if v["pass"]]
+    bad = [f"{k} ({v['info']})" for k, v in c["checks"].items() if not v["pass"]]
+    lines.append(f"checks passed: {len(ok)}/{len(c['checks'])}" + (f"; FAILED: {'; '.join(bad)}" if bad else ""))
+    lines += ["", "| bf16 135M shape, 64 x 128 new tokens | mean | p50 | p99 | max |", "|---|---|---|---|---|"]
+    for init in ("default", "peaked"):
+        s = c.get(f"bf16_logp_diff_{init}")
+        if s:
+            lines.append(f"| abs(engine logp - trainer logp), {init} init | {s['mean']:.2e} | {s['p50']:.2e} | "
+                         f"{s['p99']:.2e} | {s['max']:.2e} |")
+except Exception as e:  # noqa: BLE001
+    lines.append(f"no check results: {e}")
+try:
+    b = json.loads((out / "bench.json").read_text())
+    lines += ["", f"{b['dtype']}, prompt {b['prompt_tokens']} + {b['new_tokens']} new, copy bandwidth {b['bandwidth_gbs']:.0f} GB/s",
+              "| model | batch | engine tok/s | generate tok/s | speedup | engine ms/step | % of memory bound |",
+              "|---|---|---|---|---|---|---|"]
+    for r in b["rows"]:
+        lines.append(f"| {r['model']} | {r['batch']} | {r['engine_tok_s']:,.0f} | {r['generate_tok_s']:,.0f} | "
+                     f"{r['speedup']:.1f}x | {r['engine_ms_step']:.2f} | {100 * r['frac_of_bound']:.1f}% |")
+    t = [r for r in b["rows"] if r["model"] == "smollm2" and r["batch"] == 256]
+    if t:
+        lines.append(f"\ntarget (135M, batch 256): >= 30x generate -> {t[0]['speedup']:.1f}x; "
+                     f"batch 1024 >= 40% of bound -> " + ", ".join(f"{100 * r['frac_of_bound']:.0f}%" for r in
+                     b["rows"] if r["model"] == "smollm2" and r["batch"] == 1024))
+except Exception as e:  # noqa: BLE001
+    lines.append(f"no benchmark results: {e}")
+print("\n".join(lines))
+PYEOF
+exit $(( check_rc != 0 || bench_rc != 0 ))
