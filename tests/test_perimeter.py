@@ -117,7 +117,7 @@ def test_step_sets_offline_switches_and_guards(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     import os
     with pytest.raises(PerimeterError):
-        with step("train: {steps: 3}", ["train.steps=2", ""], log_path=tmp_path / "c.json") as cfg:
+        with step("train: {steps: 3}", {"train.steps": 2, "model.path": ""}, log_path=tmp_path / "c.json") as cfg:
             assert cfg.train.steps == 2 and os.environ["HF_HUB_OFFLINE"] == "1"
             try:
                 socket.create_connection(PLANTED, timeout=0.2)

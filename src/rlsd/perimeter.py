@@ -28,7 +28,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -222,15 +222,27 @@ def _write(g: Guard, log_path: str | Path | None) -> None:
         Path(log_path).write_text(json.dumps(g.summary(), indent=2), encoding="utf-8")
 
 
+def overrides_from(params: Mapping[str, Any]) -> list[str]:
+    """Promoted pipeline parameters -> ``section.field=value`` overrides; None and "" keep the recipe's value.
+
+    >>> overrides_from({"store.endpoint": "minio:9000", "store.bucket": "", "train.steps": 3, "model.path": None})
+    ['store.endpoint="minio:9000"', 'train.steps=3']
+    """
+    return [f"{k}={json.dumps(v)}" for k, v in params.items() if v is not None and v != ""]
+
+
 @contextlib.contextmanager
-def step(config_yaml: str, overrides: Iterable[str] = (), *, log_path: str | Path | None = None) -> Iterator[RLSDConfig]:
+def step(config_yaml: str, params: Mapping[str, Any] | None = None, *,
+         log_path: str | Path | None = None) -> Iterator[RLSDConfig]:
     """What every pipeline step runs inside: offline switches, the validated config, the guard.
 
-    >>> with step("platform: {perimeter: record}", ["train.steps=2"]) as cfg:
+    ``params`` maps dotted config keys to promoted pipeline parameters (see :func:`overrides_from`).
+
+    >>> with step("platform: {perimeter: record}", {"train.steps": 2}) as cfg:
     ...     cfg.train.steps
     2
     """
     offline.apply()
-    cfg = load_config(text=config_yaml, overrides=[o for o in overrides if o])
+    cfg = load_config(text=config_yaml, overrides=overrides_from(params or {}))
     with guard(allowed_destinations(cfg), mode=cfg.platform.perimeter, log_path=log_path):
         yield cfg

@@ -1,0 +1,24 @@
+"""Validate a snapshot with the Great Expectations suite (wraps rlsd.data.validate); fails the run on a bad snapshot."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Metrics, Output
+
+from components._image import RLSD_IMAGE
+
+
+@dsl.component(base_image=RLSD_IMAGE, install_kfp_package=False)
+def validate(config_yaml: str, snapshot: str, store_endpoint: str, store_bucket: str,
+             report: Output[Artifact], metrics: Output[Metrics], connections: Output[Artifact]):
+    """Args: snapshot: a snapshot id or "latest". report: folder with the validation report."""
+    import os
+
+    from rlsd.data.validate import validate as run_validate
+    from rlsd.perimeter import step
+
+    params = {"store.endpoint": store_endpoint, "store.bucket": store_bucket}
+    os.makedirs(report.path, exist_ok=True)
+    with step(config_yaml, params, log_path=connections.path) as cfg:
+        result = run_validate(cfg, snapshot=snapshot, out_dir=report.path)
+    for key, value in result.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(key, value)
