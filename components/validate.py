@@ -1,15 +1,17 @@
 """Validate a snapshot with the Great Expectations suite (wraps rlsd.data.validate); fails the run on a bad snapshot."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 
 from components._image import RLSD_IMAGE
 
 
 @dsl.component(base_image=RLSD_IMAGE, install_kfp_package=False)
-def validate(config_yaml: str, snapshot: str, store_endpoint: str, store_bucket: str,
+def validate(config_yaml: str, ingested: Input[Dataset], snapshot: str, store_endpoint: str, store_bucket: str,
              report: Output[Artifact], metrics: Output[Metrics], connections: Output[Artifact]):
-    """Args: snapshot: a snapshot id or "latest". report: folder with the validation report."""
+    """Args: ingested: the ingest report; snapshot: an id, or "latest" for the one just ingested
+    (the id, not the word, reaches the library, so the step is keyed on the snapshot).
+    report: folder with the validation report."""
     import os
 
     from rlsd.data.validate import validate as run_validate
@@ -17,8 +19,9 @@ def validate(config_yaml: str, snapshot: str, store_endpoint: str, store_bucket:
 
     params = {"store.endpoint": store_endpoint, "store.bucket": store_bucket}
     os.makedirs(report.path, exist_ok=True)
+    chosen = ingested.metadata["snapshot_id"] if snapshot == "latest" else snapshot
     with step(config_yaml, params, log_path=connections.path) as cfg:
-        result = run_validate(cfg, snapshot=snapshot, out_dir=report.path)
+        result = run_validate(cfg, snapshot=chosen, out_dir=report.path)
     for key, value in result.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.log_metric(key, value)
