@@ -239,3 +239,14 @@ def test_render_is_valid_yaml_of_a_valid_spec():
     cluster.validate_trainjob(obj, CRD)
     assert obj["metadata"]["name"].startswith("rlsd-grpo-opsd-")
     assert os.path.basename(obj["spec"]["trainer"]["command"][5]) == "config.yaml"
+
+
+def test_cli_trainjob_prints_the_spec(capsys):
+    from rlsd.cli import main
+
+    assert main(["trainjob", "--set", "platform.nodes=3", "--set", "platform.gpus_per_node=2"]) == 0
+    import yaml
+
+    obj = yaml.safe_load(capsys.readouterr().out)
+    cluster.validate_trainjob(obj, CRD)
+    assert obj["spec"]["trainer"]["numNodes"] == 3 and obj["spec"]["trainer"]["numProcPerNode"] == 2
