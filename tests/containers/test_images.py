@@ -68,6 +68,16 @@ def test_dockerfile_pins_agree_non_root_and_offline(dockerfile):
     assert env["PIP_INDEX_URL"] == ""  # no package index reachable at run time
 
 
+def test_mlflow_server_image_uses_the_project_mlflow():
+    text = (REPO / "containers" / "Dockerfile.mlflow").read_text()
+    pins = {canonicalize_name(n): v for n, v in re.findall(r"\b([A-Za-z][\w.-]*)==([\w.+]+)", text)}
+    assert pins["mlflow"] == image_pins()["mlflow"]
+    assert set(pins) == {"mlflow", "psycopg2-binary", "boto3"}  # only the server's own extras besides mlflow
+    assert re.search(r"(?m)^USER 1000$", text) and f"-t registry.local/rlsd/mlflow:{pins['mlflow']} ." in text
+    manifest = (REPO / "manifests" / "base" / "mlflow.yaml").read_text()
+    assert f"image: registry.local/rlsd/mlflow:{pins['mlflow']}" in manifest
+
+
 def test_image_tags_are_the_project_version_everywhere():
     version = PYPROJECT["project"]["version"]
     for image in (RLSD_IMAGE, RLSD_TRAIN_IMAGE):
