@@ -87,10 +87,11 @@ def test_validate_logs_numeric_results(tmp_path, monkeypatch):
     fake = Recorder(run)
     patch_rlsd(monkeypatch, "rlsd.data.validate", "validate", fake)
     rep, m, conn = art(Artifact, tmp_path, "report"), art(Metrics, tmp_path, "metrics"), art(Artifact, tmp_path, "c")
-    validate.python_func(config_yaml=CONFIG, snapshot="latest", store_endpoint="", store_bucket="b2",
+    ingested = art(Dataset, tmp_path, "snapshot", {"snapshot_id": "snap-42"})
+    validate.python_func(config_yaml=CONFIG, ingested=ingested, snapshot="latest", store_endpoint="", store_bucket="b2",
                          report=rep, metrics=m, connections=conn)
     (cfg,), kwargs = fake.calls[0]
-    assert kwargs == {"snapshot": "latest", "out_dir": rep.path} and cfg.store.bucket == "b2"
+    assert kwargs == {"snapshot": "snap-42", "out_dir": rep.path} and cfg.store.bucket == "b2"  # "latest" resolved
     assert m.metadata == {"failure_rate": 0.125, "rows": 40}  # booleans and strings are not metrics
     assert Path(rep.path, "validation.md").read_text() == "ok"
 
@@ -101,7 +102,8 @@ def test_validate_failure_fails_the_step(tmp_path, monkeypatch):
 
     patch_rlsd(monkeypatch, "rlsd.data.validate", "validate", run)
     with pytest.raises(ValueError, match="threshold"):
-        validate.python_func(config_yaml=CONFIG, snapshot="snap-1", store_endpoint="", store_bucket="",
+        validate.python_func(config_yaml=CONFIG, ingested=art(Dataset, tmp_path, "s", {"snapshot_id": "snap-2"}),
+                             snapshot="snap-1", store_endpoint="", store_bucket="",
                              report=art(Artifact, tmp_path, "r"), metrics=art(Metrics, tmp_path, "m"),
                              connections=art(Artifact, tmp_path, "c"))
 
@@ -115,9 +117,11 @@ def test_build_tasks_records_relative_file_names(tmp_path, monkeypatch):
     fake = Recorder(run)
     patch_rlsd(monkeypatch, "rlsd.data.build", "build_tasks", fake)
     tasks = art(Dataset, tmp_path, "tasks")
-    build_tasks.python_func(config_yaml=CONFIG, snapshot="snap-7", store_endpoint="", store_bucket="",
+    ingested = art(Dataset, tmp_path, "snapshot", {"snapshot_id": "snap-42"})
+    build_tasks.python_func(config_yaml=CONFIG, ingested=ingested, snapshot="snap-7", store_endpoint="",
+                            store_bucket="",
                             tasks=tasks, connections=art(Artifact, tmp_path, "c"))
-    assert fake.calls[0][1] == {"snapshot": "snap-7", "out_dir": tasks.path}
+    assert fake.calls[0][1] == {"snapshot": "snap-7", "out_dir": tasks.path}  # an explicit id wins over the ingested
     assert tasks.metadata == {"train_file": "tasks/train.jsonl", "eval_file": "eval.jsonl",
                               "counts": {"train": 30, "eval": 8}}
 
@@ -167,6 +171,7 @@ def test_evaluate_copies_reports_and_logs_metrics(tmp_path, monkeypatch):
     evaluate.python_func(config_yaml=CONFIG, model=model, tasks=tasks, base_model="/models/base", evaluation=ev,
                          metrics=m, report_html=html, report_md=md, connections=art(Artifact, tmp_path, "c"))
     (cfg,), kwargs = fake.calls[0]
+    assert cfg.model.path == "/models/base"
     assert kwargs == {"candidate": os.path.join(model.path, "final"), "baseline": "/models/base",
                       "tasks_path": os.path.join(tasks.path, "eval.jsonl"), "out_dir": ev.path}
     assert Path(html.path).read_text() == "<h1>html</h1>" and Path(md.path).read_text() == "# md"
