@@ -91,6 +91,24 @@ def test_dns_lookup_of_an_outside_name_is_refused_before_the_query():
                 socket.getaddrinfo("telemetry.example.com", 443)
 
 
+def test_udp_and_legacy_lookups_are_guarded_too():
+    real = (socket.socket.sendto, socket.gethostbyname)
+    with pytest.raises(PerimeterError) as ei:
+        with guard([], mode="strict") as g:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                with pytest.raises(RefusedConnection):
+                    s.sendto(b"telemetry", ("192.0.2.1", 8125))  # a statsd-style UDP ping
+                s.sendto(b"ok", ("127.0.0.1", 9))                 # loopback: allowed (discard port)
+            with pytest.raises(RefusedConnection):
+                socket.gethostbyname("metrics.example.com")
+            assert socket.gethostbyname("localhost").startswith("127.")
+    assert (socket.socket.sendto, socket.gethostbyname) == real
+    assert [(e["op"], e["host"], e["refused"]) for e in g.log] == [
+        ("sendto", "192.0.2.1", True), ("sendto", "127.0.0.1", False),
+        ("gethostbyname", "metrics.example.com", True), ("gethostbyname", "localhost", False)]
+    assert "192.0.2.1:8125" in str(ei.value) and "metrics.example.com," in str(ei.value)
+
+
 def test_decisions_host_port_and_record_mode():
     g = Guard(["minio.rlsd.svc:9000", "mlflow.rlsd.svc", "[fd00::5]:443"], mode="record")
     assert g.permits("minio.rlsd.svc", 9000) == (True, "allow-list")

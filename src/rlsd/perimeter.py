@@ -5,7 +5,8 @@ Two layers run around every pipeline step (``step()``):
 1. ``rlsd.offline.apply()``: hub, telemetry and analytics switches off (transformers, datasets,
    MLflow, Great Expectations) before any of them is imported.
 2. An in-process network guard (``guard()``) that patches ``socket.socket.connect`` /
-   ``connect_ex``, ``socket.create_connection`` and ``socket.getaddrinfo``. Every outbound attempt
+   ``connect_ex`` / ``sendto`` (UDP), ``socket.create_connection`` and the name lookups
+   ``socket.getaddrinfo`` / ``gethostbyname`` / ``gethostbyname_ex``. Every outbound attempt
    is recorded; a destination outside the allow-list (store endpoint, tracking server, cluster
    API, loopback, ``platform.allow_hosts``) is refused *before* any packet is sent (and before a
    DNS query names it). In ``strict`` mode the step then fails with a message naming each refused
@@ -49,12 +50,16 @@ class RefusedConnection(ConnectionRefusedError):
 
 def _is_loopback(host: str) -> bool:
     h = host.strip("[]").lower()
-    if h in LOOPBACK_NAMES:
+    if h in LOOPBACK_NAMES or h == socket.gethostname().lower():  # this machine's own name
         return True
     try:
         return ipaddress.ip_address(h.split("%")[0]).is_loopback
     except ValueError:
         return False
+
+
+def _dest(host: str, port: int | None) -> str:
+    return f"{host}:{port}" if port else host
 
 
 def _split_hostport(entry: str) -> tuple[str, int | None]:
@@ -123,7 +128,7 @@ class Guard:
             self.log.append({"time": round(time.time(), 3), "op": op, "host": host, "port": port,
                              "allowed": ok, "refused": refused, "reason": why})
         if refused:
-            raise RefusedConnection(f"rlsd perimeter: {op} to {host}:{port} refused ({why}); "
+            raise RefusedConnection(f"rlsd perimeter: {op} of {_dest(host, port)} refused ({why}); "
                                     f"allowed: loopback, {', '.join(self._allow_text()) or 'nothing else'}. "
                                     "Add it to platform.allow_hosts if it is inside your network.")
 
@@ -163,8 +168,9 @@ def guard(allow: Iterable[str], *, mode: str = "strict", log_path: str | Path | 
         finally:
             _write(g, log_path)
         return
-    orig_connect, orig_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    orig_connect, orig_connect_ex, orig_sendto = socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto
     orig_create, orig_gai = socket.create_connection, socket.getaddrinfo
+    orig_ghbn, orig_ghbn_ex = socket.gethostbyname, socket.gethostbyname_ex
 
     def connect(self: socket.socket, address: Any) -> Any:
         hp = _sockaddr(address)
@@ -177,6 +183,18 @@ def guard(allow: Iterable[str], *, mode: str = "strict", log_path: str | Path | 
         if hp is not None:
             g.check("connect", *hp)
         return orig_connect_ex(self, address)
+
+    def sendto(self: socket.socket, data: Any, *args: Any) -> Any:
+        hp = _sockaddr(args[-1]) if args else None  # sendto(data, address) / sendto(data, flags, address)
+        if hp is not None:
+            g.check("sendto", *hp)
+        return orig_sendto(self, data, *args)
+
+    def lookup(orig: Any, op: str) -> Any:
+        def wrapped(name: str) -> Any:
+            g.check(op, name, None)
+            return orig(name)
+        return wrapped
 
     def create_connection(address: Any, *args: Any, **kwargs: Any) -> Any:
         g.check("create_connection", str(address[0]), int(address[1]))
@@ -191,8 +209,10 @@ def guard(allow: Iterable[str], *, mode: str = "strict", log_path: str | Path | 
             g.resolved.update(str(i[4][0]).lower() for i in infos)
         return infos
 
-    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex  # type: ignore[method-assign]
+    socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto = connect, connect_ex, sendto  # type: ignore[method-assign]
     socket.create_connection, socket.getaddrinfo = create_connection, getaddrinfo  # type: ignore[assignment]
+    socket.gethostbyname = lookup(orig_ghbn, "gethostbyname")  # type: ignore[assignment]
+    socket.gethostbyname_ex = lookup(orig_ghbn_ex, "gethostbyname_ex")  # type: ignore[assignment]
     try:
         yield g
     except Exception as exc:  # a library may have wrapped the refusal: say what really happened
@@ -203,13 +223,15 @@ def guard(allow: Iterable[str], *, mode: str = "strict", log_path: str | Path | 
         if g.refused:  # refused, but swallowed by a caller that carried on
             raise PerimeterError(_message(g))
     finally:
-        socket.socket.connect, socket.socket.connect_ex = orig_connect, orig_connect_ex  # type: ignore[method-assign]
+        socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto = (  # type: ignore[method-assign]
+            orig_connect, orig_connect_ex, orig_sendto)
         socket.create_connection, socket.getaddrinfo = orig_create, orig_gai  # type: ignore[assignment]
+        socket.gethostbyname, socket.gethostbyname_ex = orig_ghbn, orig_ghbn_ex  # type: ignore[assignment]
         _write(g, log_path)
 
 
 def _message(g: Guard) -> str:
-    dests = sorted({f"{e['host']}:{e['port']}" for e in g.refused})
+    dests = sorted({_dest(e["host"], e["port"]) for e in g.refused})
     return (f"rlsd perimeter (strict): this step tried to reach {len(dests)} destination(s) outside the "
             f"allow-list and was stopped: {', '.join(dests)}. Allowed: loopback, {', '.join(g._allow_text()) or '-'}. "
             "If a destination is inside your network add it to platform.allow_hosts; otherwise find what "
