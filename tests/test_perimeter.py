@@ -149,3 +149,21 @@ def test_off_mode_patches_nothing(tmp_path):
     with guard([], mode="off", log_path=tmp_path / "c.json") as g:
         assert socket.create_connection is real
     assert g.log == [] and json.loads((tmp_path / "c.json").read_text())["mode"] == "off"
+
+
+def test_the_real_stack_runs_under_the_strict_guard_with_zero_refusals(tmp_path):
+    """Load a model with transformers, log to a local MLflow store, all inside the strict guard."""
+    with step(f"tracking: {{uri: 'sqlite:///{tmp_path}/mlflow.db'}}", {}, log_path=tmp_path / "c.json") as cfg:
+        import mlflow
+
+        from rlsd.models import build_tiny_model, load_model, load_tokenizer
+
+        build_tiny_model(str(tmp_path / "tiny"))
+        model, tok = load_model(str(tmp_path / "tiny")), load_tokenizer(str(tmp_path / "tiny"))
+        assert model(**tok("2+2=", return_tensors="pt")).logits.ndim == 3
+        mlflow.set_tracking_uri(cfg.tracking.uri)
+        mlflow.set_experiment("perimeter")
+        with mlflow.start_run():
+            mlflow.log_metric("x", 1.0)
+    log = json.loads((tmp_path / "c.json").read_text())
+    assert log["mode"] == "strict" and log["refused"] == 0 and log["outside_allow_list"] == 0, log["log"]

@@ -130,3 +130,14 @@ def test_run_local_names_the_missing_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="make-tiny-model"):
         run_local(None, ["model.path=nowhere"], str(tmp_path / "runs"))
+
+
+def test_cli_pipeline_command(tmp_path, monkeypatch, capsys):
+    from rlsd.cli import main
+
+    _local_env(monkeypatch, tmp_path)
+    assert main(["pipeline", "--set", "model.path=model", "--set", "platform.min_new_tickets=1000",
+                 "--output", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert f"pipeline run: {tmp_path / 'runs'}" in out and "training skipped" in out
+    assert "0 refused (mode strict)" in out
