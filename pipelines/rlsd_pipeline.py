@@ -65,6 +65,8 @@ def rlsd_pipeline(
                              **store).after(validate_task)
     io_tasks = [ingest_task, validate_task, tasks_task]
 
+    # ingest's single return value (named "Output") is the gate: kfp.local 2.17 resolves a
+    # condition's task outputs only under that name, so the snapshot id travels as artifact metadata.
     with dsl.If(ingest_task.outputs["Output"] >= min_new_tickets, name="enough-new-tickets"):
         train_task = train(config_yaml=config_yaml, tasks=tasks_task.outputs["tasks"], base_model=base_model,
                            algorithm=algorithm, steps=steps, nodes=nodes, gpus_per_node=gpus_per_node)
