@@ -15,6 +15,7 @@ def evaluate(config_yaml: str, model: Input[Model], tasks: Input[Dataset], base_
     import shutil
 
     from rlsd.evaluate import run_evaluation
+    from rlsd.kfp_outputs import numeric_metrics
     from rlsd.perimeter import step
 
     os.makedirs(evaluation.path, exist_ok=True)
@@ -25,6 +26,5 @@ def evaluate(config_yaml: str, model: Input[Model], tasks: Input[Dataset], base_
                                 out_dir=evaluation.path)
     shutil.copyfile(os.path.join(evaluation.path, "report.html"), report_html.path)
     shutil.copyfile(os.path.join(evaluation.path, "report.md"), report_md.path)
-    for key, value in result.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics.log_metric(key, value)
+    for key, value in numeric_metrics(result).items():
+        metrics.log_metric(key, value)

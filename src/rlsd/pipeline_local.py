@@ -26,7 +26,7 @@ from typing import Any
 from rlsd.config import load_config
 
 PIPELINE_NAME = "rlsd-pipeline"
-PROMOTED = ("promote", "promoted", "champion")
+PROMOTED = ("promoted", "already_champion")  # rlsd.registry.promote decisions that leave it @champion
 
 
 def find_pipeline() -> Path:
@@ -66,6 +66,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {
         "run_dir": str(run_dir),
         "new_verified_tickets": ingest.get("Output"),
+        "validation_report": path("validate", "report_html"),
         "trained": (run_dir / "train").is_dir(),
         "model": path("train", "model"),
         "report_html": path("evaluate", "report_html"),
@@ -129,7 +130,7 @@ def run_local(cfg_path: str | None, overrides: list[str] | tuple[str, ...] = (),
 def summary_text(r: dict[str, Any]) -> str:
     c = r["connections"]
     lines = [f"pipeline run: {r['run_dir']} ({r['seconds']} s)",
-             f"new verified tickets: {r['new_verified_tickets']}"]
+             f"new verified tickets: {r['new_verified_tickets']}", f"validation report: {r['validation_report']}"]
     if not r["trained"]:
         lines.append("training skipped: fewer new verified tickets than platform.min_new_tickets")
     else:

@@ -81,19 +81,24 @@ def test_ingest(tmp_path, monkeypatch):
 
 def test_validate_logs_numeric_results(tmp_path, monkeypatch):
     def run(cfg, *, snapshot, out_dir):
-        Path(out_dir, "validation.md").write_text("ok")
-        return {"failure_rate": 0.125, "rows": 40, "passed": True, "snapshot_id": "snap-1"}
+        Path(out_dir, "report.md").write_text("# ok")
+        Path(out_dir, "report.html").write_text("<p>ok</p>")
+        return {"max_failure_rate": 0.125, "quarantined": 3, "passed": True, "snapshot_id": "snap-1",
+                "valid_tasks": {"train": 30, "eval": 8}, "tables": [{"rows": 40}]}
 
     fake = Recorder(run)
     patch_rlsd(monkeypatch, "rlsd.data.validate", "validate", fake)
     rep, m, conn = art(Artifact, tmp_path, "report"), art(Metrics, tmp_path, "metrics"), art(Artifact, tmp_path, "c")
+    html, md = art(HTML, tmp_path, "v.html"), art(Markdown, tmp_path, "v.md")
     ingested = art(Dataset, tmp_path, "snapshot", {"snapshot_id": "snap-42"})
     validate.python_func(config_yaml=CONFIG, ingested=ingested, snapshot="latest", store_endpoint="", store_bucket="b2",
-                         report=rep, metrics=m, connections=conn)
+                         report=rep, metrics=m, report_html=html, report_md=md, connections=conn)
     (cfg,), kwargs = fake.calls[0]
     assert kwargs == {"snapshot": "snap-42", "out_dir": rep.path} and cfg.store.bucket == "b2"  # "latest" resolved
-    assert m.metadata == {"failure_rate": 0.125, "rows": 40}  # booleans and strings are not metrics
-    assert Path(rep.path, "validation.md").read_text() == "ok"
+    # numbers become metrics (nested ones by dotted name); booleans, strings and lists do not
+    assert m.metadata == {"max_failure_rate": 0.125, "quarantined": 3.0, "valid_tasks.train": 30.0,
+                          "valid_tasks.eval": 8.0}
+    assert Path(html.path).read_text() == "<p>ok</p>" and Path(md.path).read_text() == "# ok"
 
 
 def test_validate_failure_fails_the_step(tmp_path, monkeypatch):
@@ -105,6 +110,7 @@ def test_validate_failure_fails_the_step(tmp_path, monkeypatch):
         validate.python_func(config_yaml=CONFIG, ingested=art(Dataset, tmp_path, "s", {"snapshot_id": "snap-2"}),
                              snapshot="snap-1", store_endpoint="", store_bucket="",
                              report=art(Artifact, tmp_path, "r"), metrics=art(Metrics, tmp_path, "m"),
+                             report_html=art(HTML, tmp_path, "h"), report_md=art(Markdown, tmp_path, "md"),
                              connections=art(Artifact, tmp_path, "c"))
 
 
@@ -160,7 +166,7 @@ def test_evaluate_copies_reports_and_logs_metrics(tmp_path, monkeypatch):
     def run(cfg, *, candidate, baseline, tasks_path, out_dir):
         for name, text in [("evaluation.json", "{}"), ("report.md", "# md"), ("report.html", "<h1>html</h1>")]:
             Path(out_dir, name).write_text(text)
-        return {"candidate_pass_at_1": 0.5, "baseline_pass_at_1": 0.25, "per_task": [1, 0]}
+        return {"candidate": {"pass@1": 0.5}, "baseline": {"pass@1": 0.25}, "comparison": None, "per_task": [1, 0]}
 
     fake = Recorder(run)
     patch_rlsd(monkeypatch, "rlsd.evaluate", "run_evaluation", fake)
@@ -175,7 +181,7 @@ def test_evaluate_copies_reports_and_logs_metrics(tmp_path, monkeypatch):
     assert kwargs == {"candidate": os.path.join(model.path, "final"), "baseline": "/models/base",
                       "tasks_path": os.path.join(tasks.path, "eval.jsonl"), "out_dir": ev.path}
     assert Path(html.path).read_text() == "<h1>html</h1>" and Path(md.path).read_text() == "# md"
-    assert m.metadata == {"candidate_pass_at_1": 0.5, "baseline_pass_at_1": 0.25}
+    assert m.metadata == {"candidate.pass@1": 0.5, "baseline.pass@1": 0.25}
 
 
 def test_register_and_promote(tmp_path, monkeypatch):

@@ -106,6 +106,7 @@ def test_run_local_runs_the_compiled_pipeline_end_to_end(tmp_path, monkeypatch, 
     assert calls["register"]["evaluation"] == {"candidate_pass_at_1": 0.5, "baseline_pass_at_1": 0.25}
     assert r["new_verified_tickets"] == 3 and r["trained"]
     assert Path(r["report_html"]).read_text() == "<h1>base vs trained</h1>"
+    assert Path(r["validation_report"]).read_text() == "<h1>valid</h1>"
     assert r["registered"] == {"name": "rlsd-model", "version": "1", "uri": "models:/rlsd-model/1",
                                "decision": "promoted", "alias": "champion", "alias_uri": "models:/rlsd-model@champion"}
     assert len(r["connection_logs"]) == 6 and r["connections"]["refused"] == 0 and r["connections"]["modes"] == ["strict"]
