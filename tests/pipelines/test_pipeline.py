@@ -125,6 +125,29 @@ def test_run_local_skips_training_below_min_new_tickets(tmp_path, monkeypatch):
     assert r["new_verified_tickets"] == 3 and not r["trained"] and r["registered"] is None
 
 
+def test_local_copy_drops_only_the_retry_policies(tmp_path):
+    from rlsd.pipeline_local import without_retries
+
+    spec, platform = yaml.safe_load_all(without_retries(COMPILED, tmp_path / "p.yaml").read_text())
+    orig_spec, orig_platform = yaml.safe_load_all(COMPILED.read_text())
+    for dag in [orig_spec["root"]] + [c for c in orig_spec["components"].values() if "dag" in c]:
+        for task in dag["dag"]["tasks"].values():
+            task.pop("retryPolicy", None)
+    assert (spec, platform) == (orig_spec, orig_platform)
+    assert "retryPolicy" in COMPILED.read_text() and "retryPolicy" not in (tmp_path / "p.yaml").read_text()
+
+
+def test_a_failing_step_fails_the_local_run_at_once(tmp_path, monkeypatch):
+    from rlsd.pipeline_local import run_local
+
+    _local_env(monkeypatch, tmp_path)
+    monkeypatch.setenv("RLSD_STUB_FAIL", "ingest")
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="Inner task failed"):
+        run_local(None, ["model.path=model"], str(tmp_path / "runs"), quiet=True)
+    assert time.perf_counter() - t0 < 20  # no 30 s + 60 s + 120 s back-off locally
+
+
 def test_run_local_names_the_missing_model(tmp_path, monkeypatch):
     from rlsd.pipeline_local import run_local
 
