@@ -77,7 +77,7 @@ def test_cpu_spec_has_no_gpu_request_and_still_validates():
     (lambda o: o["spec"].pop("runtimeRef"), "spec"),                                  # required
     (lambda o: o["spec"].update(managedBy="me"), "spec.managedBy"),
     (lambda o: o["spec"].update(activeDeadlineSeconds=0), "spec.activeDeadlineSeconds"),
-    (lambda o: o["spec"]["trainer"]["env"].append({"value": "x"}), "spec.trainer.env.14"),
+    (lambda o: o["spec"]["trainer"]["env"].insert(0, {"value": "x"}), "spec.trainer.env.0"),
     (lambda o: o["spec"]["trainer"]["resourcesPerNode"]["limits"].update(memory="lots"),
      "spec.trainer.resourcesPerNode.limits.memory"),
 ])
