@@ -150,6 +150,33 @@ def _cmd_promote(cfg: RLSDConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.pipeline_local import run_local
+
+    run_local(args.config, args.set, args.output or "runs/pipeline")
+    return 0
+
+
+def _cmd_schedule(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.schedule import schedule
+
+    try:
+        out = schedule(cfg, cron=args.cron, name=args.name, experiment=args.experiment, host=args.host)
+    except ConfigError as e:
+        print(f"rlsd schedule: {e}", file=sys.stderr)
+        return 2
+    print(f"recurring run {out['name']} ({out['recurring_run_id']}) at '{out['cron']}'"
+          + (f"; replaced {', '.join(out['replaced'])}" if out["replaced"] else ""))
+    return 0
+
+
+def _cmd_trainjob(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.cluster import render
+
+    print(render(cfg), end="")
+    return 0
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML recipe (see configs/); defaults to the embedded defaults")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
@@ -209,6 +236,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
     p = add("promote", _cmd_promote, "promote a registered version to @champion if its evaluation clears the gates")
     p.add_argument("--version", required=True, type=int)
     p.add_argument("--evaluation", required=True, help="evaluation JSON from `rlsd evaluate`")
+
+    add("pipeline", _cmd_pipeline, "run the whole Kubeflow pipeline on this machine (kfp.local); --output = run folder")
+    p = add("schedule", _cmd_schedule, "create or replace the KFP recurring run that retrains on new tickets")
+    p.add_argument("--cron", required=True, help="6-field KFP cron, e.g. '0 0 2 * * *' (daily at 02:00)")
+    p.add_argument("--host", help="KFP API endpoint (default: in-cluster / kube config)")
+    p.add_argument("--name", default="rlsd-retraining")
+    p.add_argument("--experiment", default="rlsd")
+    add("trainjob", _cmd_trainjob, "print the Kubeflow Trainer TrainJob the config's multi-node training submits")
     return parser, handlers
 
 

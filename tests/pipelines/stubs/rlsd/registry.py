@@ -1,0 +1,11 @@
+from rlsd._record import record
+
+
+def register_model(cfg, model_dir, *, run_id=None, evaluation=None):
+    record("register", model_dir=model_dir, evaluation=evaluation)
+    return {"name": cfg.registry.model_name, "version": 1, "uri": f"models:/{cfg.registry.model_name}/1"}
+
+
+def promote(cfg, *, version, evaluation):
+    record("promote", version=version, margin=cfg.registry.margin)
+    return {"decision": "promoted", "reasons": ["no champion yet"]}
