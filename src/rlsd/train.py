@@ -269,7 +269,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
         # ============================================================ rollout
         step_tasks = _tasks_for_step(tasks, step, cfg.rollout.prompts_per_step, cfg.train.seed, cfg.data.shuffle)
         my_tasks = step_tasks[rank * local_prompts:(rank + 1) * local_prompts]
-        prompts = [render(student_text(t), tokenizer, cfg.model.chat_template) for t in my_tasks]
+        prompts = [render(student_text(t), tokenizer, cfg.model.chat_template, cfg.model.response_prefix) for t in my_tasks]
         assert_no_leak(my_tasks, prompts)
         policy.eval()
         with torch.no_grad(), gathered(policy, zero3):
@@ -289,7 +289,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
         completion_ids, completion_mask = ro.completion_ids.to(device), ro.completion_mask.to(device)
 
         # ============================================================ verify
-        raw_scores = [score(t, text) for t, text in zip(rows_tasks, ro.texts)]
+        raw_scores = [score(t, cfg.model.response_prefix + text) for t, text in zip(rows_tasks, ro.texts)]
         rewards = torch.tensor([0.0 if s is None else s for s in raw_scores], dtype=torch.float32)
 
         # ============================================================ advantages
@@ -302,7 +302,8 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
         entropy_sum = 0.0
         teacher_logps = torch.zeros_like(old_logps) if needs_teacher else None
         if needs_teacher:
-            t_texts = [render(teacher_text(t, cfg.teacher.template), tokenizer, cfg.model.chat_template) for t in rows_tasks]
+            t_texts = [render(teacher_text(t, cfg.teacher.template), tokenizer, cfg.model.chat_template,
+                             cfg.model.response_prefix) for t in rows_tasks]
             t_enc = [tokenizer(x, add_special_tokens=False).input_ids[-cfg.rollout.max_prompt_tokens:] for x in t_texts]
             t_prompt_ids, t_prompt_mask = left_pad(t_enc, tokenizer.pad_token_id)
             t_prompt_ids, t_prompt_mask = t_prompt_ids.to(device), t_prompt_mask.to(device)
@@ -475,14 +476,14 @@ def quick_eval(policy: Any, tokenizer: Any, tasks: list[Task], cfg: RLSDConfig, 
     from rlsd.rollout import sample
     from rlsd.verifiers import score
 
-    prompts = [render(student_text(t), tokenizer, cfg.model.chat_template) for t in tasks]
+    prompts = [render(student_text(t), tokenizer, cfg.model.chat_template, cfg.model.response_prefix) for t in tasks]
     was = policy.training
     policy.eval()
     with gathered(policy, zero_stage):
         ro = sample(policy, tokenizer, prompts, num_samples=1, max_new_tokens=cfg.rollout.max_new_tokens, greedy=True,
                     max_prompt_tokens=cfg.rollout.max_prompt_tokens, engine=cfg.rollout.engine)
     policy.train(was)
-    scores = [score(t, x) or 0.0 for t, x in zip(tasks, ro.texts)]
+    scores = [score(t, cfg.model.response_prefix + x) or 0.0 for t, x in zip(tasks, ro.texts)]
     return float(np.mean(scores)) if scores else float("nan")
 
 
