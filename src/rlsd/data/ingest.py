@@ -688,7 +688,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         bar.close()
 
     tickets_map: dict[str, list[str]] = dict(prev_tickets)
-    new_tickets = updated_tickets = 0
+    new_tickets = updated_tickets = new_verified = 0
     for tid, (ticket, where, rep, upd) in winners.items():
         old = prev_tickets.get(tid)
         if old is not None:
@@ -709,6 +709,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         rep.stored += 1
         new_tickets += old is None
         updated_tickets += old is not None
+        new_verified += bool(ticket.get("resolution_verified"))  # new or updated, and verified: retraining material
 
     for rep in reports:
         if not rep.reconciled:  # a bug, never a silent drop
@@ -725,7 +726,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
     unchanged = prev is not None and prev.get("content_hash") == content_hash
     counts = {
         "sections": len(sections), "tickets": len(tickets_map), "new_tickets": new_tickets,
-        "updated_tickets": updated_tickets, "quarantined": len(quarantined),
+        "updated_tickets": updated_tickets, "new_verified_tickets": new_verified, "quarantined": len(quarantined),
         "read": sum(r.read for r in reports), "stored": sum(r.stored for r in reports),
         "redactions": dict(sum((r.redactions for r in reports), Counter())),
         "replaced_bytes": sum(r.replaced_bytes for r in reports),
@@ -746,6 +747,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         store.set_latest(snapshot_id)
     return {
         "snapshot_id": snapshot_id, "previous": prev_id, "unchanged": unchanged,
+        "new_verified_tickets": new_verified,
         "store": store.description, "sources": [r.to_dict() for r in reports],
         "skipped_files": skipped_m + skipped_t, "counts": counts, "objects_written": objects_written,
         "bytes_read": sum(r.bytes for r in reports), "quarantine": q_digest, "quarantined": quarantined,
