@@ -129,18 +129,38 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 def completion_logits(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                       completion_ids: torch.Tensor, completion_mask: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
+                      temperature: float, group_size: int = 1) -> torch.Tensor:
     """Logits (N, T, V) that predict each completion token, divided by the sampling temperature.
 
     prompt_ids / prompt_mask: (N, P) left-padded; completion_ids / completion_mask: (N, T).
     Position ids follow the attention mask (as generate does with left padding).
+
+    With ``group_size`` G > 1 and rows in groups of G that share one prompt (rollouts of one prompt),
+    each prompt is run once and its KV cache repeated G times for the completions: the same logits
+    (and, through the repeated cache, the same gradients) for ~G times less prompt compute, which is
+    most of the work when privileged contexts make teacher prompts long.
     """
     ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attn = torch.cat([prompt_mask, completion_mask], dim=1)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    n, p_len = prompt_ids.shape
     t = completion_ids.shape[1]
-    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=t + 1, use_cache=False)
-    logits = out.logits[:, :-1, :]
+    shared = (group_size > 1 and n % group_size == 0 and t > 1 and not getattr(model, "is_gradient_checkpointing", False)
+              and torch.equal(prompt_ids[::group_size].repeat_interleave(group_size, 0), prompt_ids))
+    if not shared:
+        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=t + 1, use_cache=False)
+        return out.logits[:, :-1, :].float() / temperature
+    from transformers import DynamicCache
+
+    first = slice(None, None, group_size)  # one row per group
+    cache = DynamicCache()
+    head = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], position_ids=pos[first, :p_len],
+                 past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache = head.past_key_values
+    cache.batch_repeat_interleave(group_size)
+    tail = model(input_ids=completion_ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, p_len:-1],
+                 past_key_values=cache, use_cache=True)
+    logits = torch.cat([head.logits.repeat_interleave(group_size, 0), tail.logits], dim=1)
     return logits.float() / temperature
 
 
@@ -212,6 +232,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
         raise ValueError(f"train.micro_batch_size ({micro}) must divide the rollouts per rank "
                          f"(prompts_per_step / ranks * group_size = {local_rollouts})")
     grad_accum = local_rollouts // micro
+    share = G if micro % G == 0 else 1  # micro-batches hold whole groups: run each prompt once
 
     # ---------------------------------------------------------------- data, model, teacher, engine
     tasks = read_tasks(cfg.data.train_tasks)
@@ -327,7 +348,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
                 for s in range(0, local_rollouts, micro):
                     sl = slice(s, s + micro)
                     logits = completion_logits(engine, prompt_ids[sl], prompt_mask[sl], completion_ids[sl],
-                                               completion_mask[sl], temp)
+                                               completion_mask[sl], temp, share)
                     old_logps[sl] = core.selective_log_softmax(logits, completion_ids[sl])
                     entropy_sum += core.masked_sum(core.entropy_from_logits(logits), completion_mask[sl]).item()
                     del logits
@@ -337,7 +358,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
                     for s in range(0, local_rollouts, micro):
                         sl = slice(s, s + micro)
                         tl = completion_logits(teacher, t_prompt_ids[sl], t_prompt_mask[sl], completion_ids[sl],
-                                               completion_mask[sl], temp)
+                                               completion_mask[sl], temp, share)
                         teacher_logps[sl] = core.selective_log_softmax(tl, completion_ids[sl])
                         del tl
             t_teacher = time.perf_counter() - t2
@@ -369,7 +390,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
             for s in range(0, local_rollouts, micro):
                 sl = slice(s, s + micro)
                 logits = completion_logits(engine, prompt_ids[sl], prompt_mask[sl], completion_ids[sl],
-                                           completion_mask[sl], temp)
+                                           completion_mask[sl], temp, share)
                 logps = core.selective_log_softmax(logits, completion_ids[sl])
                 loss = torch.zeros((), device=device)
                 if needs_pg:
@@ -385,7 +406,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
                 if needs_jsd:
                     with torch.no_grad():
                         tl = completion_logits(teacher, t_prompt_ids[sl], t_prompt_mask[sl], completion_ids[sl],
-                                               completion_mask[sl], temp)
+                                               completion_mask[sl], temp, share)
                     jsd = core.generalized_jsd(logits, tl, completion_mask[sl], beta=cfg.algorithm.jsd_beta,
                                                token_clip=cfg.algorithm.jsd_token_clip or None)
                     jl = core.aggregate(jsd, completion_mask[sl], agg=cfg.algorithm.agg, num_tokens=n_tokens, num_seqs=n_seqs)
