@@ -146,7 +146,8 @@ def completion_logits(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.T
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     n, p_len = prompt_ids.shape
     t = completion_ids.shape[1]
-    shared = (group_size > 1 and n % group_size == 0 and t > 1 and not getattr(model, "is_gradient_checkpointing", False)
+    shared = (group_size > 1 and n % group_size == 0 and t > 1
+              and not getattr(model, "is_activation_checkpointing", False)
               and torch.equal(prompt_ids[::group_size].repeat_interleave(group_size, 0), prompt_ids))
     if not shared:
         out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=t + 1, use_cache=False)
@@ -156,11 +157,11 @@ def completion_logits(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.T
     first = slice(None, None, group_size)  # one row per group
     cache = DynamicCache()
     head = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], position_ids=pos[first, :p_len],
-                 past_key_values=cache, use_cache=True, logits_to_keep=1)
-    cache = head.past_key_values
+                 cache=cache, use_cache=True, logits_to_keep=1)
+    cache = head.cache
     cache.batch_repeat_interleave(group_size)
     tail = model(input_ids=completion_ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, p_len:-1],
-                 past_key_values=cache, use_cache=True)
+                 cache=cache, use_cache=True)
     logits = torch.cat([head.logits.repeat_interleave(group_size, 0), tail.logits], dim=1)
     return logits.float() / temperature
 
