@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import build_model, machine_line, make_config, md_table, quiet, read_metrics, write_addition  # noqa: E402
+from _common import build_model, machine_line, make_config, md_table, quiet, read_metrics, write_addition
 
 
 def measured_peak(device: str, size: int) -> float:
@@ -101,7 +101,7 @@ def main() -> None:
     dtype = "bfloat16" if args.device == "cuda" else "float32"
     per: dict[str, list[dict]] = {"grpo": [], "rlsd": []}
     for rep in range(args.reps):
-        for algo in per:
+        for algo, kept in per.items():
             cfg = make_config({
                 "model.path": model, "model.dtype": dtype, "data.train_tasks": tr, "data.eval_tasks": ev,
                 "algorithm.name": algo, "rollout.group_size": args.group, "rollout.prompts_per_step": args.prompts,
@@ -113,7 +113,7 @@ def main() -> None:
             out = work / f"{algo}-{rep}"
             train(cfg, output_dir=out)
             rows = read_metrics(out / "metrics.jsonl")[1:]
-            per[algo].extend(rows)
+            kept.extend(rows)
             print(f"rep {rep} {algo}: " + ", ".join(f"{r['time_step']:.3f}s" for r in rows), flush=True)
 
     # prompt length (tokens) of the student and teacher prompts, for the FLOP count
@@ -132,7 +132,7 @@ def main() -> None:
     res = {"device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu (dry run)",
            "machine": machine_line(), "peak_flops": peak, "params": n_total, "settings": vars(args), "algos": {}}
     for algo, rows in per.items():
-        med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
+        med = lambda k, rows=rows: statistics.median(r[k] for r in rows)
         comp = med("completion_len")
         toks = comp * n_roll
         seq = p_len + comp

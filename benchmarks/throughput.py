@@ -109,8 +109,9 @@ def ensure_trl_venv(venv: Path) -> Path:
     print(f"building the TRL venv at {venv} (once) ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
     subprocess.run([str(py), "-m", "pip", "install", "-q", *PINS, f"trl=={TRL_VERSION}"], check=True)
-    subprocess.run([str(py), "-c", "import trl, transformers, torch; print('trl', trl.__version__, 'transformers', "
-                    "transformers.__version__, 'torch', torch.__version__)"], check=True)
+    check = ("import trl, transformers, torch; print('trl', trl.__version__, 'transformers', transformers.__version__, "
+             "'torch', torch.__version__)")
+    subprocess.run([str(py), "-c", check], check=True)
     stamp.write_text(" ".join([*PINS, f"trl=={TRL_VERSION}"]))
     return py
 
@@ -141,7 +142,16 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(HERE))
-    from _common import CACHE, build_model, machine_line, make_config, md_table, quiet, read_metrics, write_addition
+    from _common import (
+        CACHE,
+        build_model,
+        machine_line,
+        make_config,
+        md_table,
+        quiet,
+        read_metrics,
+        write_addition,
+    )
 
     quiet()
     from rlsd.tasks import read_tasks
@@ -185,7 +195,7 @@ def main() -> None:
                             "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR", "CROSS_RANK", "CROSS_SIZE"}
                     env = {k: v for k, v in os.environ.items() if k not in drop}
                     proc = subprocess.run([str(py), __file__, "--worker", "trl", "--spec", str(sp)], env=env,
-                                          capture_output=True, text=True)
+                                          capture_output=True, text=True, check=False)
                     line = next((x for x in proc.stdout.splitlines() if x.startswith("TRL_RESULT ")), None)
                     if proc.returncode or line is None:
                         sys.exit(f"TRL worker failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
