@@ -20,7 +20,17 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _common import CACHE, build_model, machine_line, make_config, md_table, median, quiet, read_metrics, write_addition
+from _common import (
+    CACHE,
+    build_model,
+    machine_line,
+    make_config,
+    md_table,
+    median,
+    quiet,
+    read_metrics,
+    write_addition,
+)
 
 PHASES = ("time_rollout", "time_old_logps", "time_teacher", "time_train", "time_step")
 
