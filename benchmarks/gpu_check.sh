@@ -30,11 +30,11 @@ fi
 'deepspeed', deepspeed.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())" | tee "$OUTDIR/env.txt"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader >> "$OUTDIR/env.txt" 2>/dev/null || true
 
-rc=0
+rm -f "$OUTDIR/gpu_check.json"
 # shellcheck disable=SC2086
 timeout 300 "$PY" benchmarks/gpu_check.py ${GPU_CHECK_ARGS:-} --json "$OUTDIR/gpu_check.json" --workdir "$OUTDIR/work" \
-  2>&1 | tee "$OUTDIR/run.log" || rc=$?
-rc=${PIPESTATUS[0]:-$rc}
+  2>&1 | tee "$OUTDIR/run.log"
+rc=${PIPESTATUS[0]}
 if [ ! -s "$OUTDIR/gpu_check.json" ]; then
   echo "main run failed (rc=$rc); retrying once with --engine generate" | tee -a "$OUTDIR/run.log"
   # shellcheck disable=SC2086
