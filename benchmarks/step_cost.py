@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--micro-batch", type=int, default=0, help="0 = the whole batch in one micro-batch")
     ap.add_argument("--engine", default="auto", help="rollout engine: auto | graph | generate")
-    ap.add_argument("--reps", type=int, default=3, help="alternating repetitions")
+    ap.add_argument("--reps", type=int, default=4, help="alternating repetitions")
     ap.add_argument("--steps", type=int, default=3, help="steps per train call (the first is dropped)")
     ap.add_argument("--out", default="", help="write the table (Markdown) here too")
     args = ap.parse_args()
