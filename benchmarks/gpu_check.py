@@ -137,25 +137,24 @@ def main() -> None:
         toks = comp * n_roll
         seq = p_len + comp
         f_train = 3 * flops_fwd(seq, n_roll)
-        f_old = flops_fwd(seq, n_roll)
         f_teacher = flops_fwd(t_len + comp, n_roll) if algo == "rlsd" else 0.0
         f_roll = flops_fwd(seq, n_roll)  # prefill + one token at a time: the same matmul FLOPs as one forward
         res["algos"][algo] = {
             "step_min": min(r["time_step"] for r in rows), "step_median": med("time_step"),
-            "rollout_s": med("time_rollout"), "old_logps_s": med("time_old_logps"), "teacher_s": med("time_teacher"),
+            "rollout_s": med("time_rollout"), "teacher_s": med("time_teacher"),
             "train_s": med("time_train"), "completion_len": comp,
             "rollout_tok_s": statistics.median(r["completion_len"] * n_roll / r["time_rollout"] for r in rows),
             "train_tok_s": statistics.median(r["completion_len"] * n_roll / (r["time_step"] - r["time_rollout"]) for r in rows),
             "mfu_train": statistics.median(f_train / r["time_train"] for r in rows) / peak,
-            "mfu_step": statistics.median((f_roll + f_old + f_teacher + f_train) / r["time_step"] for r in rows) / peak,
+            "mfu_step": statistics.median((f_roll + f_teacher + f_train) / r["time_step"] for r in rows) / peak,
             "tokens": toks, "steps_kept": len(rows),
         }
     g, r = res["algos"]["grpo"], res["algos"]["rlsd"]
     res["ratio_min"], res["ratio_median"] = r["step_min"] / g["step_min"], r["step_median"] / g["step_median"]
-    table = [["algorithm", "step min s", "step median s", "rollout s", "old logp s", "teacher s", "train s",
+    table = [["algorithm", "step min s", "step median s", "rollout s", "teacher s", "train s",
               "rollout tok/s", "train tok/s", "MFU train", "MFU step"]]
     for algo, v in res["algos"].items():
-        table.append([algo, f"{v['step_min']:.3f}", f"{v['step_median']:.3f}", f"{v['rollout_s']:.3f}", f"{v['old_logps_s']:.3f}",
+        table.append([algo, f"{v['step_min']:.3f}", f"{v['step_median']:.3f}", f"{v['rollout_s']:.3f}",
                       f"{v['teacher_s']:.3f}", f"{v['train_s']:.3f}", f"{v['rollout_tok_s']:,.0f}", f"{v['train_tok_s']:,.0f}",
                       f"{100 * v['mfu_train']:.1f}%", f"{100 * v['mfu_step']:.2f}%"])
     res["table"] = md_table(table)

@@ -5,7 +5,7 @@ parameters: big enough that forward passes dominate), the same prompts, group si
 algorithms alternate: for each repetition, each algorithm trains ``--steps`` steps in turn (one process,
 one DeepSpeed engine per call); the first step of every call is a warm-up and is dropped. Per algorithm it
 reports the minimum and the median step time over all kept steps, their ratio to grpo, and the median
-rollout / old-logp / teacher / train times from metrics.jsonl (time_rollout, time_old_logps,
+rollout / teacher / train times from metrics.jsonl (time_rollout,
 time_teacher, time_train, time_step). A random-init model rarely samples EOS, so completions are close to
 the full --new-tokens (the mean completion length is printed; a low learning rate keeps it stable).
 
@@ -32,7 +32,7 @@ from _common import (
     write_addition,
 )
 
-PHASES = ("time_rollout", "time_old_logps", "time_teacher", "time_train", "time_step")
+PHASES = ("time_rollout", "time_teacher", "time_train", "time_step")
 
 
 def main() -> None:
@@ -88,12 +88,12 @@ def main() -> None:
         return fn([r[key] for r in kept[algo]])
 
     g_min, g_med = stat("grpo", "time_step", min), stat("grpo", "time_step", median)
-    table = [["algorithm", "step min s", "step median s", "min / grpo", "median / grpo", "rollout s", "old logp s",
+    table = [["algorithm", "step min s", "step median s", "min / grpo", "median / grpo", "rollout s",
               "teacher s", "train s", "completion len", "steps kept"]]
     for a in algos:
         mn, md = stat(a, "time_step", min), stat(a, "time_step", median)
         table.append([a, f"{mn:.3f}", f"{md:.3f}", f"{mn / g_min:.2f}x", f"{md / g_med:.2f}x",
-                      *(f"{stat(a, k, median):.3f}" for k in PHASES[:4]),
+                      *(f"{stat(a, k, median):.3f}" for k in PHASES[:3]),
                       f"{stat(a, 'completion_len', median):.1f}", str(len(kept[a]))])
     setting = (f"model: random-init Llama d={c.hidden_size}, {c.num_hidden_layers} layers, {n_params / 1e6:.2f}M parameters, "
                f"vocab {c.vocab_size}, float32; batch {args.prompts} prompts x G={args.group} = "
