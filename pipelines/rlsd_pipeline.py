@@ -14,15 +14,14 @@ import json
 from pathlib import Path
 
 import yaml
-
-from kfp import compiler, dsl, kubernetes
-
 from components.build_tasks import build_tasks
 from components.evaluate import evaluate
 from components.ingest import ingest
 from components.register_and_promote import register_and_promote
 from components.train import train
 from components.validate import validate
+from kfp import compiler, dsl, kubernetes
+
 from rlsd.config import PlatformConfig, RegistryConfig
 
 HERE = Path(__file__).parent

@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import ROOT, warm_tiny_model, write_addition_tasks
 from rlsd.config import load_config
 from rlsd.prompts import PrivilegedLeakError, assert_no_leak
 from rlsd.tasks import Task
+from tests.helpers import ROOT, warm_tiny_model, write_addition_tasks
 
 PY = sys.executable
 
@@ -257,8 +257,8 @@ def test_training_run_is_tracked_in_mlflow(setup, tmp_path):
 
 def test_shared_prompt_forward_equals_full_forward(setup):
     """Running each group's prompt once (repeated KV cache) gives the full forward's logits and gradients."""
-    from rlsd.models import load_model, load_tokenizer
     from rlsd.core import selective_log_softmax
+    from rlsd.models import load_model, load_tokenizer
     from rlsd.train import completion_logits, left_pad
 
     model_dir, _, _ = setup

@@ -279,7 +279,8 @@ def run_training(cfg: RLSDConfig, *, output_dir: str, api: Any = None,
     except FileNotFoundError as e:
         log(f"warning: TrainJob spec not validated offline ({e})")
     if api is None:
-        from kubernetes import client, config as kube_config
+        from kubernetes import client
+        from kubernetes import config as kube_config
 
         kube_config.load_incluster_config() if os.environ.get("KUBERNETES_SERVICE_HOST") else kube_config.load_kube_config()
         api = client.CustomObjectsApi()

@@ -17,14 +17,13 @@ import types
 from pathlib import Path
 
 import pytest
-from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
-
 from components.build_tasks import build_tasks
 from components.evaluate import evaluate
 from components.ingest import ingest
 from components.register_and_promote import register_and_promote
 from components.train import train
 from components.validate import validate
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 
 CONFIG = "store: {backend: s3, endpoint: 'minio.rlsd.svc:9000', bucket: rlsd}\ntrain: {steps: 7}\n"
 

@@ -7,10 +7,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from components._image import RLSD_IMAGE, RLSD_TRAIN_IMAGE
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from components._image import RLSD_IMAGE, RLSD_TRAIN_IMAGE
 from rlsd.config import PlatformConfig
 from rlsd.offline import SWITCHES
 

@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from rlsd.core import aggregate, entropy_from_logits, generalized_jsd, masked_mean, policy_loss, selective_log_softmax
+from rlsd.core import (
+    aggregate,
+    entropy_from_logits,
+    generalized_jsd,
+    masked_mean,
+    policy_loss,
+    selective_log_softmax,
+)
 
 
 def test_selective_log_softmax_matches_full():

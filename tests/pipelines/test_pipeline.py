@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from pipelines.rlsd_pipeline import COMPILED, compile_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
