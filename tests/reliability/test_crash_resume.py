@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from tests.helpers import ROOT, warm_tiny_model, write_addition_tasks
 
 PY = sys.executable
