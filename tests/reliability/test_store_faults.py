@@ -13,12 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from tests.helpers import warm_tiny_model
+from tests.s3server import S3Server
 
 from rlsd.config import StoreConfig, load_config
 from rlsd.data.ingest import ingest, load_snapshot
 from rlsd.data.store import LocalStore, S3Store, StoreError, StoreNotFound, StoreUnavailable
-from tests.helpers import warm_tiny_model
-from tests.s3server import S3Server
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ def test_server_stops_in_the_middle_of_an_ingest(server, tmp_path):
     again = ingest(cfg, tickets=[big], store=st)
     assert st.list_snapshots() == sorted([first["snapshot_id"], again["snapshot_id"]])  # exactly one more
     assert st.latest() == again["snapshot_id"] and again["previous"] == first["snapshot_id"]
-    man, _, tickets = load_snapshot(st)  # every object is read back and checked against its hash
+    _, _, tickets = load_snapshot(st)  # every object is read back and checked against its hash
     assert len(tickets) == 205 and [t["id"] for t in tickets] == sorted(f"T-{i}" for i in range(205))
     assert again["counts"]["read"] == again["counts"]["stored"] == 200
 
