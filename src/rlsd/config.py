@@ -217,6 +217,10 @@ class IngestConfig:
     long_body: Literal["truncate", "refuse"] = "truncate"
     # Manual sections longer than this are split into numbered parts.
     max_section_chars: int = 6000
+    # Input limits (refused with a quarantine reason instead of exhausting memory): a manual file's
+    # size, and one line of a ticket export (a JSONL record or a CSV line).
+    max_manual_bytes: int = 100_000_000
+    max_ticket_line_bytes: int = 1_000_000
     # Task building: share of tickets in the eval split (by a hash of the ticket id), sections
     # retrieved when a ticket links none, and the cap on the privileged context.
     eval_fraction: float = 0.2
@@ -234,6 +238,9 @@ class IngestConfig:
                 raise ConfigError(f"ingest pattern {name} is not a valid regex ({rx!r}: {e}); fix the regex") from None
         _check(self.max_body_chars >= 100, f"ingest.max_body_chars must be >= 100, got {self.max_body_chars}")
         _check(self.max_section_chars >= 200, f"ingest.max_section_chars must be >= 200, got {self.max_section_chars}")
+        _check(self.max_manual_bytes >= 1, f"ingest.max_manual_bytes must be >= 1, got {self.max_manual_bytes}")
+        _check(self.max_ticket_line_bytes >= 1024,
+               f"ingest.max_ticket_line_bytes must be >= 1024, got {self.max_ticket_line_bytes}")
         _check(0 < self.eval_fraction < 1, f"ingest.eval_fraction must be in (0, 1), got {self.eval_fraction}")
         _check(self.retrieve_k >= 0, f"ingest.retrieve_k must be >= 0, got {self.retrieve_k}")
         _check(self.max_context_chars >= 100, f"ingest.max_context_chars must be >= 100, got {self.max_context_chars}")
