@@ -464,7 +464,11 @@ def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
     key, raw = dotted.split("=", 1)
     parts = key.strip().split(".")
     _check(len(parts) == 2 and all(parts), f"--set key must be section.field (e.g. train.steps), got {key!r}")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key.strip()}: value {raw!r} is not valid YAML ({str(e).splitlines()[0]}); "
+                          "quote it, e.g. --set \"{key.strip()}='...'\"") from None
     tree.setdefault(parts[0], {})
     _check(isinstance(tree[parts[0]], dict), f"{parts[0]} must be a mapping")
     tree[parts[0]][parts[1]] = value

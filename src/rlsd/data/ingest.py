@@ -312,7 +312,7 @@ def parse_manual(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, doc
     size = p.stat().st_size
     too_big = size > cfg.max_manual_bytes
     raw = b"" if too_big else p.read_bytes()
-    rep = SourceReport(path=str(p), kind="manual", format=fmt, sha256=file_sha256(p) if too_big else sha256(raw),
+    rep = SourceReport(path=str(p), kind="manual", format=fmt, sha256="" if too_big else sha256(raw),
                        bytes=size)
     doc_id = doc_id or slug(p.stem)
     quarantined: list[dict[str, Any]] = []
