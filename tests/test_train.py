@@ -227,3 +227,29 @@ def test_every_recipe_loads():
     for p in sorted((ROOT / "configs").glob("*.yaml")):
         cfg = load_config(p)
         assert load_config(text=cfg.to_yaml()) == cfg  # YAML round trip
+
+
+def test_training_run_is_tracked_in_mlflow(setup, tmp_path):
+    """Every step's metrics, the resolved config as params and artifact, plots and the metrics log."""
+    from mlflow.tracking import MlflowClient
+
+    from rlsd.train import train
+
+    model, tr, ev = setup
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(overrides=_overrides(model, tr, ev, **{
+        "train.steps": 3, "tracking.enabled": True, "tracking.uri": uri,
+        "tracking.artifact_location": str(tmp_path / "artifacts"), "tracking.experiment": "t"}))
+    summary = train(cfg, output_dir=tmp_path / "run")
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["algorithm.name"] == "rlsd" and run.data.params["train.steps"] == "3"
+    hist = client.get_metric_history(run.info.run_id, "loss")
+    logged = {m.step: m.value for m in hist}
+    local = {r["step"]: r["loss"] for r in _read(tmp_path / "run" / "metrics.jsonl")}
+    assert logged.keys() == local.keys() == {1, 2, 3}
+    assert all(logged[k] == pytest.approx(local[k]) for k in local)
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "metrics.jsonl" in names and "config.yaml" in names
+    assert any(a.path.endswith(".png") for a in client.list_artifacts(run.info.run_id, "plots"))

@@ -45,6 +45,10 @@ class ModelConfig:
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     # Use the tokenizer's chat template for prompts (instruct models); plain text otherwise.
     chat_template: bool = False
+    # Text that opens the model's reply (e.g. "Answer:"), appended after the rendered prompt for the
+    # student and the teacher alike; the verifier scores prefix + completion. Small instruct models
+    # follow an answer format far more reliably when the reply starts with it.
+    response_prefix: str = ""
     # Gradient checkpointing in the policy (saves memory, costs a recompute).
     gradient_checkpointing: bool = False
 

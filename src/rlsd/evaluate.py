@@ -147,7 +147,7 @@ def _passes(s: float | None) -> bool:
 def evaluate_model(model_path: str | Path, tasks: list[Task], *, k: int = 4, max_new_tokens: int = 64,
                    temperature: float = 1.0, seed: int = 0, chat_template: bool = False,
                    teacher_template: str | None = None, engine: str = "generate", num_samples: int = 0,
-                   batch_size: int = 64, leak_ngram: int = LEAK_NGRAM) -> dict[str, Any]:
+                   batch_size: int = 64, leak_ngram: int = LEAK_NGRAM, response_prefix: str = "") -> dict[str, Any]:
     """Greedy pass@1, sampled pass@1 and pass@k (n = max(k, num_samples) samples per task), per
     answer type and per task; the teacher's greedy pass@1 when ``teacher_template`` is given; the
     leakage of the student's outputs. See the module docstring."""
@@ -164,7 +164,7 @@ def evaluate_model(model_path: str | Path, tasks: list[Task], *, k: int = 4, max
     n = max(k, num_samples)
     model = load_model(model_path)
     tok = load_tokenizer(model_path)
-    prompts = [render(student_text(t), tok, chat_template) for t in tasks]
+    prompts = [render(student_text(t), tok, chat_template, response_prefix) for t in tasks]
     assert_no_leak(tasks, prompts)
     torch.manual_seed(seed)
     bs = max(1, batch_size)
@@ -176,14 +176,15 @@ def evaluate_model(model_path: str | Path, tasks: list[Task], *, k: int = 4, max
                       leave=False, disable=len(ps) <= step):
             r = sample(model, tok, ps[s:s + step], num_samples=num, max_new_tokens=max_new_tokens,
                        temperature=temperature, greedy=greedy, engine=engine)
-            texts.extend(r.texts)
+            texts.extend(response_prefix + x for x in r.texts)  # the verifier reads the whole reply
         return texts
 
     greedy_texts = generate(prompts, greedy=True, num=1)
     sampled_texts = generate(prompts, greedy=False, num=n)
     teacher_texts = None
     if teacher_template is not None:
-        teacher_texts = generate([render(teacher_text(t, teacher_template), tok, chat_template) for t in tasks],
+        teacher_texts = generate([render(teacher_text(t, teacher_template), tok, chat_template, response_prefix)
+                                  for t in tasks],
                                  greedy=True, num=1)
     return summarise(tasks, greedy_texts, sampled_texts, k=k, n=n, teacher_texts=teacher_texts,
                      model=str(model_path), leak_ngram=leak_ngram)
@@ -273,6 +274,7 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(k=ev.k, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, seed=ev.seed,
               chat_template=cfg.model.chat_template, teacher_template=cfg.teacher.template, engine="generate",
+              response_prefix=cfg.model.response_prefix,
               num_samples=getattr(ev, "num_samples", 0), leak_ngram=getattr(ev, "leak_ngram", LEAK_NGRAM))
     cand = evaluate_model(candidate, tasks, **kw)
     base = evaluate_model(baseline, tasks, **kw) if baseline is not None else None

@@ -22,11 +22,13 @@ def teacher_text(task: Task, template: str) -> str:
     return template.format(question=task.prompt, context=task.privileged_context)
 
 
-def render(text: str, tokenizer: Any, chat_template: bool) -> str:
-    """Wrap a user message in the tokenizer's chat template (instruct models) or return it as is."""
-    if not chat_template:
-        return text
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+def render(text: str, tokenizer: Any, chat_template: bool, response_prefix: str = "") -> str:
+    """Wrap a user message in the tokenizer's chat template (instruct models) or keep it as is, then
+    open the reply with ``response_prefix``."""
+    if chat_template:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
+    return text + response_prefix
 
 
 class PrivilegedLeakError(AssertionError):

@@ -261,180 +261,201 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
     if rank == 0 and start_step > 0 and metrics_path.exists():
         _truncate_log(metrics_path, start_step)
 
-    temp = cfg.rollout.temperature
-    bar = tqdm(total=cfg.train.steps, initial=start_step, desc=f"{algo} train", disable=rank != 0, unit="step")
-    step_metrics: dict[str, float] = {}
-    for step in range(start_step, cfg.train.steps):
-        t0 = time.perf_counter()
-        # ============================================================ rollout
-        step_tasks = _tasks_for_step(tasks, step, cfg.rollout.prompts_per_step, cfg.train.seed, cfg.data.shuffle)
-        my_tasks = step_tasks[rank * local_prompts:(rank + 1) * local_prompts]
-        prompts = [render(student_text(t), tokenizer, cfg.model.chat_template) for t in my_tasks]
-        assert_no_leak(my_tasks, prompts)
-        policy.eval()
-        with torch.no_grad(), gathered(policy, zero3):
-            if cfg.rollout.deterministic_groups:
-                parts = []
-                for i, p in enumerate(prompts):
-                    torch.manual_seed(_step_seed(cfg.train.seed, step, 1_000 + rank * local_prompts + i))
-                    parts.append(_sample(sample, policy, tokenizer, [p], cfg))
-                ro = _concat_rollouts(parts, tokenizer.pad_token_id)
+    # ---------------------------------------------------------------- tracking (rank 0; never fatal)
+    tracker = None
+    if rank == 0 and cfg.tracking.enabled:
+        from rlsd.tracking import Tracker
+
+        snapshot = next((t.meta["snapshot_id"] for t in tasks if t.meta.get("snapshot_id")), None)
+        tracker = Tracker(cfg.tracking, run_name=f"{out.name}-{algo}",
+                          tags={"rlsd.algorithm": algo, "rlsd.output_dir": str(out.resolve()),
+                                "rlsd.resumed_from_step": start_step, "rlsd.world_size": world,
+                                **({"rlsd.data_snapshot_id": snapshot} if snapshot else {})})
+        tracker.start(cfg.flat(), cfg.to_yaml())
+
+    # a failure inside the loop ends the MLflow run as FAILED (KILLED on Ctrl-C)
+    with contextlib.ExitStack() as stack:
+        if tracker is not None:
+            stack.enter_context(tracker)
+        temp = cfg.rollout.temperature
+        bar = tqdm(total=cfg.train.steps, initial=start_step, desc=f"{algo} train", disable=rank != 0, unit="step")
+        step_metrics: dict[str, float] = {}
+        for step in range(start_step, cfg.train.steps):
+            t0 = time.perf_counter()
+            # ============================================================ rollout
+            step_tasks = _tasks_for_step(tasks, step, cfg.rollout.prompts_per_step, cfg.train.seed, cfg.data.shuffle)
+            my_tasks = step_tasks[rank * local_prompts:(rank + 1) * local_prompts]
+            prompts = [render(student_text(t), tokenizer, cfg.model.chat_template, cfg.model.response_prefix) for t in my_tasks]
+            assert_no_leak(my_tasks, prompts)
+            policy.eval()
+            with torch.no_grad(), gathered(policy, zero3):
+                if cfg.rollout.deterministic_groups:
+                    parts = []
+                    for i, p in enumerate(prompts):
+                        torch.manual_seed(_step_seed(cfg.train.seed, step, 1_000 + rank * local_prompts + i))
+                        parts.append(_sample(sample, policy, tokenizer, [p], cfg))
+                    ro = _concat_rollouts(parts, tokenizer.pad_token_id)
+                else:
+                    torch.manual_seed(_step_seed(cfg.train.seed, step, rank))
+                    ro = _sample(sample, policy, tokenizer, prompts, cfg)
+            policy.train()
+            t_rollout = time.perf_counter() - t0
+            rows_tasks = [t for t in my_tasks for _ in range(G)]
+            prompt_ids, prompt_mask = ro.prompt_ids.to(device), ro.prompt_mask.to(device)
+            completion_ids, completion_mask = ro.completion_ids.to(device), ro.completion_mask.to(device)
+
+            # ============================================================ verify
+            raw_scores = [score(t, cfg.model.response_prefix + text) for t, text in zip(rows_tasks, ro.texts)]
+            rewards = torch.tensor([0.0 if s is None else s for s in raw_scores], dtype=torch.float32)
+
+            # ============================================================ advantages
+            advantages = core.group_advantages(rewards, G).to(device)
+            zero_var = (rewards.view(-1, G).std(dim=1) == 0).float().mean().item()
+
+            # ============================================================ old / teacher log-probs (no grad)
+            t1 = time.perf_counter()
+            old_logps = torch.zeros_like(completion_mask, dtype=torch.float32)
+            entropy_sum = 0.0
+            teacher_logps = torch.zeros_like(old_logps) if needs_teacher else None
+            if needs_teacher:
+                t_texts = [render(teacher_text(t, cfg.teacher.template), tokenizer, cfg.model.chat_template,
+                                 cfg.model.response_prefix) for t in rows_tasks]
+                t_enc = [tokenizer(x, add_special_tokens=False).input_ids[-cfg.rollout.max_prompt_tokens:] for x in t_texts]
+                t_prompt_ids, t_prompt_mask = left_pad(t_enc, tokenizer.pad_token_id)
+                t_prompt_ids, t_prompt_mask = t_prompt_ids.to(device), t_prompt_mask.to(device)
+            with torch.no_grad():
+                for s in range(0, local_rollouts, micro):
+                    sl = slice(s, s + micro)
+                    logits = completion_logits(engine, prompt_ids[sl], prompt_mask[sl], completion_ids[sl],
+                                               completion_mask[sl], temp)
+                    old_logps[sl] = core.selective_log_softmax(logits, completion_ids[sl])
+                    entropy_sum += core.masked_sum(core.entropy_from_logits(logits), completion_mask[sl]).item()
+                    del logits
+                t_old = time.perf_counter() - t1
+                t2 = time.perf_counter()
+                if needs_teacher:
+                    for s in range(0, local_rollouts, micro):
+                        sl = slice(s, s + micro)
+                        tl = completion_logits(teacher, t_prompt_ids[sl], t_prompt_mask[sl], completion_ids[sl],
+                                               completion_mask[sl], temp)
+                        teacher_logps[sl] = core.selective_log_softmax(tl, completion_ids[sl])
+                        del tl
+            t_teacher = time.perf_counter() - t2
+            if cfg.rollout.old_logps_from == "sampler" and ro.logps is not None:
+                sampler_logps = ro.logps.to(device)
+                old_logps_used = sampler_logps
             else:
-                torch.manual_seed(_step_seed(cfg.train.seed, step, rank))
-                ro = _sample(sample, policy, tokenizer, prompts, cfg)
-        policy.train()
-        t_rollout = time.perf_counter() - t0
-        rows_tasks = [t for t in my_tasks for _ in range(G)]
-        prompt_ids, prompt_mask = ro.prompt_ids.to(device), ro.prompt_mask.to(device)
-        completion_ids, completion_mask = ro.completion_ids.to(device), ro.completion_mask.to(device)
+                sampler_logps, old_logps_used = ro.logps, old_logps
 
-        # ============================================================ verify
-        raw_scores = [score(t, text) for t, text in zip(rows_tasks, ro.texts)]
-        rewards = torch.tensor([0.0 if s is None else s for s in raw_scores], dtype=torch.float32)
+            lam = core.lambda_schedule(step, lam0=cfg.algorithm.lam0, decay_steps=cfg.algorithm.lambda_decay_steps,
+                                       warmup_steps=cfg.algorithm.lambda_warmup_steps) if algo == "rlsd" else 0.0
+            rlsd_metrics: dict[str, float] = {}
+            if algo == "rlsd":
+                token_adv, rlsd_metrics = core.rlsd_token_advantages(
+                    advantages, old_logps_used, teacher_logps, completion_mask, lam=lam,
+                    eps_w=cfg.algorithm.eps_w, negative_only=cfg.algorithm.negative_only)
+            else:
+                token_adv = advantages.unsqueeze(1) * completion_mask.float()
+            if needs_teacher and algo != "rlsd":  # Delta diagnostics for the other teacher-using algorithms too
+                _, rlsd_metrics = core.rlsd_token_advantages(advantages, old_logps_used, teacher_logps, completion_mask,
+                                                             lam=0.0, eps_w=cfg.algorithm.eps_w)
 
-        # ============================================================ advantages
-        advantages = core.group_advantages(rewards, G).to(device)
-        zero_var = (rewards.view(-1, G).std(dim=1) == 0).float().mean().item()
-
-        # ============================================================ old / teacher log-probs (no grad)
-        t1 = time.perf_counter()
-        old_logps = torch.zeros_like(completion_mask, dtype=torch.float32)
-        entropy_sum = 0.0
-        teacher_logps = torch.zeros_like(old_logps) if needs_teacher else None
-        if needs_teacher:
-            t_texts = [render(teacher_text(t, cfg.teacher.template), tokenizer, cfg.model.chat_template) for t in rows_tasks]
-            t_enc = [tokenizer(x, add_special_tokens=False).input_ids[-cfg.rollout.max_prompt_tokens:] for x in t_texts]
-            t_prompt_ids, t_prompt_mask = left_pad(t_enc, tokenizer.pad_token_id)
-            t_prompt_ids, t_prompt_mask = t_prompt_ids.to(device), t_prompt_mask.to(device)
-        with torch.no_grad():
+            # ============================================================ loss and step
+            t3 = time.perf_counter()
+            n_tokens = _all_reduce_sum(completion_mask.sum().item(), world)
+            n_seqs = float(cfg.rollout.prompts_per_step * G)
+            loss_total, pg_total, jsd_total = 0.0, 0.0, 0.0
+            pg_stats: dict[str, float] = {}
             for s in range(0, local_rollouts, micro):
                 sl = slice(s, s + micro)
                 logits = completion_logits(engine, prompt_ids[sl], prompt_mask[sl], completion_ids[sl],
                                            completion_mask[sl], temp)
-                old_logps[sl] = core.selective_log_softmax(logits, completion_ids[sl])
-                entropy_sum += core.masked_sum(core.entropy_from_logits(logits), completion_mask[sl]).item()
+                logps = core.selective_log_softmax(logits, completion_ids[sl])
+                loss = torch.zeros((), device=device)
+                if needs_pg:
+                    pg, st = core.policy_loss(logps, old_logps_used[sl], token_adv[sl], completion_mask[sl],
+                                              eps_low=cfg.algorithm.eps_low, eps_high=cfg.algorithm.eps_high,
+                                              dual_clip=cfg.algorithm.dual_clip, agg=cfg.algorithm.agg,
+                                              num_tokens=n_tokens, num_seqs=n_seqs)
+                    loss = loss + pg
+                    pg_total += pg.item()
+                    w = completion_mask[sl].sum().item()
+                    for k, v in st.items():
+                        pg_stats[k] = pg_stats.get(k, 0.0) + v * w
+                if needs_jsd:
+                    with torch.no_grad():
+                        tl = completion_logits(teacher, t_prompt_ids[sl], t_prompt_mask[sl], completion_ids[sl],
+                                               completion_mask[sl], temp)
+                    jsd = core.generalized_jsd(logits, tl, completion_mask[sl], beta=cfg.algorithm.jsd_beta,
+                                               token_clip=cfg.algorithm.jsd_token_clip or None)
+                    jl = core.aggregate(jsd, completion_mask[sl], agg=cfg.algorithm.agg, num_tokens=n_tokens, num_seqs=n_seqs)
+                    loss = loss + (cfg.algorithm.opsd_alpha if algo == "grpo_opsd" else 1.0) * jl
+                    jsd_total += jl.item()
+                loss_total += loss.item()
+                engine.backward(loss * world, scale_wrt_gas=False)
                 del logits
-            t_old = time.perf_counter() - t1
-            t2 = time.perf_counter()
-            if needs_teacher:
-                for s in range(0, local_rollouts, micro):
-                    sl = slice(s, s + micro)
-                    tl = completion_logits(teacher, t_prompt_ids[sl], t_prompt_mask[sl], completion_ids[sl],
-                                           completion_mask[sl], temp)
-                    teacher_logps[sl] = core.selective_log_softmax(tl, completion_ids[sl])
-                    del tl
-        t_teacher = time.perf_counter() - t2
-        if cfg.rollout.old_logps_from == "sampler" and ro.logps is not None:
-            sampler_logps = ro.logps.to(device)
-            old_logps_used = sampler_logps
-        else:
-            sampler_logps, old_logps_used = ro.logps, old_logps
+            grad_norm = _grad_norm(engine, zero3)
+            engine.step()
+            t_train = time.perf_counter() - t3
 
-        lam = core.lambda_schedule(step, lam0=cfg.algorithm.lam0, decay_steps=cfg.algorithm.lambda_decay_steps,
-                                   warmup_steps=cfg.algorithm.lambda_warmup_steps) if algo == "rlsd" else 0.0
-        rlsd_metrics: dict[str, float] = {}
-        if algo == "rlsd":
-            token_adv, rlsd_metrics = core.rlsd_token_advantages(
-                advantages, old_logps_used, teacher_logps, completion_mask, lam=lam,
-                eps_w=cfg.algorithm.eps_w, negative_only=cfg.algorithm.negative_only)
-        else:
-            token_adv = advantages.unsqueeze(1) * completion_mask.float()
-        if needs_teacher and algo != "rlsd":  # Delta diagnostics for the other teacher-using algorithms too
-            _, rlsd_metrics = core.rlsd_token_advantages(advantages, old_logps_used, teacher_logps, completion_mask,
-                                                         lam=0.0, eps_w=cfg.algorithm.eps_w)
+            if needs_teacher and cfg.teacher.kind == "snapshot" and (step + 1) % cfg.teacher.sync_interval == 0:
+                sync_teacher()
 
-        # ============================================================ loss and step
-        t3 = time.perf_counter()
-        n_tokens = _all_reduce_sum(completion_mask.sum().item(), world)
-        n_seqs = float(cfg.rollout.prompts_per_step * G)
-        loss_total, pg_total, jsd_total = 0.0, 0.0, 0.0
-        pg_stats: dict[str, float] = {}
-        for s in range(0, local_rollouts, micro):
-            sl = slice(s, s + micro)
-            logits = completion_logits(engine, prompt_ids[sl], prompt_mask[sl], completion_ids[sl],
-                                       completion_mask[sl], temp)
-            logps = core.selective_log_softmax(logits, completion_ids[sl])
-            loss = torch.zeros((), device=device)
-            if needs_pg:
-                pg, st = core.policy_loss(logps, old_logps_used[sl], token_adv[sl], completion_mask[sl],
-                                          eps_low=cfg.algorithm.eps_low, eps_high=cfg.algorithm.eps_high,
-                                          dual_clip=cfg.algorithm.dual_clip, agg=cfg.algorithm.agg,
-                                          num_tokens=n_tokens, num_seqs=n_seqs)
-                loss = loss + pg
-                pg_total += pg.item()
-                w = completion_mask[sl].sum().item()
-                for k, v in st.items():
-                    pg_stats[k] = pg_stats.get(k, 0.0) + v * w
-            if needs_jsd:
-                with torch.no_grad():
-                    tl = completion_logits(teacher, t_prompt_ids[sl], t_prompt_mask[sl], completion_ids[sl],
-                                           completion_mask[sl], temp)
-                jsd = core.generalized_jsd(logits, tl, completion_mask[sl], beta=cfg.algorithm.jsd_beta,
-                                           token_clip=cfg.algorithm.jsd_token_clip or None)
-                jl = core.aggregate(jsd, completion_mask[sl], agg=cfg.algorithm.agg, num_tokens=n_tokens, num_seqs=n_seqs)
-                loss = loss + (cfg.algorithm.opsd_alpha if algo == "grpo_opsd" else 1.0) * jl
-                jsd_total += jl.item()
-            loss_total += loss.item()
-            engine.backward(loss * world, scale_wrt_gas=False)
-            del logits
-        grad_norm = _grad_norm(engine, zero3)
-        engine.step()
-        t_train = time.perf_counter() - t3
+            # ============================================================ log
+            local_tokens = completion_mask.sum().item()
+            acc = (rewards >= 1.0 - 1e-6).float().mean().item()
+            m = {
+                "reward_mean": rewards.mean().item(),
+                "accuracy": acc,
+                "unverifiable_frac": sum(s is None for s in raw_scores) / len(raw_scores),
+                "zero_var_frac": zero_var,
+                "entropy": entropy_sum / max(local_tokens, 1),
+                "completion_len": local_tokens / local_rollouts,
+                **{k: v / max(local_tokens, 1) for k, v in pg_stats.items()},
+                **rlsd_metrics,
+            }
+            if sampler_logps is not None:
+                m["sampler_logp_mismatch"] = core.masked_mean((sampler_logps.to(device) - old_logps).abs(), completion_mask).item()
+            m = _all_reduce_mean(m, world)
+            m.update({
+                "step": step + 1,
+                "loss": _all_reduce_sum(loss_total, world),
+                "pg_loss": _all_reduce_sum(pg_total, world),
+                "jsd_loss": _all_reduce_sum(jsd_total, world),
+                "lambda": lam,
+                "grad_norm": grad_norm if grad_norm == grad_norm else float(engine.get_global_grad_norm() or float("nan")),
+                "lr": cfg.train.lr,
+                "time_rollout": t_rollout,
+                "time_old_logps": t_old,
+                "time_teacher": t_teacher,
+                "time_train": t_train,
+                "time_step": time.perf_counter() - t0,
+            })
+            if eval_tasks and (step + 1) % cfg.train.eval_every == 0:
+                m["eval_accuracy"] = quick_eval(policy, tokenizer, eval_tasks, cfg, zero3)
+            step_metrics = m
+            if rank == 0:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(m) + "\n")
+                if tracker is not None:
+                    tracker.log_metrics(m, step=step + 1)
+                bar.set_postfix(reward=f"{m['reward_mean']:.2f}", loss=f"{m['loss']:.3f}")
+            bar.update(1)
 
-        if needs_teacher and cfg.teacher.kind == "snapshot" and (step + 1) % cfg.teacher.sync_interval == 0:
-            sync_teacher()
+            # ============================================================ checkpoint
+            if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < cfg.train.steps:
+                save_checkpoint(engine, teacher, ckpt_dir, step + 1, rank, cfg.train.keep_checkpoints)
+        bar.close()
 
-        # ============================================================ log
-        local_tokens = completion_mask.sum().item()
-        acc = (rewards >= 1.0 - 1e-6).float().mean().item()
-        m = {
-            "reward_mean": rewards.mean().item(),
-            "accuracy": acc,
-            "unverifiable_frac": sum(s is None for s in raw_scores) / len(raw_scores),
-            "zero_var_frac": zero_var,
-            "entropy": entropy_sum / max(local_tokens, 1),
-            "completion_len": local_tokens / local_rollouts,
-            **{k: v / max(local_tokens, 1) for k, v in pg_stats.items()},
-            **rlsd_metrics,
-        }
-        if sampler_logps is not None:
-            m["sampler_logp_mismatch"] = core.masked_mean((sampler_logps.to(device) - old_logps).abs(), completion_mask).item()
-        m = _all_reduce_mean(m, world)
-        m.update({
-            "step": step + 1,
-            "loss": _all_reduce_sum(loss_total, world),
-            "pg_loss": _all_reduce_sum(pg_total, world),
-            "jsd_loss": _all_reduce_sum(jsd_total, world),
-            "lambda": lam,
-            "grad_norm": grad_norm if grad_norm == grad_norm else float(engine.get_global_grad_norm() or float("nan")),
-            "lr": cfg.train.lr,
-            "time_rollout": t_rollout,
-            "time_old_logps": t_old,
-            "time_teacher": t_teacher,
-            "time_train": t_train,
-            "time_step": time.perf_counter() - t0,
-        })
-        if eval_tasks and (step + 1) % cfg.train.eval_every == 0:
-            m["eval_accuracy"] = quick_eval(policy, tokenizer, eval_tasks, cfg, zero3)
-        step_metrics = m
-        if rank == 0:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(m) + "\n")
-            bar.set_postfix(reward=f"{m['reward_mean']:.2f}", loss=f"{m['loss']:.3f}")
-        bar.update(1)
-
-        # ============================================================ checkpoint
-        if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < cfg.train.steps:
-            save_checkpoint(engine, teacher, ckpt_dir, step + 1, rank, cfg.train.keep_checkpoints)
-    bar.close()
-
-    # ---------------------------------------------------------------- export
-    final = out / "final"
-    export_model(engine, tokenizer, final, zero3, rank)
+        # ---------------------------------------------------------------- export
+        final = out / "final"
+        export_model(engine, tokenizer, final, zero3, rank)
+        if tracker is not None:
+            tracker.log_artifact(metrics_path)  # the run ends (plots, FINISHED) when the block closes
     if dist.is_initialized():
         dist.barrier()
-    return {"steps": cfg.train.steps, "final_model": str(final), "metrics": str(metrics_path),
-            "last": step_metrics, "world_size": world}
+    return {"steps": cfg.train.steps, "run_id": tracker.run_id if tracker else None, "final_model": str(final),
+            "metrics": str(metrics_path), "last": step_metrics, "world_size": world}
 
 
 # ==============================================================================================
@@ -475,14 +496,14 @@ def quick_eval(policy: Any, tokenizer: Any, tasks: list[Task], cfg: RLSDConfig, 
     from rlsd.rollout import sample
     from rlsd.verifiers import score
 
-    prompts = [render(student_text(t), tokenizer, cfg.model.chat_template) for t in tasks]
+    prompts = [render(student_text(t), tokenizer, cfg.model.chat_template, cfg.model.response_prefix) for t in tasks]
     was = policy.training
     policy.eval()
     with gathered(policy, zero_stage):
         ro = sample(policy, tokenizer, prompts, num_samples=1, max_new_tokens=cfg.rollout.max_new_tokens, greedy=True,
                     max_prompt_tokens=cfg.rollout.max_prompt_tokens, engine=cfg.rollout.engine)
     policy.train(was)
-    scores = [score(t, x) or 0.0 for t, x in zip(tasks, ro.texts)]
+    scores = [score(t, cfg.model.response_prefix + x) or 0.0 for t, x in zip(tasks, ro.texts)]
     return float(np.mean(scores)) if scores else float("nan")
 
 

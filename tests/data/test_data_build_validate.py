@@ -142,3 +142,16 @@ def test_corpus_is_deterministic_and_matches_the_committed_sample(tmp_path):
     for p in sorted(SAMPLE.rglob("*")):
         if p.is_file():
             assert (tmp_path / "c" / p.relative_to(SAMPLE)).read_bytes() == p.read_bytes(), p
+
+
+@pytest.mark.parametrize("question,answer,expected", [
+    ("Is that a Network, Power or Storage problem?", "Power", ["Network", "Power", "Storage"]),
+    ("Which LED colour shows an update (amber, green, red, blue)?", "amber", ["amber", "green", "red", "blue"]),
+    ("Is audit export Basic, Plus or Enterprise?", "Enterprise", ["Basic", "Plus", "Enterprise"]),
+    ("Is that Network, Power or Storage?", "Disk", []),  # the answer is not among the listed options
+    ("What colour is the LED?", "amber", []),
+])
+def test_label_choices_are_the_options_the_question_lists(question, answer, expected):
+    from rlsd.data.build import listed_options
+
+    assert listed_options(question, answer) == expected

@@ -66,6 +66,7 @@ def test_idempotent_and_incremental(store, tmp_path):
     assert r3["previous"] == r1["snapshot_id"] and len(store.list_snapshots()) == 2
     m3, sections, tickets = load_snapshot(store)
     assert len(tickets) == 110 and len(sections) == 2 and m3["counts"]["new_tickets"] == 10
+    assert r1["new_verified_tickets"] == 100 and r2["new_verified_tickets"] == 0 and r3["new_verified_tickets"] == 10
     # the old snapshot is still readable as it was
     assert len(load_snapshot(store, r1["snapshot_id"])[2]) == 100
 

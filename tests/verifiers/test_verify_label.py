@@ -34,3 +34,17 @@ def test_label_table(completion, answer, args, expected):
 
 def test_reference_of_only_punctuation_cannot_be_verified():
     assert score(task("..."), "Answer: ...") is None
+
+
+def test_multiple_choice_names_exactly_the_right_option():
+    from rlsd.tasks import Task
+    from rlsd.verifiers import score
+
+    t = Task(id="mc", prompt="Which colour? (amber, green, red)", privileged_context="", answer="amber",
+             verifier="label", verifier_args={"choices": ["amber", "green", "red"]})
+    assert score(t, "Answer: The LED blinks amber.") == 1.0
+    assert score(t, "Answer:\n\nIt blinks Amber while updating") == 1.0  # answer on the next line
+    assert score(t, "Answer: amber or green") == 0.0  # two options named
+    assert score(t, "Answer: green") == 0.0
+    assert score(t, "Answer: <option>") == 0.0
+    assert score(t, "Answer:") == 0.0

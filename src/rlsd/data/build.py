@@ -117,6 +117,24 @@ def _section_block(sec: dict[str, Any]) -> str:
     return f"Manual: {' > '.join(sec['heading_path'])}\n{sec['text']}"
 
 
+_OR_LIST = re.compile(r"\b([\w-]+(?:, [\w-]+)+,? or [\w-]+)\b")
+_PAREN_LIST = re.compile(r"\(([\w -]+(?:, [\w -]+)+)\)")
+
+
+def listed_options(question: str, answer: str) -> list[str]:
+    """The options a question lists explicitly ("amber, green or red", "(Basic, Plus, Enterprise)"),
+    when one of them is the answer; [] otherwise.
+
+    >>> listed_options("Is that a Network, Power or Storage problem?", "Power")
+    ['Network', 'Power', 'Storage']
+    """
+    for m in list(_PAREN_LIST.finditer(question)) + list(_OR_LIST.finditer(question)):
+        opts = [o.strip() for o in re.split(r",\s*(?:or\s+)?|\s+or\s+", m.group(1)) if o.strip()]
+        if len(opts) >= 2 and answer.strip().lower() in {o.lower() for o in opts}:
+            return opts
+    return []
+
+
 def ticket_to_task(ticket: dict[str, Any], sections: dict[str, dict[str, Any]], bm25: BM25 | None,
                    section_ids: list[str], *, label_set: set[str], snapshot_id: str, retrieve_k: int,
                    max_context_chars: int) -> Task:
@@ -130,11 +148,15 @@ def ticket_to_task(ticket: dict[str, Any], sections: dict[str, dict[str, Any]], 
         hint = hint.format(json=_json_template(obj) if isinstance(obj, dict) else "<json>")
     question = f"{ticket['title']}\n{ticket['body']}"
     if atype == "label":
-        low = question.lower()
-        choices = sorted((low.find(lbl.lower()), lbl) for lbl in label_set
-                         if re.search(rf"\b{re.escape(lbl.lower())}\b", low))
-        if len(choices) >= 2:
-            verifier_args["choices"] = [c for _, c in choices]
+        listed = listed_options(question, answer)
+        if listed:
+            verifier_args["choices"] = listed
+        else:  # no explicit list: the corpus's known labels that the question mentions
+            low = question.lower()
+            choices = sorted((low.find(lbl.lower()), lbl) for lbl in label_set
+                             if re.search(rf"\b{re.escape(lbl.lower())}\b", low))
+            if len(choices) >= 2:
+                verifier_args["choices"] = [c for _, c in choices]
     linked = [s for s in ticket["links"] if s in sections]
     retrieved = False
     if not linked and bm25 is not None and retrieve_k > 0:

@@ -768,7 +768,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
     # -- tickets: latest `updated` wins across files and against the store -------------------------
     # Only (digest, updated, where, report) is kept per ticket; its bytes wait in the write batch. A
     # ticket superseded by a later file after its batch was written leaves an unreferenced object.
-    winners: dict[str, tuple[str, str, str, SourceReport, dt.datetime]] = {}
+    winners: dict[str, tuple[str, str, str, SourceReport, dt.datetime, bool]] = {}
     pending: dict[str, bytes] = {}  # digest -> bytes of winners not yet written
     for f in ticket_files:
         rep = ticket_report(f)
@@ -789,7 +789,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
                 if not newer:
                     continue
                 pending.pop(old[0], None)
-            winners[tid] = (d, ticket["updated"], where, rep, upd)
+            winners[tid] = (d, ticket["updated"], where, rep, upd, bool(ticket.get("resolution_verified")))
             stored = prev_tickets.get(tid)
             if stored is None or parse_time(stored[1]) < upd:
                 pending[d] = b
@@ -804,8 +804,8 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         bar.close()
 
     tickets_map: dict[str, list[str]] = dict(prev_tickets)
-    new_tickets = updated_tickets = 0
-    for tid, (d, updated, where, rep, upd) in winners.items():
+    new_tickets = updated_tickets = new_verified = 0
+    for tid, (d, updated, where, rep, upd, verified) in winners.items():
         old = prev_tickets.get(tid)
         if old is not None:
             old_upd = parse_time(old[1])
@@ -822,6 +822,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         rep.stored += 1
         new_tickets += old is None
         updated_tickets += old is not None
+        new_verified += verified  # new or updated, and verified: retraining material
     del winners
 
     for rep in reports:
@@ -841,7 +842,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
     unchanged = prev is not None and prev.get("content_hash") == content_hash
     counts = {
         "sections": len(sections), "tickets": len(tickets_map), "new_tickets": new_tickets,
-        "updated_tickets": updated_tickets, "quarantined": len(quarantined),
+        "updated_tickets": updated_tickets, "new_verified_tickets": new_verified, "quarantined": len(quarantined),
         "read": sum(r.read for r in reports), "stored": sum(r.stored for r in reports),
         "redactions": dict(sum((r.redactions for r in reports), Counter())),
         "replaced_bytes": sum(r.replaced_bytes for r in reports),
@@ -862,6 +863,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         store.set_latest(snapshot_id)
     return {
         "snapshot_id": snapshot_id, "previous": prev_id, "unchanged": unchanged,
+        "new_verified_tickets": new_verified,
         "store": store.description, "sources": [r.to_dict() for r in reports],
         "skipped_files": skipped_m + skipped_t, "counts": counts, "objects_written": objects_written,
         "bytes_read": sum(r.bytes for r in reports), "quarantine": q_digest, "quarantined": quarantined,

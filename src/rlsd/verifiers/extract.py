@@ -2,7 +2,8 @@
 
 Formats a completion may state its answer in (``fmt``):
 - ``"tag"``: ``<answer>...</answer>`` (case-insensitive, may span lines);
-- ``"line"``: a line starting with ``A:``, ``Answer:`` or ``Final answer:`` (the rest of that line);
+- ``"line"``: a line starting with ``A:``, ``Answer:`` or ``Final answer:`` (the rest of that line, or
+  the next non-empty line when the rest is empty);
 - ``"boxed"``: LaTeX ``\\boxed{...}`` (balanced braces, so ``\\boxed{\\frac{1}{2}}`` works);
 - ``"any"`` (default): the last tag, else the last answer line, else the last ``\\boxed{}``.
 
@@ -20,7 +21,9 @@ FORMATS = ("any", "tag", "line", "boxed")
 
 _OPEN = re.compile(r"<answer>", re.IGNORECASE)
 _CLOSE = re.compile(r"</answer>", re.IGNORECASE)
-_LINE = re.compile(r"^[ \t]*(?:A|Answer|Final answer)[ \t]*:[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
+# The statement is the rest of the marker's line, or, when that is empty, the next non-empty line
+# (small models often break the line right after "Answer:").
+_LINE = re.compile(r"^[ \t]*(?:A|Answer|Final answer)[ \t]*:[ \t]*(?:\n\s*)?(\S[^\n]*)?$", re.IGNORECASE | re.MULTILINE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.DOTALL)
 

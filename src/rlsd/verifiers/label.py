@@ -4,6 +4,9 @@ Both sides are normalised the same way: Unicode NFKC, case-folded, every punctua
 character removed (not replaced by a space: "e-mail" == "email", "New York." == "new york"),
 whitespace collapsed. 1.0 when the stated answer
 equals task.answer or one of ``verifier_args["aliases"]`` (a list of strings), else 0.0.
+Multiple choice (``verifier_args["choices"]``): a stated answer that is not exactly a label also
+scores 1.0 when it names the right choice and no other one as a whole word ("It blinks amber." for
+amber), so a sentence around the choice is not punished and naming every option is.
 ``verifier_args["format"]`` picks the answer format (default "any").
 """
 
@@ -34,4 +37,12 @@ def label(completion: str, task: Task) -> float | None:
     got = extract_answer(completion, task.verifier_args.get("format", "any"))
     if got is None or len(got) > 10_000:
         return 0.0
-    return 1.0 if normalise_label(got) in accepted else 0.0
+    norm = normalise_label(got)
+    if norm in accepted:
+        return 1.0
+    choices = {normalise_label(str(c)) for c in task.verifier_args.get("choices", []) or []} - {""}
+    if choices:
+        words = f" {norm} "
+        named = {c for c in choices if f" {c} " in words}
+        return 1.0 if named and named <= accepted else 0.0
+    return 0.0

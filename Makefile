@@ -1,0 +1,39 @@
+# The two commands of the README: `make demo` (set up, then run the whole pipeline on embedded
+# defaults) and `make test` (set up, then run every test). Everything else is a helper.
+SHELL := /bin/bash
+VENV := .venv/bin
+export OMP_NUM_THREADS := 1
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
+export DS_ACCELERATOR := cpu
+
+.PHONY: setup demo test test-fast lint pipeline-yaml tiny
+
+setup:
+	@bash scripts/setup.sh
+
+# The main job: the Kubeflow pipeline run locally with kfp.local on the CPU demo recipe
+# (sample corpus -> local store -> validation -> tasks -> RLSD training of SmolLM2-135M ->
+# evaluation vs the base model -> MLflow registry and promotion).
+demo: setup
+	@[ -f artifacts/smollm2/config.json ] || $(VENV)/rlsd import-smollm2 --config configs/demo.yaml
+	$(VENV)/rlsd pipeline --config configs/demo.yaml --output runs/pipeline
+
+# Every test, servers included (SeaweedFS S3 and MLflow are started by the test fixtures).
+test: setup
+	$(VENV)/python -m pytest -q -p no:cacheprovider
+
+# Skip the slow ones (multi-rank launchers, end-to-end pipeline) while iterating.
+test-fast: setup
+	$(VENV)/python -m pytest -q -m "not slow" -p no:cacheprovider
+
+# A few RLSD steps of the tiny recipe (random-init model; see configs/tiny.yaml).
+tiny: setup
+	$(VENV)/rlsd make-tiny-model --config configs/tiny.yaml --hidden-size 128 --warm-start-steps 600
+	$(VENV)/rlsd make-tasks --config configs/tiny.yaml
+	$(VENV)/rlsd train --config configs/tiny.yaml
+
+lint: setup
+	$(VENV)/ruff check src tests components pipelines benchmarks
+
+pipeline-yaml: setup
+	$(VENV)/python -m pipelines.rlsd_pipeline
