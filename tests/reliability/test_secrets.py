@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
