@@ -447,6 +447,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     _check(isinstance(data, dict), f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str)]
+    _check(not bad, f"{where or 'config'} keys must be names, got {bad[0]!r}" if bad else "")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

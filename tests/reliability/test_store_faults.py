@@ -143,3 +143,16 @@ def test_folder_round_trip_corruption_and_names(tmp_path):
             st.upload_folder(src, bad)
     with pytest.raises(StoreError, match="is not a folder"):
         st.upload_folder(tmp_path / "missing", "m2")
+
+
+def test_cli_push_stores_the_trained_model_folder(tmp_path, capsys):
+    from rlsd.cli import main
+
+    model = warm_tiny_model()
+    rc = main(["push", "--folder", str(model), "--name", "rlsd-model", "--set", f"store.root={tmp_path / 'store'}"])
+    assert rc == 0
+    st = LocalStore(tmp_path / "store")
+    (fid,) = st.list_folders("rlsd-model")
+    assert f"as folder rlsd-model@{fid}" in capsys.readouterr().out
+    st.download_folder("rlsd-model", tmp_path / "back")
+    assert (tmp_path / "back" / "model.safetensors").read_bytes() == (model / "model.safetensors").read_bytes()
