@@ -642,7 +642,7 @@ def iter_tickets(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, rep
                     rep.truncated += truncated
                     yield ticket, where
                     continue
-                except (ValueError, OverflowError, RecursionError) as e:
+                except (ValueError, OverflowError, OSError, RecursionError) as e:
                     err = str(e) if not isinstance(e, RecursionError) else "value nested too deeply"
             rep.quarantined += 1
             rep.reasons[_reason_key(err)] += 1
