@@ -21,6 +21,13 @@ plus what this ingest adds; a manual that is ingested again replaces all of its 
 
 Redaction (rlsd.data.redact) runs on every text field before anything is hashed or stored,
 including the quarantined raw records.
+
+Memory is bounded whatever the input size: ticket exports are read one line at a time (a line over
+``ingest.max_ticket_line_bytes`` is quarantined, skipped in 1 MiB reads), a manual over
+``ingest.max_manual_bytes`` is quarantined unread, and objects are written in batches of
+``FLUSH_BYTES`` / ``FLUSH_OBJECTS`` as files are parsed; what stays in memory is one file's sections,
+per-ticket (hash, updated) pairs and the manifest itself. The manifest and ``refs/latest`` are still
+written last, so an ingest that fails leaves only unreferenced objects.
 """
 
 from __future__ import annotations
