@@ -845,7 +845,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         qb = canonical_json(quarantined)
         q_digest, w = store.put_object(qb)
         objects_written += w
-    content_hash = sha256(canonical_json({"sections": sections, "tickets": tickets_map}))
+    content_hash = _canonical_sha256({"sections": sections, "tickets": tickets_map})
     unchanged = prev is not None and prev.get("content_hash") == content_hash
     counts = {
         "sections": len(sections), "tickets": len(tickets_map), "new_tickets": new_tickets,
@@ -876,6 +876,15 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         "bytes_read": sum(r.bytes for r in reports), "quarantine": q_digest, "quarantined": quarantined,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _canonical_sha256(obj: Any) -> str:
+    """sha256(canonical_json(obj)) without building the whole encoding in memory (same bytes, in pieces)."""
+    h = hashlib.sha256()
+    enc = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    for piece in enc.iterencode(obj):
+        h.update(piece.encode("utf-8"))
+    return h.hexdigest()
 
 
 def load_snapshot(store: Store, snapshot: str = "latest") -> tuple[dict[str, Any], list[dict], list[dict]]:
