@@ -32,7 +32,9 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--chat-template", type=int, default=1)
-    ap.add_argument("--response-prefix", default="Answer:", help="text that opens the model's reply (model.response_prefix)")
+    ap.add_argument("--response-prefix", default=None, help="text that opens the model's reply (default: the recipe's)")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"),
+                    help="recipe whose teacher.template and model.response_prefix are used")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from rlsd import offline
@@ -48,7 +50,9 @@ def main() -> None:
     from rlsd.tasks import read_tasks
     from rlsd.verifiers import VERIFIERS, score
 
-    cfg = load_config()
+    cfg = load_config(args.config)
+    if args.response_prefix is None:
+        args.response_prefix = cfg.model.response_prefix
     with tempfile.TemporaryDirectory() as d:
         st = LocalStore(Path(d) / "st")
         ingest(cfg, manuals=[ROOT / "data/sample/manuals"], tickets=[ROOT / "data/sample/tickets"], store=st)

@@ -253,3 +253,28 @@ def test_training_run_is_tracked_in_mlflow(setup, tmp_path):
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "metrics.jsonl" in names and "config.yaml" in names
     assert any(a.path.endswith(".png") for a in client.list_artifacts(run.info.run_id, "plots"))
+
+
+def test_shared_prompt_forward_equals_full_forward(setup):
+    """Running each group's prompt once (repeated KV cache) gives the full forward's logits and gradients."""
+    from rlsd.models import load_model, load_tokenizer
+    from rlsd.core import selective_log_softmax
+    from rlsd.train import completion_logits, left_pad
+
+    model_dir, _, _ = setup
+    model, tok = load_model(model_dir), load_tokenizer(model_dir)
+    prompts = [tok("Q:12+7=?\n").input_ids, tok("Q:3+4=?\nH:7\n").input_ids]
+    p_ids, p_mask = left_pad([p for p in prompts for _ in range(3)], tok.pad_token_id)
+    g = torch.Generator().manual_seed(0)
+    c_ids = torch.randint(2, len(tok), (6, 5), generator=g)
+    c_mask = torch.ones(6, 5, dtype=torch.long)
+    c_mask[1, 3:] = 0  # a row that stopped early
+    grads = []
+    for group in (1, 3):
+        model.zero_grad()
+        logits = completion_logits(model, p_ids, p_mask, c_ids, c_mask, 0.7, group)
+        (selective_log_softmax(logits, c_ids) * c_mask).sum().backward()
+        grads.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads[0][1], grads[1][1]):  # float sums in another order: tolerance relative to the scale
+        torch.testing.assert_close(a, b, atol=1e-5 * max(1.0, a.abs().max().item()), rtol=1e-4)

@@ -335,6 +335,8 @@ class EvalConfig:
     seed: int = 0
     # Leakage: an output leaks when it reproduces this many consecutive privileged-context tokens.
     leak_ngram: int = 6
+    # Evaluate only the first N held-out tasks (0 = all): a quick look on a small machine.
+    limit: int = 0
 
     def __post_init__(self) -> None:
         _check(self.k >= 1, f"eval.k must be >= 1, got {self.k}")
@@ -343,6 +345,7 @@ class EvalConfig:
         _check(self.temperature > 0, f"eval.temperature must be > 0, got {self.temperature}")
         _check(self.bootstrap_samples >= 100, f"eval.bootstrap_samples must be >= 100, got {self.bootstrap_samples}")
         _check(self.leak_ngram >= 3, f"eval.leak_ngram must be >= 3, got {self.leak_ngram}")
+        _check(self.limit >= 0, f"eval.limit must be >= 0 (0 = all tasks), got {self.limit}")
 
 
 @dataclass(frozen=True)

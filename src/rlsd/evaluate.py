@@ -270,10 +270,12 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
     """
     ev = cfg.eval
     tasks = read_tasks(tasks_path or cfg.data.eval_tasks)
+    if ev.limit:
+        tasks = tasks[: ev.limit]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(k=ev.k, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, seed=ev.seed,
-              chat_template=cfg.model.chat_template, teacher_template=cfg.teacher.template, engine="generate",
+              chat_template=cfg.model.chat_template, teacher_template=cfg.teacher.template, engine=cfg.rollout.engine,
               response_prefix=cfg.model.response_prefix,
               num_samples=getattr(ev, "num_samples", 0), leak_ngram=getattr(ev, "leak_ngram", LEAK_NGRAM))
     cand = evaluate_model(candidate, tasks, **kw)

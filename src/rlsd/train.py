@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import random
 import shutil
@@ -39,14 +40,14 @@ from rlsd import offline
 
 offline.apply()
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
+import numpy as np
+import torch
+import torch.distributed as dist
 
-from rlsd import core  # noqa: E402
-from rlsd.config import RLSDConfig  # noqa: E402
-from rlsd.prompts import assert_no_leak, render, student_text, teacher_text  # noqa: E402
-from rlsd.tasks import Task, read_tasks  # noqa: E402
+from rlsd import core
+from rlsd.config import RLSDConfig
+from rlsd.prompts import assert_no_leak, render, student_text, teacher_text
+from rlsd.tasks import Task, read_tasks
 
 # ==============================================================================================
 # Distributed set-up and DeepSpeed engine
@@ -129,18 +130,39 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 def completion_logits(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                       completion_ids: torch.Tensor, completion_mask: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
+                      temperature: float, group_size: int = 1) -> torch.Tensor:
     """Logits (N, T, V) that predict each completion token, divided by the sampling temperature.
 
     prompt_ids / prompt_mask: (N, P) left-padded; completion_ids / completion_mask: (N, T).
     Position ids follow the attention mask (as generate does with left padding).
+
+    With ``group_size`` G > 1 and rows in groups of G that share one prompt (rollouts of one prompt),
+    each prompt is run once and its KV cache repeated G times for the completions: the same logits
+    (and, through the repeated cache, the same gradients) for ~G times less prompt compute, which is
+    most of the work when privileged contexts make teacher prompts long.
     """
     ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attn = torch.cat([prompt_mask, completion_mask], dim=1)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    n, p_len = prompt_ids.shape
     t = completion_ids.shape[1]
-    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=t + 1, use_cache=False)
-    logits = out.logits[:, :-1, :]
+    shared = (group_size > 1 and n % group_size == 0 and t > 1
+              and not getattr(model, "is_activation_checkpointing", False)
+              and torch.equal(prompt_ids[::group_size].repeat_interleave(group_size, 0), prompt_ids))
+    if not shared:
+        out = model(input_ids=ids, attention_mask=attn, position_ids=pos, logits_to_keep=t + 1, use_cache=False)
+        return out.logits[:, :-1, :].float() / temperature
+    from transformers import DynamicCache
+
+    first = slice(None, None, group_size)  # one row per group
+    cache = DynamicCache()
+    head = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], position_ids=pos[first, :p_len],
+                 cache=cache, use_cache=True, logits_to_keep=1)
+    cache = head.cache
+    cache.batch_repeat_interleave(group_size)
+    tail = model(input_ids=completion_ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, p_len:-1],
+                 cache=cache, use_cache=True)
+    logits = torch.cat([head.logits.repeat_interleave(group_size, 0), tail.logits], dim=1)
     return logits.float() / temperature
 
 
@@ -212,6 +234,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
         raise ValueError(f"train.micro_batch_size ({micro}) must divide the rollouts per rank "
                          f"(prompts_per_step / ranks * group_size = {local_rollouts})")
     grad_accum = local_rollouts // micro
+    share = G if micro % G == 0 else 1  # micro-batches hold whole groups: run each prompt once
 
     # ---------------------------------------------------------------- data, model, teacher, engine
     tasks = read_tasks(cfg.data.train_tasks)
@@ -312,91 +335,82 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
             advantages = core.group_advantages(rewards, G).to(device)
             zero_var = (rewards.view(-1, G).std(dim=1) == 0).float().mean().item()
 
-            # ============================================================ old / teacher log-probs (no grad)
-            t1 = time.perf_counter()
-            old_logps = torch.zeros_like(completion_mask, dtype=torch.float32)
-            entropy_sum = 0.0
-            teacher_logps = torch.zeros_like(old_logps) if needs_teacher else None
+            # ============================================================ teacher prompts
             if needs_teacher:
                 t_texts = [render(teacher_text(t, cfg.teacher.template), tokenizer, cfg.model.chat_template,
-                                 cfg.model.response_prefix) for t in rows_tasks]
-                t_enc = [tokenizer(x, add_special_tokens=False).input_ids[-cfg.rollout.max_prompt_tokens:] for x in t_texts]
+                                  cfg.model.response_prefix) for t in rows_tasks]
+                t_enc = [tokenizer(x, add_special_tokens=False).input_ids[-cfg.rollout.max_prompt_tokens:]
+                         for x in t_texts]
                 t_prompt_ids, t_prompt_mask = left_pad(t_enc, tokenizer.pad_token_id)
                 t_prompt_ids, t_prompt_mask = t_prompt_ids.to(device), t_prompt_mask.to(device)
-            with torch.no_grad():
-                for s in range(0, local_rollouts, micro):
-                    sl = slice(s, s + micro)
-                    logits = completion_logits(engine, prompt_ids[sl], prompt_mask[sl], completion_ids[sl],
-                                               completion_mask[sl], temp)
-                    old_logps[sl] = core.selective_log_softmax(logits, completion_ids[sl])
-                    entropy_sum += core.masked_sum(core.entropy_from_logits(logits), completion_mask[sl]).item()
-                    del logits
-                t_old = time.perf_counter() - t1
-                t2 = time.perf_counter()
-                if needs_teacher:
-                    for s in range(0, local_rollouts, micro):
-                        sl = slice(s, s + micro)
-                        tl = completion_logits(teacher, t_prompt_ids[sl], t_prompt_mask[sl], completion_ids[sl],
-                                               completion_mask[sl], temp)
-                        teacher_logps[sl] = core.selective_log_softmax(tl, completion_ids[sl])
-                        del tl
-            t_teacher = time.perf_counter() - t2
-            if cfg.rollout.old_logps_from == "sampler" and ro.logps is not None:
-                sampler_logps = ro.logps.to(device)
-                old_logps_used = sampler_logps
-            else:
-                sampler_logps, old_logps_used = ro.logps, old_logps
-
             lam = core.lambda_schedule(step, lam0=cfg.algorithm.lam0, decay_steps=cfg.algorithm.lambda_decay_steps,
                                        warmup_steps=cfg.algorithm.lambda_warmup_steps) if algo == "rlsd" else 0.0
-            rlsd_metrics: dict[str, float] = {}
-            if algo == "rlsd":
-                token_adv, rlsd_metrics = core.rlsd_token_advantages(
-                    advantages, old_logps_used, teacher_logps, completion_mask, lam=lam,
-                    eps_w=cfg.algorithm.eps_w, negative_only=cfg.algorithm.negative_only)
-            else:
-                token_adv = advantages.unsqueeze(1) * completion_mask.float()
-            if needs_teacher and algo != "rlsd":  # Delta diagnostics for the other teacher-using algorithms too
-                _, rlsd_metrics = core.rlsd_token_advantages(advantages, old_logps_used, teacher_logps, completion_mask,
-                                                             lam=0.0, eps_w=cfg.algorithm.eps_w)
+            sampler_logps = ro.logps.to(device) if ro.logps is not None else None
 
-            # ============================================================ loss and step
+            # ============================================================ teacher log-probs, loss and step
+            # One pass per micro-batch. With one optimizer step per rollout batch the old policy IS the
+            # current one, so old_logps = logps.detach() of this very forward (no separate pass).
             t3 = time.perf_counter()
+            t_teacher = 0.0
             n_tokens = _all_reduce_sum(completion_mask.sum().item(), world)
             n_seqs = float(cfg.rollout.prompts_per_step * G)
-            loss_total, pg_total, jsd_total = 0.0, 0.0, 0.0
+            old_logps = torch.zeros_like(completion_mask, dtype=torch.float32)
+            teacher_logps = torch.zeros_like(old_logps) if needs_teacher else None
+            loss_total, pg_total, jsd_total, entropy_sum = 0.0, 0.0, 0.0, 0.0
             pg_stats: dict[str, float] = {}
             for s in range(0, local_rollouts, micro):
                 sl = slice(s, s + micro)
-                logits = completion_logits(engine, prompt_ids[sl], prompt_mask[sl], completion_ids[sl],
-                                           completion_mask[sl], temp)
+                mask = completion_mask[sl]
+                tl = None
+                if needs_teacher:
+                    tt = time.perf_counter()
+                    with torch.no_grad():
+                        tl = completion_logits(teacher, t_prompt_ids[sl], t_prompt_mask[sl], completion_ids[sl],
+                                               mask, temp, share)
+                        teacher_logps[sl] = core.selective_log_softmax(tl, completion_ids[sl])
+                    t_teacher += time.perf_counter() - tt
+                    if not needs_jsd:
+                        tl = None  # only the sampled tokens' log-probs are needed
+                logits = completion_logits(engine, prompt_ids[sl], prompt_mask[sl], completion_ids[sl], mask, temp, share)
                 logps = core.selective_log_softmax(logits, completion_ids[sl])
+                with torch.no_grad():
+                    old_logps[sl] = logps.detach()
+                    entropy_sum += core.masked_sum(core.entropy_from_logits(logits.detach()), mask).item()
+                old = sampler_logps[sl] if cfg.rollout.old_logps_from == "sampler" and sampler_logps is not None \
+                    else old_logps[sl]
                 loss = torch.zeros((), device=device)
                 if needs_pg:
-                    pg, st = core.policy_loss(logps, old_logps_used[sl], token_adv[sl], completion_mask[sl],
-                                              eps_low=cfg.algorithm.eps_low, eps_high=cfg.algorithm.eps_high,
-                                              dual_clip=cfg.algorithm.dual_clip, agg=cfg.algorithm.agg,
-                                              num_tokens=n_tokens, num_seqs=n_seqs)
+                    if algo == "rlsd":  # row-wise: this micro-batch's rows equal the full batch's
+                        token_adv, _ = core.rlsd_token_advantages(
+                            advantages[sl], old, teacher_logps[sl], mask, lam=lam, eps_w=cfg.algorithm.eps_w,
+                            negative_only=cfg.algorithm.negative_only)
+                    else:
+                        token_adv = advantages[sl].unsqueeze(1) * mask.float()
+                    pg, st = core.policy_loss(logps, old, token_adv, mask, eps_low=cfg.algorithm.eps_low,
+                                              eps_high=cfg.algorithm.eps_high, dual_clip=cfg.algorithm.dual_clip,
+                                              agg=cfg.algorithm.agg, num_tokens=n_tokens, num_seqs=n_seqs)
                     loss = loss + pg
                     pg_total += pg.item()
-                    w = completion_mask[sl].sum().item()
+                    w = mask.sum().item()
                     for k, v in st.items():
                         pg_stats[k] = pg_stats.get(k, 0.0) + v * w
                 if needs_jsd:
-                    with torch.no_grad():
-                        tl = completion_logits(teacher, t_prompt_ids[sl], t_prompt_mask[sl], completion_ids[sl],
-                                               completion_mask[sl], temp)
-                    jsd = core.generalized_jsd(logits, tl, completion_mask[sl], beta=cfg.algorithm.jsd_beta,
+                    jsd = core.generalized_jsd(logits, tl, mask, beta=cfg.algorithm.jsd_beta,
                                                token_clip=cfg.algorithm.jsd_token_clip or None)
-                    jl = core.aggregate(jsd, completion_mask[sl], agg=cfg.algorithm.agg, num_tokens=n_tokens, num_seqs=n_seqs)
+                    jl = core.aggregate(jsd, mask, agg=cfg.algorithm.agg, num_tokens=n_tokens, num_seqs=n_seqs)
                     loss = loss + (cfg.algorithm.opsd_alpha if algo == "grpo_opsd" else 1.0) * jl
                     jsd_total += jl.item()
                 loss_total += loss.item()
                 engine.backward(loss * world, scale_wrt_gas=False)
-                del logits
+                del logits, tl
             grad_norm = _grad_norm(engine, zero3)
             engine.step()
-            t_train = time.perf_counter() - t3
+            t_train = time.perf_counter() - t3 - t_teacher
+            rlsd_metrics: dict[str, float] = {}
+            if needs_teacher:  # Delta / w diagnostics over the whole batch (raw w, whatever lambda)
+                _, rlsd_metrics = core.rlsd_token_advantages(advantages, old_logps, teacher_logps, completion_mask,
+                                                             lam=lam, eps_w=cfg.algorithm.eps_w,
+                                                             negative_only=cfg.algorithm.negative_only)
 
             if needs_teacher and cfg.teacher.kind == "snapshot" and (step + 1) % cfg.teacher.sync_interval == 0:
                 sync_teacher()
@@ -414,8 +428,8 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
                 **{k: v / max(local_tokens, 1) for k, v in pg_stats.items()},
                 **rlsd_metrics,
             }
-            if sampler_logps is not None:
-                m["sampler_logp_mismatch"] = core.masked_mean((sampler_logps.to(device) - old_logps).abs(), completion_mask).item()
+            if sampler_logps is not None:  # sampler vs trainer log-probs of the same tokens
+                m["sampler_logp_mismatch"] = core.masked_mean((sampler_logps - old_logps).abs(), completion_mask).item()
             m = _all_reduce_mean(m, world)
             m.update({
                 "step": step + 1,
@@ -423,10 +437,9 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
                 "pg_loss": _all_reduce_sum(pg_total, world),
                 "jsd_loss": _all_reduce_sum(jsd_total, world),
                 "lambda": lam,
-                "grad_norm": grad_norm if grad_norm == grad_norm else float(engine.get_global_grad_norm() or float("nan")),
+                "grad_norm": grad_norm if not math.isnan(grad_norm) else float(engine.get_global_grad_norm() or float("nan")),
                 "lr": cfg.train.lr,
                 "time_rollout": t_rollout,
-                "time_old_logps": t_old,
                 "time_teacher": t_teacher,
                 "time_train": t_train,
                 "time_step": time.perf_counter() - t0,

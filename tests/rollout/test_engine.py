@@ -340,3 +340,21 @@ def test_memory_bound_counts_weights_and_cache():
     assert b1 - b0 == 10 * per_col
     weights = sum(p.numel() * 4 for p in model.parameters())
     assert b0 == weights + per_col + 2 * 4 * cfg.vocab_size * 4
+
+
+def test_samples_of_one_prompt_share_one_prefill(monkeypatch):
+    """num_samples copies of a prompt are prefilled once (rep = num_samples) and still equal generate."""
+    model, tok = tiny("llama")
+    reps = []
+    real = E.Engine._prefill
+
+    def spy(self, st, ids, mask, rep=1):
+        reps.append(rep)
+        return real(self, st, ids, mask, rep)
+
+    monkeypatch.setattr(E.Engine, "_prefill", spy)
+    got = E.sample(model, tok, PROMPTS, num_samples=3, max_new_tokens=16, greedy=True)
+    ref = hf_sample(model, tok, PROMPTS, num_samples=3, max_new_tokens=16, greedy=True)
+    assert reps == [3]
+    w = ref.completion_ids.shape[1]
+    assert torch.equal(got.completion_ids[:, :w] * got.completion_mask[:, :w], ref.completion_ids * ref.completion_mask)

@@ -35,8 +35,10 @@ ELIGIBLE_STATUSES = ("resolved", "closed")
 _STOP = set(["a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how", "i", "if", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "the", "this", "to", "we", "what", "when", "which", "with", "you", "your"])
 
 FORMAT_HINT = {
-    "numeric": 'Reply with the number only, on one line: "Answer: <number>".',
-    "label": 'Reply with one of the options only, on one line: "Answer: <option>".',
+    "numeric": 'Reply on one line: "Answer:" followed by the number only.',
+    # {options}: the options the question lists (small models copy a "<option>" placeholder verbatim)
+    # {example}: one of the options picked by a hash of the ticket id (right by chance only)
+    "label": 'Reply on one line: "Answer:" followed by one of: {options}. For example: "Answer: {example}".',
     "json": 'Reply with a JSON object only, on one line: "Answer: {json}".',
 }
 
@@ -157,6 +159,9 @@ def ticket_to_task(ticket: dict[str, Any], sections: dict[str, dict[str, Any]], 
                              if re.search(rf"\b{re.escape(lbl.lower())}\b", low))
             if len(choices) >= 2:
                 verifier_args["choices"] = [c for _, c in choices]
+        opts = verifier_args.get("choices") or ["the options the question lists"]
+        example = opts[int(hashlib.sha256(ticket["id"].encode()).hexdigest(), 16) % len(opts)]
+        hint = hint.format(options=", ".join(opts), example=example)
     linked = [s for s in ticket["links"] if s in sections]
     retrieved = False
     if not linked and bm25 is not None and retrieve_k > 0:

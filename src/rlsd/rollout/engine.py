@@ -342,11 +342,20 @@ class Engine:
 
     # --- prefill -----------------------------------------------------------------------------
 
-    def _prefill(self, st: _State, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Run the (B, P) left-padded prompts, fill cache columns [0, P), return last logits (B, V) fp32."""
+    def _prefill(self, st: _State, ids: torch.Tensor, mask: torch.Tensor, rep: int = 1) -> torch.Tensor:
+        """Run the (B, P) left-padded prompts, fill cache columns [0, P), return last logits (B, V) fp32.
+
+        With ``rep`` > 1 the first n = (B // rep) * rep rows come in groups of ``rep`` identical prompts
+        (the samples of one prompt): each group's prompt is run once and its keys / values are copied to
+        the group's rows, ``rep`` times less prefill work. Rows past n (bucket padding) are left as they are.
+        """
+        full_B = ids.shape[0]
+        n_rows = (full_B // rep) * rep
+        if rep > 1:
+            ids, mask = ids[:n_rows:rep], mask[:n_rows:rep]
         B, P = ids.shape
         Hq, Hkv, D = self.Hq, self.Hkv, self.D
-        start = st.start
+        start = st.start[:n_rows:rep] if rep > 1 else st.start
         pos = (mask.long().cumsum(-1) - 1).clamp_(min=0)  # (B, P), generate's position ids
         cos_t, sin_t = self._rope_tables(st.S_max)
         cos, sin = cos_t[pos][:, None], sin_t[pos][:, None]  # (B, 1, P, D)
@@ -366,8 +375,12 @@ class Engine:
             q = self._rotate(qkv[:, :Hq], cos, sin)
             k = self._rotate(qkv[:, Hq:Hq + Hkv], cos, sin)
             v = qkv[:, Hq + Hkv:]
-            st.k[li, :, :, :P] = k
-            st.v[li, :, :, :P] = v
+            if rep > 1:
+                st.k[li, :n_rows, :, :P] = k.repeat_interleave(rep, 0)
+                st.v[li, :n_rows, :, :P] = v.repeat_interleave(rep, 0)
+            else:
+                st.k[li, :, :, :P] = k
+                st.v[li, :, :, :P] = v
             o = F.scaled_dot_product_attention(q, k, v.contiguous(), attn_mask=masks[lay.window],
                                                scale=self.scale, enable_gqa=Hq != Hkv)
             o = o.transpose(1, 2).reshape(B, P, Hq * D)
@@ -377,7 +390,12 @@ class Engine:
             g, u = gu.chunk(2, dim=-1)
             x = x + F.linear(lay.act(g) * u, lay.wd, lay.bd)
         h = self._rms(x[:, -1], self.model.model.norm.weight)
-        return F.linear(h, self.model.lm_head.weight, self.model.lm_head.bias).float()
+        logits = F.linear(h, self.model.lm_head.weight, self.model.lm_head.bias).float()
+        if rep > 1:
+            logits = logits.repeat_interleave(rep, 0)
+            if n_rows < full_B:  # bucket padding rows: never sampled from (done), any finite logits do
+                logits = torch.cat([logits, logits[:1].expand(full_B - n_rows, -1)])
+        return logits
 
     # --- one decode step (eager on CPU, captured on CUDA) -------------------------------------
 
@@ -511,13 +529,14 @@ class Engine:
     def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int,
                  greedy: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                  eos_ids: list[int] | tuple[int, ...] = (), pad_id: int = 0, stop_strings: list[str] | None = None,
-                 tokenizer: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 tokenizer: Any = None, group: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample up to max_new_tokens for n left-padded prompts (call ``refresh()`` first).
 
         prompt_ids, prompt_mask: (n, P). Returns completion ids (n, T) long (pad after a stop), completion
         mask (n, T) long (1 up to and including the stop token) and logps (n, T) float32 (0 where masked),
         with T <= max_new_tokens the number of steps run (all on CPU). Left padding is required: every
-        row's real tokens must end at column P - 1.
+        row's real tokens must end at column P - 1. ``group``: rows come in groups of this many copies of
+        one prompt (checked); each prompt is then prefilled once.
         """
         n, P = prompt_ids.shape
         if n == 0:
@@ -543,7 +562,9 @@ class Engine:
         eos_key = tuple(int(e) for e in eos_ids)
         eos = torch.tensor(eos_key, dtype=torch.long, device=dev)
         samp = (bool(greedy), float(temperature), int(top_k), float(top_p))
-        self._emit(st, self._prefill(st, ids, mask), samp, eos, pad_id)
+        rep = group if group > 1 and n % group == 0 and torch.equal(
+            prompt_ids[::group].repeat_interleave(group, 0), prompt_ids) else 1
+        self._emit(st, self._prefill(st, ids, mask, rep), samp, eos, pad_id)
         st.col.fill_(P)
         stops: dict[int, int] = {}  # row -> index of the token completing a stop string
         steps = 1
@@ -677,7 +698,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], *, num_samples: int =
             chunks.append(eng.generate(prompt_ids[s:s + bs], prompt_mask[s:s + bs], max_new_tokens=max_new_tokens,
                                        greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
                                        eos_ids=_eos_ids(model, tokenizer), pad_id=pad, stop_strings=stop_strings,
-                                       tokenizer=tokenizer))
+                                       tokenizer=tokenizer, group=num_samples if bs % num_samples == 0 else 1))
     width = max(c[0].shape[1] for c in chunks)
     completion_ids = torch.full((n, width), pad, dtype=torch.long)
     completion_mask = torch.zeros((n, width), dtype=torch.long)

@@ -1,0 +1,170 @@
+"""RLSD vs GRPO on one GPU with DeepSpeed in bf16: step time, tokens/s and MFU (run by gpu_check.sh).
+
+Builds a random-init Llama from the project's own code (rlsd.models.build_tiny_model; default d=512,
+6 layers, ~19M parameters, the locally trained tokenizer), writes generated addition tasks, and runs
+``rlsd.train.train`` for grpo and rlsd alternately (``--reps`` times, ``--steps`` steps each, the first step
+of each run dropped) with DeepSpeed (ZeRO ``--zero``) in bf16. A random-init model rarely samples EOS,
+so completions run to --new-tokens.
+
+Figures per algorithm (medians over kept steps; min step time too):
+- rollout tokens/s = completion tokens / time_rollout;
+- training tokens/s = completion tokens / (time_step - time_rollout);
+- step time and the RLSD/GRPO ratio (min and median);
+- MFU of the train phase = (6 N + 12 L d S) x (prompt + completion tokens) / time_train / peak, and of the
+  log-prob phases (2 N ... per token for the old-logp pass and, for RLSD, the teacher pass) folded into a
+  whole-step "model FLOPs" MFU = all model FLOPs of the step (rollout 2 N per generated token + prefill,
+  log-prob passes, train) / time_step / peak; N = non-embedding parameters + the LM head, S = sequence length.
+- peak: a bf16 matmul of --peak-size^3 measured in the same run (the card's measured peak, not the spec sheet).
+
+``--device cpu`` is a dry run of this Python on the CPU (float32, tiny sizes, a float32 matmul "peak"):
+it checks the code path, not the figures.
+
+    python benchmarks/gpu_check.py --json out.json          # on the GPU (via gpu_check.sh)
+    OMP_NUM_THREADS=1 python benchmarks/gpu_check.py --device cpu --json /tmp/g.json   # dry run here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import build_model, machine_line, make_config, md_table, quiet, read_metrics, write_addition
+
+
+def measured_peak(device: str, size: int) -> float:
+    """FLOP/s of a square matmul (bf16 on CUDA, float32 on CPU), best of a few timed calls."""
+    import torch
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(8):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t0) / 5)
+    return 2 * size**3 / best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--zero", type=int, default=2)
+    ap.add_argument("--engine", default="auto")
+    ap.add_argument("--peak-size", type=int, default=8192)
+    ap.add_argument("--json", default="")
+    ap.add_argument("--workdir", default="")
+    args = ap.parse_args()
+    if args.device == "cpu":  # dry run: small and float32
+        args.hidden, args.layers, args.prompts, args.group = min(args.hidden, 64), min(args.layers, 2), min(args.prompts, 2), min(args.group, 4)
+        args.new_tokens, args.steps, args.reps, args.peak_size = min(args.new_tokens, 8), min(args.steps, 2), 1, 512
+    quiet()
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device: run with --device cpu for a dry run")
+    from rlsd.train import train
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="gpu_check_"))
+    model = build_model(work / f"model_d{args.hidden}_l{args.layers}", hidden=args.hidden, layers=args.layers)
+    tr, ev = write_addition(work / "tasks", n_train=1024, n_eval=16, digits=(2, 3, 4, 5))
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model)
+    d, L, V = c.hidden_size, c.num_hidden_layers, c.vocab_size
+    kv = d * c.num_key_value_heads // c.num_attention_heads  # width of K and of V (GQA)
+    n_body = L * (2 * d * d + 2 * d * kv + 3 * d * c.intermediate_size)  # q, o, k, v, gate/up/down
+    n_flop = n_body + d * V  # matmul parameters per token (the tied head counts once as a matmul)
+    n_total = n_body + V * d
+    peak = measured_peak(args.device, args.peak_size)
+    print(f"model: d={d}, {L} layers, {n_total / 1e6:.1f}M parameters; measured peak {peak / 1e12:.3f} TFLOP/s", flush=True)
+
+    dtype = "bfloat16" if args.device == "cuda" else "float32"
+    per: dict[str, list[dict]] = {"grpo": [], "rlsd": []}
+    for rep in range(args.reps):
+        for algo, kept in per.items():
+            cfg = make_config({
+                "model.path": model, "model.dtype": dtype, "data.train_tasks": tr, "data.eval_tasks": ev,
+                "algorithm.name": algo, "rollout.group_size": args.group, "rollout.prompts_per_step": args.prompts,
+                "rollout.max_new_tokens": args.new_tokens, "rollout.engine": args.engine,
+                "teacher.template": "{question}H:{context}\n", "deepspeed.zero_stage": args.zero,
+                "train.lr": 1e-5, "train.seed": rep, "train.steps": args.steps, "train.checkpoint_every": 0,
+                "train.eval_every": 0, "tracking.enabled": False,
+            })
+            out = work / f"{algo}-{rep}"
+            train(cfg, output_dir=out)
+            rows = read_metrics(out / "metrics.jsonl")[1:]
+            kept.extend(rows)
+            print(f"rep {rep} {algo}: " + ", ".join(f"{r['time_step']:.3f}s" for r in rows), flush=True)
+
+    # prompt length (tokens) of the student and teacher prompts, for the FLOP count
+    from rlsd.models import load_tokenizer
+    from rlsd.tasks import read_tasks
+
+    tok = load_tokenizer(model)
+    tasks = read_tasks(tr)[:256]
+    p_len = statistics.mean(len(tok(t.prompt, add_special_tokens=False).input_ids) for t in tasks)
+    t_len = statistics.mean(len(tok(f"{t.prompt}H:{t.privileged_context}\n", add_special_tokens=False).input_ids) for t in tasks)
+    n_roll = args.prompts * args.group
+
+    def flops_fwd(tokens_per_seq: float, seqs: int) -> float:  # forward FLOPs of `seqs` sequences
+        return seqs * tokens_per_seq * (2 * n_flop + 2 * 2 * L * d * tokens_per_seq / 2)
+
+    res = {"device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu (dry run)",
+           "machine": machine_line(), "peak_flops": peak, "params": n_total, "settings": vars(args), "algos": {}}
+    for algo, rows in per.items():
+        med = lambda k, rows=rows: statistics.median(r[k] for r in rows)
+        comp = med("completion_len")
+        toks = comp * n_roll
+        seq = p_len + comp
+        f_train = 3 * flops_fwd(seq, n_roll)
+        f_teacher = flops_fwd(t_len + comp, n_roll) if algo == "rlsd" else 0.0
+        f_roll = flops_fwd(seq, n_roll)  # prefill + one token at a time: the same matmul FLOPs as one forward
+        res["algos"][algo] = {
+            "step_min": min(r["time_step"] for r in rows), "step_median": med("time_step"),
+            "rollout_s": med("time_rollout"), "teacher_s": med("time_teacher"),
+            "train_s": med("time_train"), "completion_len": comp,
+            "rollout_tok_s": statistics.median(r["completion_len"] * n_roll / r["time_rollout"] for r in rows),
+            "train_tok_s": statistics.median(r["completion_len"] * n_roll / (r["time_step"] - r["time_rollout"]) for r in rows),
+            "mfu_train": statistics.median(f_train / r["time_train"] for r in rows) / peak,
+            "mfu_step": statistics.median((f_roll + f_teacher + f_train) / r["time_step"] for r in rows) / peak,
+            "tokens": toks, "steps_kept": len(rows),
+        }
+    g, r = res["algos"]["grpo"], res["algos"]["rlsd"]
+    res["ratio_min"], res["ratio_median"] = r["step_min"] / g["step_min"], r["step_median"] / g["step_median"]
+    table = [["algorithm", "step min s", "step median s", "rollout s", "teacher s", "train s",
+              "rollout tok/s", "train tok/s", "MFU train", "MFU step"]]
+    for algo, v in res["algos"].items():
+        table.append([algo, f"{v['step_min']:.3f}", f"{v['step_median']:.3f}", f"{v['rollout_s']:.3f}",
+                      f"{v['teacher_s']:.3f}", f"{v['train_s']:.3f}", f"{v['rollout_tok_s']:,.0f}", f"{v['train_tok_s']:,.0f}",
+                      f"{100 * v['mfu_train']:.1f}%", f"{100 * v['mfu_step']:.2f}%"])
+    res["table"] = md_table(table)
+    print(f"\n{res['device']}; {dtype}; ZeRO-{args.zero}; engine {args.engine}; {n_total / 1e6:.1f}M params; "
+          f"{args.prompts} x G={args.group} rollouts x <= {args.new_tokens} new tokens; measured peak "
+          f"{peak / 1e12:.3f} TFLOP/s\n{res['table']}\nRLSD/GRPO step time: min {res['ratio_min']:.2f}x, "
+          f"median {res['ratio_median']:.2f}x", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
