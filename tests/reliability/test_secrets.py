@@ -57,6 +57,8 @@ def test_planted_secrets_appear_in_no_output(tmp_path, monkeypatch, capfd):
     from rlsd.pipeline_local import run_local
 
     monkeypatch.chdir(tmp_path)
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):  # set by in-process training
+        monkeypatch.delenv(k, raising=False)  # earlier in this session; the train step must pick its own port
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
     build_tiny_model(str(tmp_path / "tiny-model"))
     s3 = S3Server(tmp_path / "weed", access_key=planted["S3 access key"], secret_key=planted["S3 secret key"])
