@@ -184,6 +184,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="output folder (overrides the recipe's)")
 
 
+def _cmd_push(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.data.store import open_store
+
+    m = open_store(cfg.store).upload_folder(args.folder, args.name)
+    print(f"pushed {len(m['files'])} files ({m['bytes']} bytes) as folder {args.name}@{m['folder_id']}")
+    return 0
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDConfig, argparse.Namespace], int]]]:
     parser = argparse.ArgumentParser(prog="rlsd", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +245,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
     p.add_argument("--version", required=True, type=int)
     p.add_argument("--evaluation", required=True, help="evaluation JSON from `rlsd evaluate`")
 
+    p = add("push", _cmd_push, "push a folder (e.g. the trained model <run>/final) to the store as an immutable snapshot")
+    p.add_argument("--folder", required=True)
+    p.add_argument("--name", required=True, help="folder name in the store, e.g. the model name")
     add("pipeline", _cmd_pipeline, "run the whole Kubeflow pipeline on this machine (kfp.local); --output = run folder")
     p = add("schedule", _cmd_schedule, "create or replace the KFP recurring run that retrains on new tickets")
     p.add_argument("--cron", required=True, help="6-field KFP cron, e.g. '0 0 2 * * *' (daily at 02:00)")

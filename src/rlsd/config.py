@@ -221,6 +221,10 @@ class IngestConfig:
     long_body: Literal["truncate", "refuse"] = "truncate"
     # Manual sections longer than this are split into numbered parts.
     max_section_chars: int = 6000
+    # Input limits (refused with a quarantine reason instead of exhausting memory): a manual file's
+    # size, and one line of a ticket export (a JSONL record or a CSV line).
+    max_manual_bytes: int = 100_000_000
+    max_ticket_line_bytes: int = 1_000_000
     # Task building: share of tickets in the eval split (by a hash of the ticket id), sections
     # retrieved when a ticket links none, and the cap on the privileged context.
     eval_fraction: float = 0.2
@@ -238,6 +242,9 @@ class IngestConfig:
                 raise ConfigError(f"ingest pattern {name} is not a valid regex ({rx!r}: {e}); fix the regex") from None
         _check(self.max_body_chars >= 100, f"ingest.max_body_chars must be >= 100, got {self.max_body_chars}")
         _check(self.max_section_chars >= 200, f"ingest.max_section_chars must be >= 200, got {self.max_section_chars}")
+        _check(self.max_manual_bytes >= 1, f"ingest.max_manual_bytes must be >= 1, got {self.max_manual_bytes}")
+        _check(self.max_ticket_line_bytes >= 1024,
+               f"ingest.max_ticket_line_bytes must be >= 1024, got {self.max_ticket_line_bytes}")
         _check(0 < self.eval_fraction < 1, f"ingest.eval_fraction must be in (0, 1), got {self.eval_fraction}")
         _check(self.retrieve_k >= 0, f"ingest.retrieve_k must be >= 0, got {self.retrieve_k}")
         _check(self.max_context_chars >= 100, f"ingest.max_context_chars must be >= 100, got {self.max_context_chars}")
@@ -443,6 +450,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     _check(isinstance(data, dict), f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str)]
+    _check(not bad, f"{where or 'config'} keys must be names, got {bad[0]!r}" if bad else "")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -464,7 +473,11 @@ def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
     key, raw = dotted.split("=", 1)
     parts = key.strip().split(".")
     _check(len(parts) == 2 and all(parts), f"--set key must be section.field (e.g. train.steps), got {key!r}")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key.strip()}: value {raw!r} is not valid YAML ({str(e).splitlines()[0]}); "
+                          "quote it, e.g. --set \"{key.strip()}='...'\"") from None
     tree.setdefault(parts[0], {})
     _check(isinstance(tree[parts[0]], dict), f"{parts[0]} must be a mapping")
     tree[parts[0]][parts[1]] = value

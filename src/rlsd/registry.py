@@ -33,6 +33,7 @@ is only meaningful on the same held-out set. One promotion at a time (a KFP recu
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -328,6 +329,15 @@ def _set_champion(client: Any, name: str, version: str) -> None:
     client.set_registered_model_alias(name, CHAMPION, str(version))
 
 
+class RegistryUnavailable(RuntimeError):
+    """The MLflow server did not answer during a registry operation; the message says what changed."""
+
+
+def _unreachable(e: BaseException) -> bool:
+    """A transport failure (refused, timed out, reset) rather than an answer from the server."""
+    return isinstance(e, (ConnectionError, TimeoutError)) or "failed with exception" in str(e)
+
+
 def promote(cfg: RLSDConfig, *, version: int | str, evaluation: dict[str, Any]) -> dict[str, Any]:
     """Gate ``version`` on ``evaluation`` and move ``@champion`` to it if it passes.
 
@@ -335,7 +345,23 @@ def promote(cfg: RLSDConfig, *, version: int | str, evaluation: dict[str, Any]) 
     champion_before, champion_after, evidence}. ``superseded``: the version passed its gates but a
     version with a better recorded pass@1 holds (or took) @champion. The decision, reasons and
     evaluation numbers are written to the version's tags and prepended to its description.
+    An unreachable MLflow server raises :class:`RegistryUnavailable`, which says whether the alias moved.
     """
+    moved: list[str] = []
+    try:
+        return _promote(cfg, version=version, evaluation=evaluation, moved=moved)
+    except Exception as e:
+        if not _unreachable(e):
+            raise
+        what = (f"@{CHAMPION} was moved to v{moved[-1]} before the failure but the decision was not recorded"
+                if moved else "no alias was changed")
+        raise RegistryUnavailable(
+            f"MLflow at {cfg.tracking.uri} did not answer during promote v{version} ({str(e)[:160]}); {what}; "
+            "start or reach the server (check tracking.uri, raise tracking.http_retries to wait longer) and run "
+            "the promotion again") from e
+
+
+def _promote(cfg: RLSDConfig, *, version: int | str, evaluation: dict[str, Any], moved: list[str]) -> dict[str, Any]:
     reg = cfg.registry
     name = reg.model_name
     version = str(int(version))
@@ -367,9 +393,11 @@ def promote(cfg: RLSDConfig, *, version: int | str, evaluation: dict[str, Any]) 
             if target is None or (champion is not None and str(target.version) == str(champion.version)):
                 break
             _set_champion(client, name, target.version)
+            moved.append(str(target.version))
         after = str(champion.version) if champion is not None else None
     except BaseException:
-        client.set_model_version_tag(name, version, TAG_STATE, "failed")
+        with contextlib.suppress(Exception):  # a server that is gone: the pending mark expires after PENDING_TTL_S
+            client.set_model_version_tag(name, version, TAG_STATE, "failed")
         raise
     if after == version:
         decision = "promoted"

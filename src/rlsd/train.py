@@ -539,30 +539,80 @@ def _set_rng_state(s: dict[str, Any]) -> None:
     np.random.set_state(s["numpy"])
 
 
+def _sha256_file(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _checkpoint_files(path: Path) -> dict[str, str]:
+    """{relative file name: sha256} of every file of a checkpoint folder except its trainer_state.json."""
+    return {f.relative_to(path).as_posix(): _sha256_file(f) for f in sorted(path.rglob("*"))
+            if f.is_file() and not f.name.startswith("trainer_state.json")}
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why a checkpoint that has a trainer_state.json cannot be loaded, or None when it is whole."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+        want = state.get("files")
+    except (OSError, ValueError, AttributeError) as e:
+        return f"unreadable trainer_state.json ({e})"
+    if want is None:
+        return None  # written before checksums were recorded: trusted as before
+    have = _checkpoint_files(path)
+    bad = sorted(k for k in want if have.get(k) != want[k])
+    return f"{len(bad)} file(s) missing or changed since they were written: {', '.join(bad[:3])}" if bad else None
+
+
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest COMPLETE checkpoint (one whose trainer_state.json was written last), or None."""
+    """The newest COMPLETE checkpoint, or None. Complete = its trainer_state.json (written last) exists and
+    every file still has the SHA-256 recorded there; a corrupt newest checkpoint falls back to the previous
+    complete one with a warning."""
+    import warnings
+
     if not ckpt_dir.is_dir():
         return None
-    done = [p for p in ckpt_dir.glob("step-*") if (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+    done = sorted((p for p in ckpt_dir.glob("step-*") if (p / "trainer_state.json").is_file()),
+                  key=lambda p: int(p.name.split("-")[1]), reverse=True)
+    for p in done:
+        problem = _checkpoint_problem(p)
+        if problem is None:
+            return p
+        warnings.warn(f"checkpoint {p} is not loadable ({problem}); falling back to the previous complete "
+                      "checkpoint (delete the folder to silence this)", RuntimeWarning, stacklevel=2)
+    return None
 
 
 def save_checkpoint(engine: Any, teacher: Any, ckpt_dir: Path, step: int, rank: int, keep: int) -> Path:
     """Model + optimizer (DeepSpeed), teacher snapshot, RNG state, step (= data position).
 
-    trainer_state.json is written last, atomically: a checkpoint without it is incomplete and never loaded.
+    trainer_state.json is written last, atomically, with the SHA-256 of every other file: a checkpoint
+    without it (a write that was killed) or whose files no longer match is never loaded. A folder left
+    by an earlier killed write of the same step is removed first.
     """
     tag = f"step-{step}"
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, save_latest=False)
     path = ckpt_dir / tag
+    if rank == 0 and path.exists():
+        shutil.rmtree(path)
+    if dist.is_initialized():
+        dist.barrier()
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, save_latest=False)
     torch.save(_rng_state(), path / f"rng_rank{rank}.pt")
     if dist.is_initialized():
         dist.barrier()
     if rank == 0:
         if teacher is not None:
             torch.save(teacher.state_dict(), path / "teacher.pt")
+        if os.environ.get("RLSD_FAILPOINT") == "checkpoint-before-state":  # fault-injection tests only
+            os.kill(os.getpid(), 9)
         tmp = path / "trainer_state.json.tmp"
-        tmp.write_text(json.dumps({"step": step, "data_position": step, "time": time.time()}))
+        tmp.write_text(json.dumps({"step": step, "data_position": step, "time": time.time(),
+                                   "files": _checkpoint_files(path)}))
         tmp.replace(path / "trainer_state.json")
         done = sorted((p for p in ckpt_dir.glob("step-*") if (p / "trainer_state.json").is_file()),
                       key=lambda p: int(p.name.split("-")[1]))

@@ -21,18 +21,26 @@ plus what this ingest adds; a manual that is ingested again replaces all of its 
 
 Redaction (rlsd.data.redact) runs on every text field before anything is hashed or stored,
 including the quarantined raw records.
+
+Memory is bounded whatever the input size: ticket exports are read one line at a time (a line over
+``ingest.max_ticket_line_bytes`` is quarantined, skipped in 1 MiB reads), a manual over
+``ingest.max_manual_bytes`` is quarantined unread, and objects are written in batches of
+``FLUSH_BYTES`` / ``FLUSH_OBJECTS`` as files are parsed; what stays in memory is one file's sections,
+per-ticket (hash, updated) pairs and the manifest itself. The manifest and ``refs/latest`` are still
+written last, so an ingest that fails leaves only unreferenced objects.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import json
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -46,6 +54,8 @@ MANUAL_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".html": "html", 
                    ".txt": "text", ".text": "text", ".pdf": "pdf"}
 TICKET_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 ANSWER_TYPES = ("numeric", "label", "json")
+FLUSH_BYTES = 16 * 1024 * 1024  # write the object batch when it holds this many bytes ...
+FLUSH_OBJECTS = 4096  # ... or this many objects
 
 # Header aliases seen in ticketing exports -> our field names.
 FIELD_ALIASES = {
@@ -306,8 +316,11 @@ def parse_manual(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, doc
     cannot be read, is one quarantined record."""
     p = Path(path)
     fmt = MANUAL_SUFFIXES.get(p.suffix.lower(), "unsupported")
-    raw = p.read_bytes()
-    rep = SourceReport(path=str(p), kind="manual", format=fmt, sha256=sha256(raw), bytes=len(raw))
+    size = p.stat().st_size
+    too_big = size > cfg.max_manual_bytes
+    raw = b"" if too_big else p.read_bytes()
+    rep = SourceReport(path=str(p), kind="manual", format=fmt, sha256="" if too_big else sha256(raw),
+                       bytes=size)
     doc_id = doc_id or slug(p.stem)
     quarantined: list[dict[str, Any]] = []
 
@@ -318,6 +331,9 @@ def parse_manual(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, doc
         quarantined.append({"source": str(p), "where": where, "id": doc_id, "reason": reason})
         return [], quarantined, rep
 
+    if too_big:  # refused before reading: never loaded into memory
+        return quarantine(f"file too large: {size} bytes > ingest.max_manual_bytes={cfg.max_manual_bytes} "
+                          "(split the manual, or raise ingest.max_manual_bytes)")
     try:
         if fmt == "unsupported":
             return quarantine(f"unsupported manual format: suffix {p.suffix!r}; use one of {sorted(MANUAL_SUFFIXES)}")
@@ -497,41 +513,106 @@ def _map_keys(raw: dict[Any, Any]) -> tuple[dict[str, Any], list[str]]:
     return out, unknown
 
 
-def _iter_raw_tickets(text: str, fmt: str) -> Iterable[tuple[str, dict[str, Any] | None, str, str]]:
-    """Yields (where, raw record or None, raw text, error reason)."""
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _iter_lines(fh: Any, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line bytes or None when longer than ``limit``, length) of a binary file; an over-long
+    line is skipped in 1 MiB reads, so memory stays bounded by ``limit`` whatever the file holds."""
+    n = 0
+    while line := fh.readline(limit + 1):
+        n += 1
+        if len(line) > limit and not line.endswith(b"\n"):
+            size = len(line)
+            while (more := fh.readline(1 << 20)) and not more.endswith(b"\n"):
+                size += len(more)
+            yield n, None, size + len(more)
+            continue
+        yield n, line, len(line)
+
+
+def _too_long(n: int, size: int, limit: int) -> str:
+    return (f"line too long: line {n} has {size} bytes > ingest.max_ticket_line_bytes={limit} "
+            "(fix the export, or raise ingest.max_ticket_line_bytes)")
+
+
+def _iter_raw_tickets(fh: Any, fmt: str, limit: int, rep: SourceReport
+                      ) -> Iterator[tuple[str, dict[str, Any] | None, str, str]]:
+    """Yields (where, raw record or None, raw text, error reason), reading one line at a time; undecodable
+    bytes are replaced and counted in ``rep.replaced_bytes``."""
+
+    def text_of(n: int, line: bytes) -> str:
+        if n == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        t, bad = decode_text(line)
+        rep.replaced_bytes += bad
+        return t
+
     if fmt == "jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
+        for n, line, size in _iter_lines(fh, limit):
+            if line is None:
+                yield f"line {n}", None, "", _too_long(n, size, limit)
+                continue
+            text = text_of(n, line).rstrip("\r\n")
+            if not text.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(text)
             except json.JSONDecodeError as e:
-                yield f"line {n}", None, line, f"invalid JSON: {e.msg} at column {e.colno}"
+                yield f"line {n}", None, text, f"invalid JSON: {e.msg} at column {e.colno}"
+                continue
+            except RecursionError:
+                yield f"line {n}", None, text, "invalid JSON: nested too deeply"
                 continue
             if not isinstance(obj, dict):
-                yield f"line {n}", None, line, f"not a JSON object: {type(obj).__name__}"
+                yield f"line {n}", None, text, f"not a JSON object: {type(obj).__name__}"
                 continue
-            yield f"line {n}", obj, line, ""
+            yield f"line {n}", obj, text, ""
         return
-    reader = csv.reader(io.StringIO(text, newline=""))
+    long_lines: list[tuple[int, int]] = []
+
+    def lines() -> Iterator[str]:
+        for n, line, size in _iter_lines(fh, limit):
+            if line is None:
+                long_lines.append((n, size))
+                yield "\n"  # the row is refused below; csv sees an empty line
+                continue
+            yield text_of(n, line)
+
+    def drain_long() -> Iterator[tuple[str, None, str, str]]:
+        while long_lines:
+            n, size = long_lines.pop(0)
+            yield f"line {n}", None, "", _too_long(n, size, limit)
+
+    reader = csv.reader(lines())
     try:
         header = next(reader)
     except StopIteration:
+        yield from drain_long()
         return
     except csv.Error as e:
         yield "row 1", None, "", f"unreadable CSV header: {e}"
         return
+    yield from drain_long()
     row_no = 1
     while True:
         try:
             row = next(reader)
         except StopIteration:
+            yield from drain_long()
             return
         except csv.Error as e:
             row_no += 1
+            yield from drain_long()
             yield f"row {row_no}", None, "", f"malformed CSV: {e}"
             continue
         row_no += 1
+        yield from drain_long()
         if not any(c.strip() for c in row):
             continue
         raw = ",".join(row)
@@ -542,45 +623,55 @@ def _iter_raw_tickets(text: str, fmt: str) -> Iterable[tuple[str, dict[str, Any]
         yield f"row {row_no}", rec, raw, ""
 
 
-def parse_tickets(path: str | Path, *, cfg: IngestConfig, redactor: Redactor
-                  ) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any]], SourceReport]:
-    """One export -> ([(ticket, where)], quarantined, report). ``report.stored`` is filled in later
-    (after duplicates are resolved across files and against the store)."""
+def iter_tickets(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, rep: SourceReport,
+                 quarantined: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], str]]:
+    """Stream one export: yields (ticket, where) and appends refused records to ``quarantined`` and counts to
+    ``rep`` (``rep.stored`` is filled in later, after duplicates are resolved). Memory is bounded by one line."""
     p = Path(path)
-    fmt = TICKET_SUFFIXES.get(p.suffix.lower(), "unsupported")
-    raw = p.read_bytes()
-    rep = SourceReport(path=str(p), kind="tickets", format=fmt, sha256=sha256(raw), bytes=len(raw))
-    quarantined: list[dict[str, Any]] = []
-    if fmt == "unsupported":
+    if rep.format == "unsupported":
         rep.read = rep.quarantined = 1
         reason = f"unsupported ticket format: suffix {p.suffix!r}; use one of {sorted(TICKET_SUFFIXES)}"
         rep.reasons[_reason_key(reason)] += 1
         quarantined.append({"source": str(p), "where": "file", "id": "", "reason": reason})
-        return [], quarantined, rep
-    text, rep.replaced_bytes = decode_text(raw)
-    tickets: list[tuple[dict[str, Any], str]] = []
+        return
     unknown_cols: set[str] = set()
-    for where, rec, raw_text, err in _iter_raw_tickets(text, fmt):
-        rep.read += 1
-        rid = ""
-        if rec is not None:
-            mapped, unknown = _map_keys(rec)
-            unknown_cols.update(unknown)
-            rid = _as_text(mapped.get("id")).strip()
-            try:
-                ticket, counts, truncated = normalise_ticket(mapped, cfg=cfg, redactor=redactor)
-                rep.redactions.update(counts)
-                rep.truncated += truncated
-                tickets.append((ticket, where))
-                continue
-            except ValueError as e:
-                err = str(e)
-        rep.quarantined += 1
-        rep.reasons[_reason_key(err)] += 1
-        red, counts = redactor.redact(raw_text[:2000])
-        rep.redactions.update(counts)
-        quarantined.append({"source": str(p), "where": where, "id": rid, "reason": err, "raw": red})
+    with p.open("rb") as fh:
+        for where, rec, raw_text, err in _iter_raw_tickets(fh, rep.format, cfg.max_ticket_line_bytes, rep):
+            rep.read += 1
+            rid = ""
+            if rec is not None:
+                mapped, unknown = _map_keys(rec)
+                unknown_cols.update(unknown)
+                rid = _as_text(mapped.get("id")).strip()
+                try:
+                    ticket, counts, truncated = normalise_ticket(mapped, cfg=cfg, redactor=redactor)
+                    rep.redactions.update(counts)
+                    rep.truncated += truncated
+                    yield ticket, where
+                    continue
+                except (ValueError, OverflowError, OSError, RecursionError) as e:
+                    err = str(e) if not isinstance(e, RecursionError) else "value nested too deeply"
+            rep.quarantined += 1
+            rep.reasons[_reason_key(err)] += 1
+            red, counts = redactor.redact(raw_text[:2000])
+            rep.redactions.update(counts)
+            quarantined.append({"source": str(p), "where": where, "id": rid[:200], "reason": err[:500], "raw": red})
     rep.unknown_columns = sorted(unknown_cols)
+
+
+def ticket_report(path: str | Path) -> SourceReport:
+    p = Path(path)
+    return SourceReport(path=str(p), kind="tickets", format=TICKET_SUFFIXES.get(p.suffix.lower(), "unsupported"),
+                        sha256=file_sha256(p), bytes=p.stat().st_size)
+
+
+def parse_tickets(path: str | Path, *, cfg: IngestConfig, redactor: Redactor
+                  ) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any]], SourceReport]:
+    """One export -> ([(ticket, where)], quarantined, report) in memory (see :func:`iter_tickets` to stream).
+    ``report.stored`` is filled in later (after duplicates are resolved across files and against the store)."""
+    rep = ticket_report(path)
+    quarantined: list[dict[str, Any]] = []
+    tickets = list(iter_tickets(path, cfg=cfg, redactor=redactor, rep=rep, quarantined=quarantined))
     return tickets, quarantined, rep
 
 
@@ -629,7 +720,23 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
 
     reports: list[SourceReport] = []
     quarantined: list[dict[str, Any]] = []
+    # Objects are written as the files are read, in batches (bounded memory whatever the input size);
+    # the manifest and the pointer still come last, so a failure leaves no visible snapshot.
+    objects_written = 0
     blobs: dict[str, bytes] = {}
+    blob_bytes = 0
+
+    def flush() -> None:
+        nonlocal objects_written, blob_bytes
+        objects_written += store.put_objects(blobs, known=known)
+        blobs.clear()
+        blob_bytes = 0
+
+    def add_blob(d: str, b: bytes) -> None:
+        nonlocal blob_bytes
+        if d not in blobs:
+            blobs[d] = b
+            blob_bytes += len(b)
 
     bar = None
     if progress:
@@ -655,33 +762,49 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
             for s in secs:
                 b = canonical_json(s)
                 d = sha256(b)
-                blobs[d] = b
+                add_blob(d, b)
                 sections[s["id"]] = d
         reports.append(rep)
         quarantined += q
+        del secs
+        if blob_bytes >= FLUSH_BYTES or len(blobs) >= FLUSH_OBJECTS:
+            flush()
         if bar:
             bar.update()
 
     # -- tickets: latest `updated` wins across files and against the store -------------------------
-    winners: dict[str, tuple[dict[str, Any], str, SourceReport, dt.datetime]] = {}
+    # Only (digest, updated, where, report) is kept per ticket; its bytes wait in the write batch. A
+    # ticket superseded by a later file after its batch was written leaves an unreferenced object.
+    winners: dict[str, tuple[str, str, str, SourceReport, dt.datetime, bool]] = {}
+    pending: dict[str, bytes] = {}  # digest -> bytes of winners not yet written
     for f in ticket_files:
-        parsed, q, rep = parse_tickets(f, cfg=cfg.ingest, redactor=redactor)
+        rep = ticket_report(f)
         reports.append(rep)
-        quarantined += q
-        for ticket, where in parsed:
+        for ticket, where in iter_tickets(f, cfg=cfg.ingest, redactor=redactor, rep=rep, quarantined=quarantined):
             tid, upd = ticket["id"], parse_time(ticket["updated"])
+            b = canonical_json(ticket)
+            d = sha256(b)
             old = winners.get(tid)
             if old is not None:
-                loser, lwhere, lrep = (old[0], old[1], old[2]) if upd >= old[3] else (ticket, where, rep)
-                wt, wwhere, wrep = (ticket, where, rep) if upd >= old[3] else (old[0], old[1], old[2])
-                reason = (f"duplicate id: {tid!r} superseded by {wrep.path} {wwhere} "
-                          f"(updated {wt['updated']} vs {loser['updated']})")
+                newer = upd >= old[4]
+                lwhere, lrep, lupd = (old[2], old[3], old[1]) if newer else (where, rep, ticket["updated"])
+                wwhere, wrep, wupd = (where, rep, ticket["updated"]) if newer else (old[2], old[3], old[1])
+                reason = (f"duplicate id: {tid!r} superseded by {wrep.path} {wwhere} (updated {wupd} vs {lupd})")
                 lrep.quarantined += 1
                 lrep.reasons[_reason_key(reason)] += 1
                 quarantined.append({"source": lrep.path, "where": lwhere, "id": tid, "reason": reason})
-                if upd < old[3]:
+                if not newer:
                     continue
-            winners[tid] = (ticket, where, rep, upd)
+                pending.pop(old[0], None)
+            winners[tid] = (d, ticket["updated"], where, rep, upd, bool(ticket.get("resolution_verified")))
+            stored = prev_tickets.get(tid)
+            if stored is None or parse_time(stored[1]) < upd:
+                pending[d] = b
+                blob_bytes += len(b)
+            if blob_bytes >= FLUSH_BYTES or len(pending) + len(blobs) >= FLUSH_OBJECTS:
+                blobs.update(pending)
+                pending.clear()
+                flush()
         if bar:
             bar.update()
     if bar:
@@ -689,12 +812,12 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
 
     tickets_map: dict[str, list[str]] = dict(prev_tickets)
     new_tickets = updated_tickets = new_verified = 0
-    for tid, (ticket, where, rep, upd) in winners.items():
+    for tid, (d, updated, where, rep, upd, verified) in winners.items():
         old = prev_tickets.get(tid)
         if old is not None:
             old_upd = parse_time(old[1])
             if upd < old_upd:
-                reason = f"older than stored version: {tid!r} updated {ticket['updated']} < stored {old[1]}"
+                reason = f"older than stored version: {tid!r} updated {updated} < stored {old[1]}"
                 rep.quarantined += 1
                 rep.reasons[_reason_key(reason)] += 1
                 quarantined.append({"source": rep.path, "where": where, "id": tid, "reason": reason})
@@ -702,27 +825,27 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
             if upd == old_upd:
                 rep.stored += 1  # same id and updated time: the stored version stands
                 continue
-        b = canonical_json(ticket)
-        d = sha256(b)
-        blobs[d] = b
-        tickets_map[tid] = [d, ticket["updated"]]
+        tickets_map[tid] = [d, updated]
         rep.stored += 1
         new_tickets += old is None
         updated_tickets += old is not None
-        new_verified += bool(ticket.get("resolution_verified"))  # new or updated, and verified: retraining material
+        new_verified += verified  # new or updated, and verified: retraining material
+    del winners
 
     for rep in reports:
         if not rep.reconciled:  # a bug, never a silent drop
             raise IngestError(f"{rep.path}: read {rep.read} != stored {rep.stored} + quarantined {rep.quarantined}")
 
-    # -- objects, then the manifest, then the pointer ----------------------------------------------
-    objects_written = store.put_objects(blobs, known=known)
+    # -- the last objects, then the manifest, then the pointer ------------------------------------
+    blobs.update(pending)
+    pending.clear()
+    flush()
     q_digest = None
     if quarantined:
         qb = canonical_json(quarantined)
         q_digest, w = store.put_object(qb)
         objects_written += w
-    content_hash = sha256(canonical_json({"sections": sections, "tickets": tickets_map}))
+    content_hash = _canonical_sha256({"sections": sections, "tickets": tickets_map})
     unchanged = prev is not None and prev.get("content_hash") == content_hash
     counts = {
         "sections": len(sections), "tickets": len(tickets_map), "new_tickets": new_tickets,
@@ -753,6 +876,15 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         "bytes_read": sum(r.bytes for r in reports), "quarantine": q_digest, "quarantined": quarantined,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _canonical_sha256(obj: Any) -> str:
+    """sha256(canonical_json(obj)) without building the whole encoding in memory (same bytes, in pieces)."""
+    h = hashlib.sha256()
+    enc = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    for piece in enc.iterencode(obj):
+        h.update(piece.encode("utf-8"))
+    return h.hexdigest()
 
 
 def load_snapshot(store: Store, snapshot: str = "latest") -> tuple[dict[str, Any], list[dict], list[dict]]:

@@ -7,6 +7,8 @@ Layout (the same keys on both back ends)::
     snapshots/<snapshot_id>.json the manifest of one ingest: sources and their hashes, counts,
                                  the previous snapshot, and every record id -> object hash
     refs/latest                  the id of the newest committed snapshot
+    folders/<name>/<id>.json     a pushed folder (a trained model): files -> size, SHA-256, chunk objects
+    refs/folders/<name>          the id of the newest pushed snapshot of that folder
 
 Commit protocol: objects first, then the manifest, then ``refs/latest``. Readers resolve snapshots
 through manifests only, so an ingest that dies part-way leaves at most unreferenced objects
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -64,6 +67,14 @@ def sha256(data: bytes) -> str:
 def canonical_json(obj: Any) -> bytes:
     """The bytes whose hash names a record: sorted keys, no spaces, UTF-8."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+FOLDER_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+def _check_folder_name(name: str) -> None:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
+        raise StoreError(f"folder name must be letters, digits, '.', '_' or '-' (no '/'), got {name!r}")
 
 
 def object_key(digest: str) -> str:
@@ -161,6 +172,91 @@ class Store(ABC):
 
     def list_snapshots(self) -> list[str]:
         return sorted(k.rsplit("/", 1)[-1][: -len(".json")] for k in self._list("snapshots/") if k.endswith(".json"))
+
+    # -- folders (a trained model, a checkpoint) --------------------------------------------------
+    def upload_folder(self, folder: str | Path, name: str, *, chunk_bytes: int = FOLDER_CHUNK_BYTES) -> dict[str, Any]:
+        """Push every file under ``folder`` as one immutable folder snapshot named ``name``.
+
+        Commit protocol as for ingest: content-addressed chunks of at most ``chunk_bytes`` first (read one
+        chunk at a time, so memory stays bounded whatever the file sizes), then the manifest
+        ``folders/<name>/<folder_id>.json`` (every file's size, SHA-256 and chunks), then
+        ``refs/folders/<name>``. An upload that dies part-way leaves only unreferenced chunks: no folder
+        snapshot becomes visible; uploading the same content again writes no new manifest. Returns the manifest.
+        """
+        root = Path(folder)
+        _check_folder_name(name)
+        if not root.is_dir():
+            raise StoreError(f"upload_folder: {str(root)!r} is not a folder; pass the model folder (e.g. <run>/final)")
+        files: list[dict[str, Any]] = []
+        for f in sorted(root.rglob("*")):
+            if not f.is_file():
+                continue
+            whole, chunks, size = hashlib.sha256(), [], 0
+            with f.open("rb") as fh:
+                while block := fh.read(chunk_bytes):
+                    whole.update(block)
+                    size += len(block)
+                    chunks.append(self.put_object(block)[0])
+            files.append({"path": f.relative_to(root).as_posix(), "bytes": size, "sha256": whole.hexdigest(),
+                          "chunks": chunks})
+        if not files:
+            raise StoreError(f"upload_folder: {str(root)!r} holds no file; nothing to upload")
+        folder_id = sha256(canonical_json(files))[:20]
+        manifest = {"format": 1, "kind": "folder", "name": name, "folder_id": folder_id, "files": files,
+                    "bytes": sum(x["bytes"] for x in files), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        key = f"folders/{name}/{folder_id}.json"
+        if not self._exists(key):
+            self._put(key, canonical_json(manifest))
+        else:
+            manifest = json.loads(self._get(key))
+        self._put(f"refs/folders/{name}", folder_id.encode())
+        return manifest
+
+    def list_folders(self, name: str) -> list[str]:
+        """The ids of the committed snapshots of folder ``name`` (sorted)."""
+        _check_folder_name(name)
+        pre = f"folders/{name}/"
+        return sorted(k[len(pre):-len(".json")] for k in self._list(pre) if k.endswith(".json"))
+
+    def download_folder(self, name: str, dest: str | Path, *, folder_id: str = "latest") -> dict[str, Any]:
+        """Write folder snapshot ``name`` (the latest, or ``folder_id``) to ``dest``, checking every file's
+        SHA-256; files are assembled in ``<dest>.partial`` and renamed into place only when all are whole.
+        ``dest`` must not exist. Returns the manifest."""
+        _check_folder_name(name)
+        dest = Path(dest)
+        if dest.exists():
+            raise StoreError(f"download_folder: {str(dest)!r} exists; remove it or pick another destination")
+        if folder_id == "latest":
+            try:
+                folder_id = self._get(f"refs/folders/{name}").decode().strip()
+            except StoreNotFound:
+                raise StoreNotFound(f"{self.description} holds no folder named {name!r}; upload it first") from None
+        try:
+            manifest = json.loads(self._get(f"folders/{name}/{folder_id}.json"))
+        except StoreNotFound:
+            known = ", ".join(self.list_folders(name)[:10]) or "none"
+            raise StoreNotFound(f"{self.description}: folder {name!r} has no snapshot {folder_id!r} (known: {known})") from None
+        tmp = dest.with_name(dest.name + ".partial")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        for entry in manifest["files"]:
+            out = tmp / entry["path"]
+            if ".." in Path(entry["path"]).parts or Path(entry["path"]).is_absolute():
+                raise StoreError(f"{self.description}: folder {name!r} names a file outside it: {entry['path']!r}")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            whole = hashlib.sha256()
+            with out.open("wb") as fh:
+                for d in entry["chunks"]:
+                    block = self.get_object(d)
+                    whole.update(block)
+                    fh.write(block)
+            if whole.hexdigest() != entry["sha256"]:
+                raise StoreError(f"{self.description}: file {entry['path']!r} of folder {name!r} does not match its "
+                                 "recorded SHA-256; upload the folder again")
+        tmp.rename(dest)
+        return manifest
 
     # -- helpers ---------------------------------------------------------------------------------
     def _map(self, fn: Callable[[Any], T], items: list[Any]) -> list[T]:
