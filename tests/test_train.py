@@ -61,7 +61,9 @@ def test_each_algorithm_trains_and_logs_finite_metrics(setup, tmp_path, algo):
 
     model, tr, ev = setup
     cfg = load_config(overrides=_overrides(model, tr, ev, **{"algorithm.name": algo, "train.steps": 3}))
+    had_port = "MASTER_PORT" in os.environ
     summary = train(cfg, output_dir=tmp_path)
+    assert ("MASTER_PORT" in os.environ) == had_port  # no rendezvous variables left for later subprocesses
     rows = _read(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
     keys = [k for k in KEYS if not (algo == "opsd" and k == "clip_frac")] + (TEACHER_KEYS if algo != "grpo" else [])

@@ -60,13 +60,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_RENDEZVOUS_SET: list[str] = []  # the variables init_distributed set itself (no launcher)
+
+
 def init_distributed() -> tuple[int, int, torch.device]:
     """(rank, world_size, device). Works with the deepspeed / torchrun launchers and as one plain process."""
     import deepspeed
 
     if "WORLD_SIZE" not in os.environ:  # one process, no launcher
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+        env = dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+        _RENDEZVOUS_SET[:] = [k for k in env if k not in os.environ]
+        for k in _RENDEZVOUS_SET:
+            os.environ[k] = env[k]
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if not dist.is_initialized():
@@ -77,6 +82,14 @@ def init_distributed() -> tuple[int, int, torch.device]:
         torch.cuda.set_device(local)
         return rank, world, torch.device("cuda", local)
     return rank, world, torch.device("cpu")
+
+
+def forget_rendezvous_env() -> None:
+    """Remove the variables init_distributed set, so that a launcher or subprocess started later by this
+    process (kfp.local, torchrun) does not inherit a port this process holds."""
+    for k in _RENDEZVOUS_SET:
+        os.environ.pop(k, None)
+    _RENDEZVOUS_SET.clear()
 
 
 def deepspeed_config(cfg: RLSDConfig, *, micro_batch: int, grad_accum: int, world: int) -> dict[str, Any]:
@@ -298,6 +311,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
 
     # a failure inside the loop ends the MLflow run as FAILED (KILLED on Ctrl-C)
     with contextlib.ExitStack() as stack:
+        stack.callback(forget_rendezvous_env)
         if tracker is not None:
             stack.enter_context(tracker)
         temp = cfg.rollout.temperature
