@@ -34,6 +34,15 @@ class Rollout:
     logps: torch.Tensor | None = None
 
 
+def encode_prompts(tokenizer: Any, prompts: list[str], num_samples: int,
+                   max_prompt_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, P) left-padded prompt ids and mask, each prompt repeated num_samples times (N = len * num_samples)."""
+    tokenizer.padding_side = "left"
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens,
+                    add_special_tokens=False)
+    return enc.input_ids.repeat_interleave(num_samples, 0), enc.attention_mask.repeat_interleave(num_samples, 0)
+
+
 def sample(
     model: Any,
     tokenizer: Any,

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rlsd.rollout import Rollout
+from rlsd.rollout import Rollout, encode_prompts
 
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
@@ -682,11 +682,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], *, num_samples: int =
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token = tokenizer.eos_token")
-    tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens,
-                    add_special_tokens=False)
-    prompt_ids = enc.input_ids.repeat_interleave(num_samples, 0)
-    prompt_mask = enc.attention_mask.repeat_interleave(num_samples, 0)
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, num_samples, max_prompt_tokens)
     n = prompt_ids.shape[0]
     bs = generation_batch_size or n
     eng = get_engine(model)

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from rlsd.rollout import Rollout
+from rlsd.rollout import Rollout, encode_prompts
 
 
 def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id: int | list[int] | None) -> torch.Tensor:
@@ -26,11 +26,7 @@ def hf_sample(model: Any, tokenizer: Any, prompts: list[str], *, num_samples: in
               temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
               max_prompt_tokens: int = 512, generation_batch_size: int = 0) -> Rollout:
     device = next(model.parameters()).device
-    tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens,
-                    add_special_tokens=False)
-    prompt_ids = enc.input_ids.repeat_interleave(num_samples, 0)
-    prompt_mask = enc.attention_mask.repeat_interleave(num_samples, 0)
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, prompts, num_samples, max_prompt_tokens)
     n = prompt_ids.shape[0]
     bs = generation_batch_size or n
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
