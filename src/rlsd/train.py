@@ -11,8 +11,10 @@
 - grpo_opsd: grpo loss + opsd_alpha * opsd loss.
 
 Where this departs from the paper / released code (all settings where they matter):
-- Delta_t uses the rollout (old) log-probs, recomputed by the trainer; with one optimizer step per rollout
-  batch this equals the current policy's log-prob (the released code's choice).
+- Delta_t and the PPO ratio's old log-probs are the detached log-probs of the training forward itself:
+  with one optimizer step per rollout batch the rollout policy IS the current policy, so no separate
+  old-log-prob pass is run (the released code's choice of the current policy's log-prob). Setting
+  ``rollout.old_logps_from: sampler`` uses the sampler's log-probs instead; the mismatch is logged.
 - Log-probs of policy and teacher are taken from logits divided by the sampling temperature (the
   distribution that was sampled from), as TRL does; at temperature 1.0 (the paper's) this changes nothing.
 - The loss of each micro-batch / rank is normalised by the GLOBAL token (or sequence) count, so micro-batches
