@@ -48,6 +48,7 @@ import torch.distributed as dist
 
 from rlsd import core
 from rlsd.config import RLSDConfig
+from rlsd.data.store import file_sha256
 from rlsd.prompts import assert_no_leak, render, student_text, teacher_text
 from rlsd.tasks import Task, read_tasks
 
@@ -555,19 +556,9 @@ def _set_rng_state(s: dict[str, Any]) -> None:
     np.random.set_state(s["numpy"])
 
 
-def _sha256_file(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _checkpoint_files(path: Path) -> dict[str, str]:
     """{relative file name: sha256} of every file of a checkpoint folder except its trainer_state.json."""
-    return {f.relative_to(path).as_posix(): _sha256_file(f) for f in sorted(path.rglob("*"))
+    return {f.relative_to(path).as_posix(): file_sha256(f) for f in sorted(path.rglob("*"))
             if f.is_file() and not f.name.startswith("trainer_state.json")}
 
 

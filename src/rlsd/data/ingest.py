@@ -48,7 +48,7 @@ from typing import Any
 
 from rlsd.config import IngestConfig, RLSDConfig
 from rlsd.data.redact import Redactor
-from rlsd.data.store import Store, canonical_json, open_store, sha256
+from rlsd.data.store import Store, canonical_json, file_sha256, open_store, sha256
 
 MANUAL_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
                    ".txt": "text", ".text": "text", ".pdf": "pdf"}
@@ -511,14 +511,6 @@ def _map_keys(raw: dict[Any, Any]) -> tuple[dict[str, Any], list[str]]:
         elif name not in out or out[name] in (None, ""):
             out[name] = v
     return out, unknown
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _iter_lines(fh: Any, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
