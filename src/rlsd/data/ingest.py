@@ -25,16 +25,18 @@ including the quarantined raw records.
 Memory is bounded whatever the input size: ticket exports are read one line at a time (a line over
 ``ingest.max_ticket_line_bytes`` is quarantined, skipped in 1 MiB reads), a manual over
 ``ingest.max_manual_bytes`` is quarantined unread, and objects are written in batches of
-``FLUSH_BYTES`` / ``FLUSH_OBJECTS`` as files are parsed; what stays in memory is one file's sections,
-per-ticket (hash, updated) pairs and the manifest itself. The manifest and ``refs/latest`` are still
-written last, so an ingest that fails leaves only unreferenced objects.
+``FLUSH_BYTES`` / ``FLUSH_OBJECTS`` as files are parsed; what stays in memory is one file's sections, one
+write batch and the quarantined records. The record index (id -> object hash, for the store's
+previous snapshot and for this ingest's winners) lives in a SQLite file in a temporary folder and is
+written as sharded objects (rlsd.data.index), so memory does not grow with the number of records.
+The index shards, the manifest and ``refs/latest`` are written last, so an ingest that fails leaves
+only unreferenced objects.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import io
 import json
 import re
@@ -47,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from rlsd.config import IngestConfig, RLSDConfig
+from rlsd.data.index import WorkIndex, micros, read_index, write_index
 from rlsd.data.redact import Redactor
 from rlsd.data.store import Store, canonical_json, file_sha256, open_store, sha256
 
@@ -706,21 +709,27 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
 
     prev_id = store.latest()
     prev = store.read_manifest(prev_id) if prev_id else None
-    prev_sections: dict[str, str] = dict(prev["sections"]) if prev else {}
-    prev_tickets: dict[str, list[str]] = dict(prev["tickets"]) if prev else {}
-    known = set(prev_sections.values()) | {v[0] for v in prev_tickets.values()}
+    with WorkIndex() as work:
+        if prev:
+            work.load_previous(store, prev, parse_time)
+        return _ingest_into(cfg, store, work, prev_id, prev, manual_files, ticket_files, skipped_m + skipped_t,
+                            redactor, progress, t0)
 
+
+def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | None, prev: dict[str, Any] | None,
+                 manual_files: list[Path], ticket_files: list[Path], skipped: list[str], redactor: Redactor,
+                 progress: bool, t0: float) -> dict[str, Any]:
     reports: list[SourceReport] = []
     quarantined: list[dict[str, Any]] = []
     # Objects are written as the files are read, in batches (bounded memory whatever the input size);
-    # the manifest and the pointer still come last, so a failure leaves no visible snapshot.
+    # the index shards, the manifest and the pointer come last, so a failure leaves no visible snapshot.
     objects_written = 0
     blobs: dict[str, bytes] = {}
     blob_bytes = 0
 
     def flush() -> None:
         nonlocal objects_written, blob_bytes
-        objects_written += store.put_objects(blobs, known=known)
+        objects_written += store.put_objects(blobs, known=work)
         blobs.clear()
         blob_bytes = 0
 
@@ -737,7 +746,6 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         bar = tqdm(total=len(manual_files) + len(ticket_files), desc="ingest", unit="file")
 
     # -- manuals: a re-ingested document replaces all of its sections ------------------------------
-    sections: dict[str, str] = dict(prev_sections)
     doc_source: dict[str, str] = {}
     for f in manual_files:
         secs, q, rep = parse_manual(f, cfg=cfg.ingest, redactor=redactor)
@@ -750,12 +758,13 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
             secs = []
         if secs:
             doc_source[doc] = str(f)
-            sections = {k: v for k, v in sections.items() if not k.startswith(doc + "/") and k != doc}
+            entries = []
             for s in secs:
                 b = canonical_json(s)
                 d = sha256(b)
                 add_blob(d, b)
-                sections[s["id"]] = d
+                entries.append((s["id"], d))
+            work.replace_document(doc, entries)
         reports.append(rep)
         quarantined += q
         del secs
@@ -765,32 +774,34 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
             bar.update()
 
     # -- tickets: latest `updated` wins across files and against the store -------------------------
-    # Only (digest, updated, where, report) is kept per ticket; its bytes wait in the write batch. A
+    # The winning version of each id is kept in the work index; its bytes wait in the write batch. A
     # ticket superseded by a later file after its batch was written leaves an unreferenced object.
-    winners: dict[str, tuple[str, str, str, SourceReport, dt.datetime, bool]] = {}
     pending: dict[str, bytes] = {}  # digest -> bytes of winners not yet written
     for f in ticket_files:
         rep = ticket_report(f)
         reports.append(rep)
+        src = len(reports) - 1
         for ticket, where in iter_tickets(f, cfg=cfg.ingest, redactor=redactor, rep=rep, quarantined=quarantined):
-            tid, upd = ticket["id"], parse_time(ticket["updated"])
+            tid, updated = ticket["id"], ticket["updated"]
+            ts = micros(parse_time(updated))
             b = canonical_json(ticket)
             d = sha256(b)
-            old = winners.get(tid)
+            old = work.winner(tid)
             if old is not None:
-                newer = upd >= old[4]
-                lwhere, lrep, lupd = (old[2], old[3], old[1]) if newer else (where, rep, ticket["updated"])
-                wwhere, wrep, wupd = (where, rep, ticket["updated"]) if newer else (old[2], old[3], old[1])
+                o_digest, o_updated, o_ts, o_src, o_where = old
+                newer = ts >= o_ts
+                lwhere, lrep, lupd = (o_where, reports[o_src], o_updated) if newer else (where, rep, updated)
+                wwhere, wrep, wupd = (where, rep, updated) if newer else (o_where, reports[o_src], o_updated)
                 reason = (f"duplicate id: {tid!r} superseded by {wrep.path} {wwhere} (updated {wupd} vs {lupd})")
                 lrep.quarantined += 1
                 lrep.reasons[_reason_key(reason)] += 1
                 quarantined.append({"source": lrep.path, "where": lwhere, "id": tid, "reason": reason})
                 if not newer:
                     continue
-                pending.pop(old[0], None)
-            winners[tid] = (d, ticket["updated"], where, rep, upd, bool(ticket.get("resolution_verified")))
-            stored = prev_tickets.get(tid)
-            if stored is None or parse_time(stored[1]) < upd:
+                pending.pop(o_digest, None)
+            work.set_winner(tid, d, updated, ts, src, where, bool(ticket.get("resolution_verified")))
+            stored = work.stored_ticket(tid)
+            if stored is None or stored[2] < ts:
                 pending[d] = b
                 blob_bytes += len(b)
             if blob_bytes >= FLUSH_BYTES or len(pending) + len(blobs) >= FLUSH_OBJECTS:
@@ -802,33 +813,30 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
     if bar:
         bar.close()
 
-    tickets_map: dict[str, list[str]] = dict(prev_tickets)
     new_tickets = updated_tickets = new_verified = 0
-    for tid, (d, updated, where, rep, upd, verified) in winners.items():
-        old = prev_tickets.get(tid)
-        if old is not None:
-            old_upd = parse_time(old[1])
-            if upd < old_upd:
-                reason = f"older than stored version: {tid!r} updated {updated} < stored {old[1]}"
+    for tid, d, updated, ts, src, where, verified, s_updated, s_ts in work.winners_against_stored():
+        rep = reports[src]
+        if s_ts is not None:
+            if ts < s_ts:
+                reason = f"older than stored version: {tid!r} updated {updated} < stored {s_updated}"
                 rep.quarantined += 1
                 rep.reasons[_reason_key(reason)] += 1
                 quarantined.append({"source": rep.path, "where": where, "id": tid, "reason": reason})
                 continue
-            if upd == old_upd:
+            if ts == s_ts:
                 rep.stored += 1  # same id and updated time: the stored version stands
                 continue
-        tickets_map[tid] = [d, updated]
+        work.put_ticket(tid, d, updated, ts)
         rep.stored += 1
-        new_tickets += old is None
-        updated_tickets += old is not None
+        new_tickets += s_ts is None
+        updated_tickets += s_ts is not None
         new_verified += verified  # new or updated, and verified: retraining material
-    del winners
 
     for rep in reports:
         if not rep.reconciled:  # a bug, never a silent drop
             raise IngestError(f"{rep.path}: read {rep.read} != stored {rep.stored} + quarantined {rep.quarantined}")
 
-    # -- the last objects, then the manifest, then the pointer ------------------------------------
+    # -- the last objects, the index shards, then the manifest, then the pointer -------------------
     blobs.update(pending)
     pending.clear()
     flush()
@@ -837,10 +845,11 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         qb = canonical_json(quarantined)
         q_digest, w = store.put_object(qb)
         objects_written += w
-    content_hash = _canonical_sha256({"sections": sections, "tickets": tickets_map})
+    index, content_hash, w = write_index(store, work)
+    objects_written += w
     unchanged = prev is not None and prev.get("content_hash") == content_hash
     counts = {
-        "sections": len(sections), "tickets": len(tickets_map), "new_tickets": new_tickets,
+        "sections": index["sections"]["count"], "tickets": index["tickets"]["count"], "new_tickets": new_tickets,
         "updated_tickets": updated_tickets, "new_verified_tickets": new_verified, "quarantined": len(quarantined),
         "read": sum(r.read for r in reports), "stored": sum(r.stored for r in reports),
         "redactions": dict(sum((r.redactions for r in reports), Counter())),
@@ -852,11 +861,11 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
     else:
         snapshot_id = sha256(f"{content_hash}:{prev_id or ''}".encode())[:20]
         manifest = {
-            "format": 1, "snapshot_id": snapshot_id, "previous": prev_id, "content_hash": content_hash,
+            "format": 2, "snapshot_id": snapshot_id, "previous": prev_id, "content_hash": content_hash,
             "created": format_time(dt.datetime.now(dt.UTC)),
             "sources": [{"path": r.path, "sha256": r.sha256, "bytes": r.bytes, "read": r.read, "stored": r.stored,
                          "quarantined": r.quarantined} for r in reports],
-            "counts": counts, "quarantine": q_digest, "sections": sections, "tickets": tickets_map,
+            "counts": counts, "quarantine": q_digest, "index": index,
         }
         store.write_manifest(manifest)
         store.set_latest(snapshot_id)
@@ -864,28 +873,20 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
         "snapshot_id": snapshot_id, "previous": prev_id, "unchanged": unchanged,
         "new_verified_tickets": new_verified,
         "store": store.description, "sources": [r.to_dict() for r in reports],
-        "skipped_files": skipped_m + skipped_t, "counts": counts, "objects_written": objects_written,
+        "skipped_files": skipped, "counts": counts, "objects_written": objects_written,
         "bytes_read": sum(r.bytes for r in reports), "quarantine": q_digest, "quarantined": quarantined,
         "seconds": time.perf_counter() - t0,
     }
 
 
-def _canonical_sha256(obj: Any) -> str:
-    """sha256(canonical_json(obj)) without building the whole encoding in memory (same bytes, in pieces)."""
-    h = hashlib.sha256()
-    enc = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    for piece in enc.iterencode(obj):
-        h.update(piece.encode("utf-8"))
-    return h.hexdigest()
-
-
 def load_snapshot(store: Store, snapshot: str = "latest") -> tuple[dict[str, Any], list[dict], list[dict]]:
-    """(manifest, sections, tickets) of a snapshot, records in id order."""
+    """(manifest, sections, tickets) of a snapshot, records in id order (every record in memory)."""
     man = store.read_manifest(snapshot)
-    sec_objs = store.get_json_objects(man["sections"].values())
-    tick_objs = store.get_json_objects(v[0] for v in man["tickets"].values())
-    sections = [sec_objs[man["sections"][k]] for k in sorted(man["sections"])]
-    tickets = [tick_objs[man["tickets"][k][0]] for k in sorted(man["tickets"])]
+    sec_index, tick_index = read_index(store, man, "sections"), read_index(store, man, "tickets")
+    sec_objs = store.get_json_objects(sec_index.values())
+    tick_objs = store.get_json_objects(v[0] for v in tick_index.values())
+    sections = [sec_objs[sec_index[k]] for k in sorted(sec_index)]
+    tickets = [tick_objs[tick_index[k][0]] for k in sorted(tick_index)]
     return man, sections, tickets
 
 

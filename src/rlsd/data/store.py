@@ -5,7 +5,8 @@ Layout (the same keys on both back ends)::
     objects/<sha[:2]>/<sha>      one JSON record (a manual section, a ticket, a quarantine list);
                                  the name is the SHA-256 of the bytes, so identical content is one object
     snapshots/<snapshot_id>.json the manifest of one ingest: sources and their hashes, counts,
-                                 the previous snapshot, and every record id -> object hash
+                                 the previous snapshot, and the shard objects of its record index
+                                 (record id -> object hash; see rlsd.data.index)
     refs/latest                  the id of the newest committed snapshot
     folders/<name>/<id>.json     a pushed folder (a trained model): files -> size, SHA-256, chunk objects
     refs/folders/<name>          the id of the newest pushed snapshot of that folder
@@ -31,7 +32,7 @@ import re
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -120,10 +121,9 @@ class Store(ABC):
         self._put(key, data)
         return digest, True
 
-    def put_objects(self, blobs: dict[str, bytes], *, known: Iterable[str] = ()) -> int:
+    def put_objects(self, blobs: dict[str, bytes], *, known: Container[str] = ()) -> int:
         """Store many ``{digest: bytes}``; digests in ``known`` are taken to exist already (they are
         referenced by a committed snapshot). Returns the number of objects written."""
-        known = set(known)
         todo = [(d, b) for d, b in blobs.items() if d not in known]
         for d, b in todo:
             if sha256(b) != d:
