@@ -8,7 +8,8 @@ Inputs are generated on the fly into a temporary folder (deleted afterwards): ``
 (ru_maxrss is a process high-water mark), ingesting into a local folder store, and reports its peak RSS
 and wall time; the target is a peak RSS flat in the input size, so the script prints the ratio of the
 largest size's peak to the smallest's (1.0 = perfectly flat; the input grows by sizes[-1] / sizes[0]).
-What remains O(records) by design: the snapshot manifest (one id -> hash entry per section and ticket).
+The record index (id -> object hash) is built in a SQLite scratch file and written as shards
+(rlsd.data.index), so it does not grow the peak either; its page cache is capped at 16 MB.
 """
 
 from __future__ import annotations

