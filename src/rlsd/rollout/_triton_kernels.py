@@ -107,9 +107,10 @@ def act_mul_kernel(gu, out, F, s_gb, s_ob, ACT: tl.constexpr, BLOCK: tl.constexp
     m = f < F
     g = tl.load(gu + b * s_gb + f, mask=m, other=0.0).to(tl.float32)
     u = tl.load(gu + b * s_gb + F + f, mask=m, other=0.0).to(tl.float32)
-    if ACT == 0:  # silu
-        a = g / (1.0 + tl.exp(-g))
-    else:  # gelu, tanh form; tanh(z) = 2 / (1 + exp(-2 z)) - 1
+    if ACT == 0:  # silu; the exponent is capped (exp(80) is finite in float32; the result is ~0 there)
+        a = g / (1.0 + tl.exp(tl.minimum(-g, 80.0)))
+    else:  # gelu, tanh form: 0.5 g (1 + tanh(z)) = g / (1 + exp(-2 z)); tanh saturated beyond |z| = 20
         z = 0.7978845608028654 * (g + 0.044715 * g * g * g)
-        a = 0.5 * g * (2.0 / (1.0 + tl.exp(-2.0 * z)))
+        z = tl.minimum(tl.maximum(z, -20.0), 20.0)
+        a = g / (1.0 + tl.exp(-2.0 * z))
     tl.store(out + b * s_ob + f, (a * u).to(out.dtype.element_ty), mask=m)

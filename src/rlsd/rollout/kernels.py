@@ -54,7 +54,10 @@ def _next_pow2(n: int) -> int:
 
 def importable() -> bool:
     """True when the ``triton`` package can be imported (it is not imported here)."""
-    return importlib.util.find_spec("triton") is not None
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # a broken or blocked install
+        return False
 
 
 def _interpret_env() -> bool:
