@@ -21,6 +21,14 @@ module runs the model's forward pass itself, over the model's own live parameter
   output index live in device tensors that the captured step advances itself, so a decode loop is a
   sequence of ``replay()`` calls. **The CUDA-graph path has not yet been run on a GPU** (it was written
   in a session without one); ``benchmarks/gpu_rollout_check.sh`` is the prepared check for it.
+- decode kernels (``rollout.kernels``: auto | triton | torch; ``Engine.set_kernels``): with ``triton``
+  (auto's choice on CUDA when triton imports) a decode layer is 9 launches: RMSNorm, QKV GEMM,
+  ``rlsd.rollout.kernels.rope_cache_write`` (rotation + cache write), ``decode_attention`` (grouped KV
+  heads, float32 online softmax over the live columns only), O GEMM + residual, RMSNorm, gate/up GEMM,
+  ``silu_mul``, down GEMM + residual; with ``torch`` ~21 (counted on CPU: 659 vs 293 launches per step
+  for the 135M shape, ``benchmarks/results/rollout_ops.md``). The prefill is the same either way. The
+  kernels are tested on CPU in Triton's interpreter (float32: same greedy tokens, log-probs within 1e-5)
+  and compiled for sm_80 / sm_90 in CI; **their GPU results and speed are unmeasured** (same script).
 
 ZeRO: under DeepSpeed ZeRO 0-2 every rank holds full parameters, which are read in place (a
 DeepSpeedEngine is unwrapped through ``.module``). Under ZeRO-3 parameters are partitioned: ``sample``
