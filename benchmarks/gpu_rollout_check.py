@@ -312,6 +312,7 @@ def main() -> int:
     sections = (("kernels", lambda d: kernel_checks(d, a.kernel_batch)),
                 ("fp32", lambda d: fp32_checks(d, a.new_tokens or 100)),
                 ("bf16", lambda d: bf16_mismatch(d, a.bf16_layers, a.new_tokens or 128, a.bf16_rows)))
+    t0 = time.perf_counter()
     for name, fn in sections:
         try:
             fn(a.device)
@@ -320,8 +321,11 @@ def main() -> int:
 
             traceback.print_exc()
             check(f"{name}_section_ran", False, f"{type(e).__name__}: {e}"[:300])
-    if a.json:
-        Path(a.json).write_text(json.dumps(RESULTS, indent=1))
+        RESULTS.setdefault("section_s", {})[name] = round(time.perf_counter() - t0, 1)
+        print(f"INFO section {name} took {RESULTS['section_s'][name]} s", flush=True)
+        t0 = time.perf_counter()
+        if a.json:  # after every section: a timeout still leaves the finished sections' results
+            Path(a.json).write_text(json.dumps(RESULTS, indent=1))
     return 0 if all(c["pass"] for c in RESULTS["checks"].values()) else 1
 
 
