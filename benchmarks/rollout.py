@@ -4,14 +4,16 @@ For each model shape and batch size: random-init weights, random prompts of --pr
 EOS (every row runs the full --new-tokens), plain sampling (temperature 1, no top-k / top-p) in both
 engines. Also prints the memory bound of a decode step (the bytes it must move, from
 ``rlsd.rollout.engine.memory_bytes_per_step`` at the average live cache length, over the copy bandwidth
-measured in the same run) and the engine's fraction of it.
+measured in the same run) and the engine's fraction of it. ``--kernels`` times the engine once per decode
+kernel setting (rollout.kernels: torch ops, or rlsd.rollout.kernels' Triton kernels), one row each, against
+the same ``generate`` timing.
 
     # CPU (the committed benchmarks/results/rollout_cpu.md)
     OMP_NUM_THREADS=1 python benchmarks/rollout.py --models tiny --batches 64,256,1024 --new-tokens 64 \
         --prompt-tokens 32 --out benchmarks/results/rollout_cpu.md
     # GPU (inside benchmarks/gpu_rollout_check.sh)
     python benchmarks/rollout.py --models tiny,smollm2 --batches 64,256,1024 --new-tokens 256 \
-        --prompt-tokens 128 --dtype bfloat16 --out benchmarks/results/rollout_gpu.md
+        --prompt-tokens 128 --dtype bfloat16 --kernels torch,triton --out benchmarks/results/rollout_gpu.md
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default=None, help="float32 | bfloat16 (default: bfloat16 on cuda, float32 on cpu)")
     ap.add_argument("--no-generate", action="store_true", help="time only the engine")
+    ap.add_argument("--kernels", default="auto",
+                    help="comma list of rollout.kernels settings to time (torch, triton); auto: torch,triton where "
+                         "the Triton kernels can run on the device, else torch")
     ap.add_argument("--repeats", type=int, default=2,
                     help="timed calls of each engine, alternating; the fastest counts (shared machines are noisy)")
     ap.add_argument("--out", default=None, help="append the markdown table to this file")
@@ -103,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                               else "float32")]
     import transformers
 
+    from rlsd.rollout import kernels as K
+
+    kernel_sets = (["torch", "triton"] if K.available(device) else ["torch"]) if a.kernels == "auto" else \
+        [k.strip() for k in a.kernels.split(",")]
     bw = copy_bandwidth(device)
     gpu = torch.cuda.get_device_name() if device == "cuda" else None
     cpu = platform.processor() or platform.machine()
@@ -115,23 +124,24 @@ def main(argv: list[str] | None = None) -> int:
             f"dtype {str(dtype).split('.')[-1]}, prompt {a.prompt_tokens} tokens, {a.new_tokens} new tokens, sampling "
             f"T=1, no EOS; measured copy bandwidth {bw / 1e9:.1f} GB/s",
             "",
-            "| model | batch | engine tok/s | generate tok/s | speedup | engine ms/step | generate ms/step | "
+            "| model | batch | kernels | engine tok/s | generate tok/s | speedup | engine ms/step | generate ms/step | "
             "bound ms/step | engine % of bound | first call s (capture) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(head), flush=True)
     rows: list[str] = []
     records: list[dict] = []
     P, T = a.prompt_tokens, a.new_tokens
     for name in a.models.split(","):
         model = build(name, dtype, device)
-        eng = E.get_engine(model)
-        eng.refresh()
+        engines = {k: E.Engine(model, kernels=k) for k in kernel_sets}  # one cache and graph set each
+        for eng in engines.values():
+            eng.refresh()
         for B in [int(b) for b in a.batches.split(",")]:
             g = torch.Generator().manual_seed(B)
             ids = torch.randint(2, model.config.vocab_size, (B, P), generator=g)
             mask = torch.ones_like(ids)
 
-            def run_engine(eng=eng, ids=ids, mask=mask):
+            def run_engine(eng, ids=ids, mask=mask):
                 eng.generate(ids, mask, max_new_tokens=T, temperature=1.0, eos_ids=(), pad_id=0)
 
             ids_d, mask_d = ids.to(device), mask.to(device)
@@ -141,25 +151,32 @@ def main(argv: list[str] | None = None) -> int:
                     model.generate(input_ids=ids_d, attention_mask=mask_d, max_new_tokens=n, min_new_tokens=n,
                                    do_sample=True, temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0)
 
-            first = time_call(run_engine, device)  # allocates the cache, captures the graphs on CUDA
+            # first calls allocate the cache and capture the graphs on CUDA (and compile the Triton kernels)
+            first = {k: time_call(lambda e=e: run_engine(e), device) for k, e in engines.items()}
             if not a.no_generate:
                 run_generate(2)
-            t_eng = t_gen = float("inf")
+            t_eng = dict.fromkeys(engines, float("inf"))
+            t_gen = float("inf")
             for _ in range(max(1, a.repeats)):
-                t_eng = min(t_eng, time_call(run_engine, device))
+                for k, e in engines.items():
+                    t_eng[k] = min(t_eng[k], time_call(lambda e=e: run_engine(e), device))
                 if not a.no_generate:
                     t_gen = min(t_gen, time_call(run_generate, device))
             t_gen = float("nan") if a.no_generate else t_gen
             bound = E.memory_bytes_per_step(model, B, P + (T + 1) / 2) / bw
-            ms_e, ms_g = 1e3 * t_eng / T, 1e3 * t_gen / T
-            row = (f"| {name} | {B} | {B * T / t_eng:,.0f} | {B * T / t_gen:,.0f} | {t_gen / t_eng:.1f}x | {ms_e:.2f} | "
-                   f"{ms_g:.2f} | {1e3 * bound:.3f} | {100 * 1e3 * bound / ms_e:.1f}% | {first:.2f} |")
-            print(row, flush=True)
-            rows.append(row)
-            records.append(dict(model=name, batch=B, engine_tok_s=B * T / t_eng, generate_tok_s=B * T / t_gen,
-                                speedup=t_gen / t_eng, engine_ms_step=ms_e, generate_ms_step=ms_g,
-                                bound_ms_step=1e3 * bound, frac_of_bound=1e3 * bound / ms_e, first_call_s=first))
-        del model, eng
+            ms_g = 1e3 * t_gen / T
+            for k, te in t_eng.items():
+                ms_e = 1e3 * te / T
+                row = (f"| {name} | {B} | {k} | {B * T / te:,.0f} | {B * T / t_gen:,.0f} | {t_gen / te:.1f}x | "
+                       f"{ms_e:.2f} | {ms_g:.2f} | {1e3 * bound:.3f} | {100 * 1e3 * bound / ms_e:.1f}% | "
+                       f"{first[k]:.2f} |")
+                print(row, flush=True)
+                rows.append(row)
+                records.append(dict(model=name, batch=B, kernels=k, engine_tok_s=B * T / te,
+                                    generate_tok_s=B * T / t_gen, speedup=t_gen / te, engine_ms_step=ms_e,
+                                    generate_ms_step=ms_g, bound_ms_step=1e3 * bound, frac_of_bound=1e3 * bound / ms_e,
+                                    first_call_s=first[k]))
+        del model, engines
         if device == "cuda":
             torch.cuda.empty_cache()
     if a.out:

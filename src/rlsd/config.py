@@ -84,6 +84,9 @@ class RolloutConfig:
     generation_batch_size: int = 0
     # auto: our engine where the architecture is supported, transformers' generate otherwise.
     engine: Literal["auto", "graph", "generate"] = "auto"
+    # Decode-step kernels of rlsd's engine: auto = Triton on CUDA where triton imports, torch ops otherwise;
+    # triton = Triton (an error where it cannot run); torch = torch ops.
+    kernels: Literal["auto", "triton", "torch"] = "auto"
     # Old log-probs in the PPO ratio: recomputed by the trainer (default) or taken from the sampler.
     old_logps_from: Literal["trainer", "sampler"] = "trainer"
     # Seed each prompt's group on its own: rollouts then do not depend on how prompts are split over

@@ -147,6 +147,7 @@ def _passes(s: float | None) -> bool:
 def evaluate_model(model_path: str | Path, tasks: list[Task], *, k: int = 4, max_new_tokens: int = 64,
                    temperature: float = 1.0, seed: int = 0, chat_template: bool = False,
                    teacher_template: str | None = None, engine: str = "generate", num_samples: int = 0,
+                   kernels: str = "auto",
                    batch_size: int = 64, leak_ngram: int = LEAK_NGRAM, response_prefix: str = "") -> dict[str, Any]:
     """Greedy pass@1, sampled pass@1 and pass@k (n = max(k, num_samples) samples per task), per
     answer type and per task; the teacher's greedy pass@1 when ``teacher_template`` is given; the
@@ -175,7 +176,7 @@ def evaluate_model(model_path: str | Path, tasks: list[Task], *, k: int = 4, max
         for s in tqdm(range(0, len(ps), step), desc=f"eval {'greedy' if greedy else f'{num} samples'}",
                       leave=False, disable=len(ps) <= step):
             r = sample(model, tok, ps[s:s + step], num_samples=num, max_new_tokens=max_new_tokens,
-                       temperature=temperature, greedy=greedy, engine=engine)
+                       temperature=temperature, greedy=greedy, engine=engine, kernels=kernels)
             texts.extend(response_prefix + x for x in r.texts)  # the verifier reads the whole reply
         return texts
 
@@ -276,6 +277,7 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(k=ev.k, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, seed=ev.seed,
               chat_template=cfg.model.chat_template, teacher_template=cfg.teacher.template, engine=cfg.rollout.engine,
+              kernels=cfg.rollout.kernels,
               response_prefix=cfg.model.response_prefix,
               num_samples=getattr(ev, "num_samples", 0), leak_ngram=getattr(ev, "leak_ngram", LEAK_NGRAM))
     cand = evaluate_model(candidate, tasks, **kw)

@@ -497,7 +497,7 @@ def _sample(sample_fn: Any, model: Any, tokenizer: Any, prompts: list[str], cfg:
     r = cfg.rollout
     return sample_fn(model, tokenizer, prompts, num_samples=r.group_size, max_new_tokens=r.max_new_tokens,
                      temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_prompt_tokens=r.max_prompt_tokens,
-                     generation_batch_size=r.generation_batch_size, engine=r.engine)
+                     generation_batch_size=r.generation_batch_size, engine=r.engine, kernels=r.kernels)
 
 
 def _concat_rollouts(parts: list[Any], pad_id: int) -> Any:
@@ -531,7 +531,8 @@ def quick_eval(policy: Any, tokenizer: Any, tasks: list[Task], cfg: RLSDConfig, 
     policy.eval()
     with gathered(policy, zero_stage):
         ro = sample(policy, tokenizer, prompts, num_samples=1, max_new_tokens=cfg.rollout.max_new_tokens, greedy=True,
-                    max_prompt_tokens=cfg.rollout.max_prompt_tokens, engine=cfg.rollout.engine)
+                    max_prompt_tokens=cfg.rollout.max_prompt_tokens, engine=cfg.rollout.engine,
+                    kernels=cfg.rollout.kernels)
     policy.train(was)
     scores = [score(t, cfg.model.response_prefix + x) or 0.0 for t, x in zip(tasks, ro.texts)]
     return float(np.mean(scores)) if scores else float("nan")

@@ -358,3 +358,20 @@ def test_samples_of_one_prompt_share_one_prefill(monkeypatch):
     assert reps == [3]
     w = ref.completion_ids.shape[1]
     assert torch.equal(got.completion_ids[:, :w] * got.completion_mask[:, :w], ref.completion_ids * ref.completion_mask)
+
+
+def test_triton_kernels_where_unavailable_fail_naming_the_fix(monkeypatch):
+    from rlsd.config import ConfigError, load_config
+    from rlsd.rollout import kernels as K
+
+    model, tok = tiny("llama")
+    monkeypatch.setattr(K, "importable", lambda: False)
+    assert not K.available("cpu") and not K.available("cuda")
+    with pytest.raises(ValueError, match=r"rollout.kernels=triton cannot run on cpu: triton is not installed.*"
+                                         r"pip install triton.*rollout.kernels=torch"):
+        E.sample(model, tok, PROMPTS[:1], max_new_tokens=2, greedy=True, kernels="triton")
+    r = E.sample(model, tok, PROMPTS[:1], max_new_tokens=2, greedy=True, kernels="auto")  # auto: torch ops
+    assert r.completion_ids.shape == (1, 2) and not E.get_engine(model).use_kernels
+    assert load_config(overrides=["rollout.kernels=torch"]).rollout.kernels == "torch"
+    with pytest.raises(ConfigError, match="rollout.kernels must be one of auto | triton | torch"):
+        load_config(overrides=["rollout.kernels=cuda"])

@@ -57,15 +57,19 @@ def sample(
     max_prompt_tokens: int = 512,
     generation_batch_size: int = 0,
     engine: str = "generate",
+    kernels: str = "auto",
 ) -> Rollout:
-    """Sample ``num_samples`` completions for every prompt (texts, already rendered)."""
+    """Sample ``num_samples`` completions for every prompt (texts, already rendered).
+
+    kernels (rlsd's engine only): auto | triton | torch, the decode step's kernels (see rollout.kernels)."""
     if engine in ("auto", "graph"):
         from rlsd.rollout import engine as eng
 
         if engine == "graph" or eng.supports(model):
             return eng.sample(model, tokenizer, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens,
                               temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy,
-                              max_prompt_tokens=max_prompt_tokens, generation_batch_size=generation_batch_size)
+                              max_prompt_tokens=max_prompt_tokens, generation_batch_size=generation_batch_size,
+                              kernels=kernels)
     from rlsd.rollout.hf import hf_sample
 
     return hf_sample(model, tokenizer, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens,

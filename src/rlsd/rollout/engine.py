@@ -21,6 +21,14 @@ module runs the model's forward pass itself, over the model's own live parameter
   output index live in device tensors that the captured step advances itself, so a decode loop is a
   sequence of ``replay()`` calls. **The CUDA-graph path has not yet been run on a GPU** (it was written
   in a session without one); ``benchmarks/gpu_rollout_check.sh`` is the prepared check for it.
+- decode kernels (``rollout.kernels``: auto | triton | torch; ``Engine.set_kernels``): with ``triton``
+  (auto's choice on CUDA when triton imports) a decode layer is 9 launches: RMSNorm, QKV GEMM,
+  ``rlsd.rollout.kernels.rope_cache_write`` (rotation + cache write), ``decode_attention`` (grouped KV
+  heads, float32 online softmax over the live columns only), O GEMM + residual, RMSNorm, gate/up GEMM,
+  ``silu_mul``, down GEMM + residual; with ``torch`` ~21 (counted on CPU: 659 vs 293 launches per step
+  for the 135M shape, ``benchmarks/results/rollout_ops.md``). The prefill is the same either way. The
+  kernels are tested on CPU in Triton's interpreter (float32: same greedy tokens, log-probs within 1e-5)
+  and compiled for sm_80 / sm_90 in CI; **their GPU results and speed are unmeasured** (same script).
 
 ZeRO: under DeepSpeed ZeRO 0-2 every rank holds full parameters, which are read in place (a
 DeepSpeedEngine is unwrapped through ``.module``). Under ZeRO-3 parameters are partitioned: ``sample``
@@ -214,7 +222,7 @@ class Engine:
     """Runs one supported model. Build with ``get_engine(model)`` (cached per model object)."""
 
     def __init__(self, model: Any, *, bucket: int | None = None, use_graphs: bool | None = None,
-                 check_every: int = 8):
+                 check_every: int = 8, kernels: str = "auto"):
         reason = why_unsupported(model)
         if reason is not None:
             raise ValueError(f"rollout engine 'graph' cannot run this model: {reason}")
@@ -246,6 +254,34 @@ class Engine:
         self._fingerprint: tuple | None = None
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self.state: _State | None = None
+        self.kernels_setting, self.use_kernels = "", False
+        self.set_kernels(kernels)
+
+    def set_kernels(self, setting: str) -> None:
+        """``auto``: the Triton decode kernels (rlsd.rollout.kernels) on CUDA where triton imports, torch ops
+        otherwise; ``triton``: the kernels (an error naming the fix where they cannot run; on CPU they run
+        only in Triton's interpreter, for tests); ``torch``: torch ops. Captured graphs are dropped on change."""
+        from rlsd.rollout import kernels as K
+
+        if setting not in ("auto", "triton", "torch"):
+            raise ValueError(f"rollout.kernels must be one of auto | triton | torch, got {setting!r}")
+        if setting == self.kernels_setting:
+            return
+        if setting == "triton" and not K.available(self.device):
+            raise ValueError(f"rollout.kernels=triton cannot run on {self.device}: {K.unavailable_reason(self.device)}")
+        use = setting == "triton" or (setting == "auto" and self.device.type == "cuda" and K.available(self.device))
+        self.kernels_setting = setting
+        if use != self.use_kernels:
+            self.use_kernels = use
+            self._drop_graphs()
+        self.act_name = self._act_name()
+
+    def _act_name(self) -> str | None:
+        """The ``silu_mul`` kernel's name for the model's activation, or None (then the torch op is used)."""
+        from rlsd.rollout import kernels as K
+
+        act = getattr(self.cfg, "hidden_act", None)
+        return act if act in K.ACTIVATIONS else None
 
     # --- weights ---------------------------------------------------------------------------
 
@@ -424,6 +460,9 @@ class Engine:
         cos_t, sin_t = self._rope_tables(st.S_max)
         cos = cos_t.index_select(0, pos)[:, None]  # (B, 1, D)
         sin = sin_t.index_select(0, pos)[:, None]
+        if self.use_kernels:
+            self._decode_layers_triton(st, S, cos[:, 0], sin[:, 0], samp, eos, pad_id)
+            return
         cols = st.cols[:S]
         allowed = (cols[None, :] >= st.start[:, None]) & (cols[None, :] <= col)  # (B, S)
         biases: dict[int | None, torch.Tensor] = {}
@@ -456,10 +495,42 @@ class Engine:
             gu = (torch.addmm(lay.bgu, h, lay.wgu.t()) if lay.bgu is not None else h @ lay.wgu.t())
             g, u = gu.chunk(2, dim=-1)
             x = self._linear_res(x, lay.act(g) * u, lay.wd, lay.bd)
+        self._finish_step(st, x, samp, eos, pad_id)
+
+    def _finish_step(self, st: _State, x: torch.Tensor, samp: tuple, eos: torch.Tensor, pad_id: int) -> None:
+        """Final norm, head, sample / emit, advance the column. x: (B, d) the last layer's output."""
         h = self._rms(x, self.model.model.norm.weight)
         logits = F.linear(h, self.model.lm_head.weight, self.model.lm_head.bias).float()
         self._emit(st, logits, samp, eos, pad_id)
         st.col.add_(1)
+
+    def _decode_layers_triton(self, st: _State, S: int, cos: torch.Tensor, sin: torch.Tensor, samp: tuple,
+                              eos: torch.Tensor, pad_id: int) -> None:
+        """``_decode_step`` with rlsd.rollout.kernels: per layer rms, QKV GEMM, rope + cache write, decode
+        attention, O GEMM + residual, rms, gate/up GEMM, act * mul, down GEMM + residual (9 launches on CUDA
+        without biases). cos, sin: (B, D) at each row's position."""
+        from rlsd.rollout import kernels as K
+
+        B, Hq, Hkv, D = st.B, self.Hq, self.Hkv, self.D
+        col = st.col
+        q = torch.empty((B, Hq, D), dtype=self.dtype, device=self.device)
+        o = torch.empty((B, Hq, D), dtype=self.dtype, device=self.device)
+        x = F.embedding(st.tok, self.model.model.embed_tokens.weight)  # (B, d)
+        for li, lay in enumerate(self.layers):
+            h = self._rms(x, lay.ln1)
+            qkv = (torch.addmm(lay.bqkv, h, lay.wqkv.t()) if lay.bqkv is not None else h @ lay.wqkv.t())
+            K.rope_cache_write(qkv.view(B, Hq + 2 * Hkv, D), cos, sin, st.k[li], st.v[li], col, q)
+            K.decode_attention(q, st.k[li], st.v[li], st.start, col, S, self.scale, lay.window, o)
+            x = self._linear_res(x, o.view(B, Hq * D), lay.wo, lay.bo)
+            h = self._rms(x, lay.ln2)
+            gu = (torch.addmm(lay.bgu, h, lay.wgu.t()) if lay.bgu is not None else h @ lay.wgu.t())
+            if self.act_name is not None:
+                a = K.silu_mul(gu, self.act_name)
+            else:
+                g, u = gu.chunk(2, dim=-1)
+                a = lay.act(g) * u
+            x = self._linear_res(x, a, lay.wd, lay.bd)
+        self._finish_step(st, x, samp, eos, pad_id)
 
     def _graph_for(self, st: _State, S: int, samp: tuple, eos: torch.Tensor, eos_key: tuple, pad_id: int):
         """The CUDA graph of one decode step for (S, sampling, eos), captured on first use.
@@ -670,11 +741,12 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
 def sample(model: Any, tokenizer: Any, prompts: list[str], *, num_samples: int = 1, max_new_tokens: int = 32,
            temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
            max_prompt_tokens: int = 512, generation_batch_size: int = 0,
-           stop_strings: list[str] | None = None) -> Rollout:
+           stop_strings: list[str] | None = None, kernels: str = "auto") -> Rollout:
     """Sample ``num_samples`` completions per prompt with the engine; same contract as ``rlsd.rollout.sample``.
 
     Row i*num_samples + j of every (N, ...) tensor is sample j of prompt i; logps (N, T) are the
     log-probs of the sampled tokens under the distribution sampled from (see the module docstring).
+    kernels: auto | triton | torch, the decode step's kernels (``Engine.set_kernels``).
     """
     if num_samples < 1 or max_new_tokens < 1:
         raise ValueError(f"num_samples and max_new_tokens must be >= 1, got {num_samples}, {max_new_tokens}")
@@ -686,6 +758,7 @@ def sample(model: Any, tokenizer: Any, prompts: list[str], *, num_samples: int =
     n = prompt_ids.shape[0]
     bs = generation_batch_size or n
     eng = get_engine(model)
+    eng.set_kernels(kernels)
     pad = int(tokenizer.pad_token_id)
     chunks = []
     with gathered(model):
