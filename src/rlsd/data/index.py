@@ -45,7 +45,8 @@ def id_hash(record_id: str) -> str:
 
 
 def micros(t: dt.datetime) -> int:
-    """Exact integer microseconds since the epoch of an aware datetime (orders like the datetimes)."""
+    """Exact integer microseconds since the epoch of an aware datetime (orders like the datetimes). Stored
+    ``updated`` values are ingest's normalised UTC ISO-8601 strings, which ``fromisoformat`` reads."""
     return (t - _EPOCH) // dt.timedelta(microseconds=1)
 
 
@@ -109,7 +110,7 @@ class WorkIndex:
         self.close()
 
     # -- the previous snapshot ---------------------------------------------------------------------
-    def load_previous(self, store: Store, manifest: dict[str, Any], parse_time: Any) -> None:
+    def load_previous(self, store: Store, manifest: dict[str, Any]) -> None:
         """Copy a snapshot's index in, one shard at a time; its record and shard digests become known."""
         if manifest.get("format", 1) >= 2:
             self.db.executemany("INSERT OR IGNORE INTO known VALUES (?)",
@@ -119,7 +120,7 @@ class WorkIndex:
             self.db.execute("INSERT OR IGNORE INTO known VALUES (?)", (d,))
         for rid, (d, updated) in iter_index(store, manifest, "tickets"):
             self.db.execute("INSERT INTO tickets VALUES (?, ?, ?, ?, ?)",
-                            (rid, id_hash(rid), d, updated, micros(parse_time(updated))))
+                            (rid, id_hash(rid), d, updated, micros(dt.datetime.fromisoformat(updated))))
             self.db.execute("INSERT OR IGNORE INTO known VALUES (?)", (d,))
 
     def __contains__(self, digest: object) -> bool:

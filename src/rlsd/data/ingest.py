@@ -711,7 +711,7 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
     prev = store.read_manifest(prev_id) if prev_id else None
     with WorkIndex() as work:
         if prev:
-            work.load_previous(store, prev, parse_time)
+            work.load_previous(store, prev)
         return _ingest_into(cfg, store, work, prev_id, prev, manual_files, ticket_files, skipped_m + skipped_t,
                             redactor, progress, t0)
 
