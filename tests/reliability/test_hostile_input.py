@@ -266,3 +266,44 @@ def test_oversized_ticket_line_is_refused_and_the_rest_is_read(tmp_path, fmt):
     assert re.search(r"line too long: line \d has 314572801 bytes > ingest.max_ticket_line_bytes=1000000", q[0]["reason"])
     assert grew < 60, f"peak RSS grew by {grew:.0f} MB reading a 300 MB line"
     HOSTILE_COUNTS["oversized inputs"] += 1
+
+
+_QUARANTINE_WORKER = r"""
+import json, resource, sys
+from rlsd.config import load_config
+from rlsd.data.ingest import ingest
+from rlsd.data.store import LocalStore
+rep = ingest(load_config(), tickets=[sys.argv[1]], store=LocalStore(sys.argv[2]))
+print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "counts": rep["counts"],
+                  "chunks": rep["quarantine"], "sample": len(rep["quarantined"])}))
+"""
+
+
+def _ingest_garbage(tmp_path: Path, n: int) -> dict:
+    """A fresh process ingests an 'export' of n lines that are not JSON (a wrong file, or an attack)."""
+    import subprocess
+    import sys
+
+    p = tmp_path / f"garbage-{n}.jsonl"
+    with p.open("w") as f:
+        f.writelines(f"not a ticket {i} " + "x" * 250 + "\n" for i in range(n))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", _QUARANTINE_WORKER, str(p), str(tmp_path / f"store-{n}")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_an_export_of_garbage_lines_is_quarantined_in_bounded_memory(tmp_path):
+    """300,000 bad lines: every one is quarantined with its reason and stored, in chunks; the report lists the
+    first 1,000; peak memory is that of a 3,000-line file (held in memory, they would take ~300 MB)."""
+    from rlsd.data.ingest import QUARANTINE_CHUNK, QUARANTINE_SAMPLE
+
+    small, big = _ingest_garbage(tmp_path, 3_000), _ingest_garbage(tmp_path, 300_000)
+    assert big["counts"]["read"] == big["counts"]["quarantined"] == 300_000 and big["counts"]["stored"] == 0
+    assert big["sample"] == QUARANTINE_SAMPLE and len(big["chunks"]) == 300_000 // QUARANTINE_CHUNK
+    st = LocalStore(tmp_path / "store-300000")
+    last = json.loads(st.get_object(big["chunks"][-1]))
+    assert len(last) == QUARANTINE_CHUNK and last[-1]["where"] == "line 300000" and last[-1]["reason"]
+    assert big["peak_mb"] - small["peak_mb"] < 30, (small["peak_mb"], big["peak_mb"])
+    HOSTILE_COUNTS["oversized inputs"] += 1

@@ -99,6 +99,11 @@ class WorkIndex:
         """)
         self._seq = 0
 
+    @property
+    def folder(self) -> Path:
+        """The scratch folder (deleted by :meth:`close`); other scratch files of the ingest go here too."""
+        return Path(self._tmp.name)
+
     def close(self) -> None:
         self.db.close()
         self._tmp.cleanup()

@@ -26,7 +26,8 @@ Memory is bounded whatever the input size: ticket exports are read one line at a
 ``ingest.max_ticket_line_bytes`` is quarantined, skipped in 1 MiB reads), a manual over
 ``ingest.max_manual_bytes`` is quarantined unread, and objects are written in batches of
 ``FLUSH_BYTES`` / ``FLUSH_OBJECTS`` as files are parsed; what stays in memory is one file's sections, one
-write batch and the quarantined records. The record index (id -> object hash, for the store's
+write batch and the first records of the quarantine (all of them are spooled to a scratch file and stored
+in chunks). The record index (id -> object hash, for the store's
 previous snapshot and for this ingest's winners) lives in a SQLite file in a temporary folder and is
 written as sharded objects (rlsd.data.index), so memory does not grow with the number of records.
 The index shards, the manifest and ``refs/latest`` are written last, so an ingest that fails leaves
@@ -59,6 +60,8 @@ TICKET_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 ANSWER_TYPES = ("numeric", "label", "json")
 FLUSH_BYTES = 16 * 1024 * 1024  # write the object batch when it holds this many bytes ...
 FLUSH_OBJECTS = 4096  # ... or this many objects
+QUARANTINE_SAMPLE = 1000  # quarantined records listed in the ingest report (all of them go to the store)
+QUARANTINE_CHUNK = 2000  # quarantined records per store object
 
 # Header aliases seen in ticketing exports -> our field names.
 FIELD_ALIASES = {
@@ -115,6 +118,47 @@ class SourceReport:
 
 class IngestError(ValueError):
     pass
+
+
+class QuarantineSpool:
+    """The quarantined records of one ingest, in a JSONL file instead of memory (a wrong-format export of
+    millions of lines yields millions of records); the first :data:`QUARANTINE_SAMPLE` are also kept for the
+    report. :meth:`write` stores them all as chunk objects of :data:`QUARANTINE_CHUNK` records each."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder) / "quarantine.jsonl"
+        self._fh = self.path.open("w", encoding="utf-8")
+        self.count = 0
+        self.sample: list[dict[str, Any]] = []
+
+    def append(self, rec: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self.count += 1
+        if len(self.sample) < QUARANTINE_SAMPLE:
+            self.sample.append(rec)
+
+    def extend(self, recs: Iterable[dict[str, Any]]) -> None:
+        for r in recs:
+            self.append(r)
+
+    def write(self, store: Store) -> tuple[list[str], int]:
+        """Store every record, in order, as canonical-JSON lists of up to QUARANTINE_CHUNK records;
+        returns (chunk digests, objects written)."""
+        self._fh.close()
+        digests, written, chunk = [], 0, []
+        with self.path.open(encoding="utf-8") as f:
+            for line in f:
+                chunk.append(json.loads(line))
+                if len(chunk) == QUARANTINE_CHUNK:
+                    d, w = store.put_object(canonical_json(chunk))
+                    digests.append(d)
+                    written += w
+                    chunk = []
+        if chunk:
+            d, w = store.put_object(canonical_json(chunk))
+            digests.append(d)
+            written += w
+        return digests, written
 
 
 def _reason_key(reason: str) -> str:
@@ -619,7 +663,7 @@ def _iter_raw_tickets(fh: Any, fmt: str, limit: int, rep: SourceReport
 
 
 def iter_tickets(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, rep: SourceReport,
-                 quarantined: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], str]]:
+                 quarantined: list[dict[str, Any]] | QuarantineSpool) -> Iterator[tuple[dict[str, Any], str]]:
     """Stream one export: yields (ticket, where) and appends refused records to ``quarantined`` and counts to
     ``rep`` (``rep.stored`` is filled in later, after duplicates are resolved). Memory is bounded by one line."""
     p = Path(path)
@@ -696,8 +740,9 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
 
     Returns the ingest report: ``snapshot_id``, ``previous``, ``unchanged`` (True when the content
     equals the previous snapshot, so no new snapshot was written), ``sources`` (per-file
-    reconciliation), ``counts``, ``objects_written``, ``quarantine`` (object hash or None),
-    ``quarantined`` (the records), ``seconds``.
+    reconciliation), ``counts``, ``objects_written``, ``quarantine`` (the hashes of the objects holding
+    every quarantined record, in order, QUARANTINE_CHUNK per object; also in the manifest),
+    ``quarantined`` (the first QUARANTINE_SAMPLE records; ``counts["quarantined"]`` is the total), ``seconds``.
     """
     t0 = time.perf_counter()
     store = store or open_store(cfg.store)
@@ -720,7 +765,7 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
                  manual_files: list[Path], ticket_files: list[Path], skipped: list[str], redactor: Redactor,
                  progress: bool, t0: float) -> dict[str, Any]:
     reports: list[SourceReport] = []
-    quarantined: list[dict[str, Any]] = []
+    quarantined = QuarantineSpool(work.folder)
     # Objects are written as the files are read, in batches (bounded memory whatever the input size);
     # the index shards, the manifest and the pointer come last, so a failure leaves no visible snapshot.
     objects_written = 0
@@ -766,7 +811,7 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
                 entries.append((s["id"], d))
             work.replace_document(doc, entries)
         reports.append(rep)
-        quarantined += q
+        quarantined.extend(q)
         del secs
         if blob_bytes >= FLUSH_BYTES or len(blobs) >= FLUSH_OBJECTS:
             flush()
@@ -840,17 +885,14 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
     blobs.update(pending)
     pending.clear()
     flush()
-    q_digest = None
-    if quarantined:
-        qb = canonical_json(quarantined)
-        q_digest, w = store.put_object(qb)
-        objects_written += w
+    q_digests, w = quarantined.write(store)
+    objects_written += w
     index, content_hash, w = write_index(store, work)
     objects_written += w
     unchanged = prev is not None and prev.get("content_hash") == content_hash
     counts = {
         "sections": index["sections"]["count"], "tickets": index["tickets"]["count"], "new_tickets": new_tickets,
-        "updated_tickets": updated_tickets, "new_verified_tickets": new_verified, "quarantined": len(quarantined),
+        "updated_tickets": updated_tickets, "new_verified_tickets": new_verified, "quarantined": quarantined.count,
         "read": sum(r.read for r in reports), "stored": sum(r.stored for r in reports),
         "redactions": dict(sum((r.redactions for r in reports), Counter())),
         "replaced_bytes": sum(r.replaced_bytes for r in reports),
@@ -865,7 +907,7 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
             "created": format_time(dt.datetime.now(dt.UTC)),
             "sources": [{"path": r.path, "sha256": r.sha256, "bytes": r.bytes, "read": r.read, "stored": r.stored,
                          "quarantined": r.quarantined} for r in reports],
-            "counts": counts, "quarantine": q_digest, "index": index,
+            "counts": counts, "quarantine": q_digests, "index": index,
         }
         store.write_manifest(manifest)
         store.set_latest(snapshot_id)
@@ -874,7 +916,7 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
         "new_verified_tickets": new_verified,
         "store": store.description, "sources": [r.to_dict() for r in reports],
         "skipped_files": skipped, "counts": counts, "objects_written": objects_written,
-        "bytes_read": sum(r.bytes for r in reports), "quarantine": q_digest, "quarantined": quarantined,
+        "bytes_read": sum(r.bytes for r in reports), "quarantine": q_digests, "quarantined": quarantined.sample,
         "seconds": time.perf_counter() - t0,
     }
 
