@@ -59,12 +59,20 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def build_model(out: Path, *, hidden: int, layers: int, heads: int | None = None, seed: int = 0) -> Path:
-    """A random-init tiny Llama with the project's locally trained tokenizer (rlsd.models.build_tiny_model)."""
+# SmolLM2-135M's shape (Llama, tied embeddings), for random-init benchmarks of the real model's cost
+SMOLLM2_SHAPE = {"hidden_size": 576, "num_layers": 30, "num_heads": 9, "num_kv_heads": 3, "intermediate_size": 1536,
+                 "vocab_size": 49152, "max_positions": 2048}
+
+
+def build_model(out: Path, *, hidden: int, layers: int, heads: int | None = None, seed: int = 0,
+                shape: dict | None = None) -> Path:
+    """A random-init Llama with the project's locally trained tokenizer (rlsd.models.build_tiny_model):
+    d=hidden, ``layers`` layers, or the given ``shape`` (build_tiny_model's keyword arguments)."""
     from rlsd.models import build_tiny_model
 
     if not (out / "config.json").is_file():
-        build_tiny_model(out, hidden_size=hidden, num_layers=layers, num_heads=heads or max(1, hidden // 32), seed=seed)
+        kw = shape or {"hidden_size": hidden, "num_layers": layers, "num_heads": heads or max(1, hidden // 32)}
+        build_tiny_model(out, seed=seed, **kw)
     return out
 
 

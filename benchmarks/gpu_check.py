@@ -35,7 +35,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import build_model, machine_line, make_config, md_table, quiet, read_metrics, write_addition
+from _common import (
+    SMOLLM2_SHAPE,
+    build_model,
+    machine_line,
+    make_config,
+    md_table,
+    quiet,
+    read_metrics,
+    write_addition,
+)
 
 
 def measured_peak(device: str, size: int) -> float:
@@ -61,6 +70,8 @@ def measured_peak(device: str, size: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--shape", choices=["custom", "smollm2"], default="custom",
+                    help="smollm2: SmolLM2-135M's shape (30 layers, d=576, GQA 9/3, vocab 49152); custom: --hidden/--layers")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--prompts", type=int, default=32)
@@ -74,7 +85,7 @@ def main() -> None:
     ap.add_argument("--json", default="")
     ap.add_argument("--workdir", default="")
     args = ap.parse_args()
-    if args.device == "cpu":  # dry run: small and float32
+    if args.device == "cpu":  # dry run: small and float32 (--shape smollm2 still builds the 135M shape)
         args.hidden, args.layers, args.prompts, args.group = min(args.hidden, 64), min(args.layers, 2), min(args.prompts, 2), min(args.group, 4)
         args.new_tokens, args.steps, args.reps, args.peak_size = min(args.new_tokens, 8), min(args.steps, 2), 1, 512
     quiet()
@@ -85,7 +96,10 @@ def main() -> None:
     from rlsd.train import train
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gpu_check_"))
-    model = build_model(work / f"model_d{args.hidden}_l{args.layers}", hidden=args.hidden, layers=args.layers)
+    if args.shape == "smollm2":
+        model = build_model(work / "model_smollm2_shape", hidden=0, layers=0, shape=SMOLLM2_SHAPE)
+    else:
+        model = build_model(work / f"model_d{args.hidden}_l{args.layers}", hidden=args.hidden, layers=args.layers)
     tr, ev = write_addition(work / "tasks", n_train=1024, n_eval=16, digits=(2, 3, 4, 5))
     from transformers import AutoConfig
 
@@ -158,6 +172,10 @@ def main() -> None:
                       f"{v['teacher_s']:.3f}", f"{v['train_s']:.3f}", f"{v['rollout_tok_s']:,.0f}", f"{v['train_tok_s']:,.0f}",
                       f"{100 * v['mfu_train']:.1f}%", f"{100 * v['mfu_step']:.2f}%"])
     res["table"] = md_table(table)
+    if args.shape == "smollm2" and args.prompts * args.group == 256 and args.new_tokens == 256:
+        res["target"] = (f"RLSD step, 256 rollouts x 256 new tokens, 135M shape: {r['step_median']:.2f} s median "
+                         f"(min {r['step_min']:.2f} s); target <= 2 s: {'MET' if r['step_median'] <= 2 else 'NOT met'}")
+        print(res["target"], flush=True)
     print(f"\n{res['device']}; {dtype}; ZeRO-{args.zero}; engine {args.engine}; {n_total / 1e6:.1f}M params; "
           f"{args.prompts} x G={args.group} rollouts x <= {args.new_tokens} new tokens; measured peak "
           f"{peak / 1e12:.3f} TFLOP/s\n{res['table']}\nRLSD/GRPO step time: min {res['ratio_min']:.2f}x, "

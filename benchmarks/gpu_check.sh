@@ -3,7 +3,8 @@
 # NOT YET RUN ON A GPU: written in a session without one. Needs the wheels of benchmarks/gpu_wheels.sh in .whl/
 # when deepspeed is not installed there (carry .whl with the run).
 #   bash benchmarks/gpu_check.sh [OUTDIR]      (OUTDIR defaults to $OUT/gpu_check, else /tmp/gpu_check)
-# Builds a ~25M-parameter Llama from rlsd's own code, runs RLSD and GRPO steps alternately with DeepSpeed
+# Builds a random-init Llama of SmolLM2-135M's shape from rlsd's own code, runs RLSD and GRPO steps (32 prompts
+# x 8 samples x 256 new tokens; the end-to-end target is <= 2 s for RLSD) alternately with DeepSpeed
 # ZeRO-2 in bf16 on one GPU, and prints rollout tokens/s, training tokens/s, step time, the RLSD/GRPO
 # step-time ratio and MFU against the bf16 matmul peak measured in the same run. Budget: < 8 minutes
 # (main run under `timeout 300`; if it fails, one retry with transformers generate as the rollout engine
@@ -31,14 +32,16 @@ fi
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader >> "$OUTDIR/env.txt" 2>/dev/null || true
 
 rm -f "$OUTDIR/gpu_check.json"
+# The end-to-end target: one RLSD step of 256 rollouts x 256 new tokens on the 135M shape in <= 2 s.
+DEFAULT_ARGS="--shape smollm2 --prompts 32 --group 8 --new-tokens 256 --steps 3 --reps 2"
 # shellcheck disable=SC2086
-timeout 300 "$PY" benchmarks/gpu_check.py ${GPU_CHECK_ARGS:-} --json "$OUTDIR/gpu_check.json" --workdir "$OUTDIR/work" \
+timeout 300 "$PY" benchmarks/gpu_check.py ${GPU_CHECK_ARGS:-$DEFAULT_ARGS} --json "$OUTDIR/gpu_check.json" --workdir "$OUTDIR/work" \
   2>&1 | tee "$OUTDIR/run.log"
 rc=${PIPESTATUS[0]}
 if [ ! -s "$OUTDIR/gpu_check.json" ]; then
   echo "main run failed (rc=$rc); retrying once with --engine generate" | tee -a "$OUTDIR/run.log"
   # shellcheck disable=SC2086
-  timeout 150 "$PY" benchmarks/gpu_check.py ${GPU_CHECK_ARGS:-} --engine generate --steps 3 --reps 1 \
+  timeout 150 "$PY" benchmarks/gpu_check.py ${GPU_CHECK_ARGS:-$DEFAULT_ARGS} --engine generate --steps 2 --reps 1 \
     --json "$OUTDIR/gpu_check.json" --workdir "$OUTDIR/work" 2>&1 | tee -a "$OUTDIR/run.log"
   rc=${PIPESTATUS[0]}
 fi
@@ -57,6 +60,8 @@ try:
           f"{r['peak_flops'] / 1e12:.1f} TFLOP/s\n")
     print(r["table"])
     print(f"\nRLSD/GRPO step time: min {r['ratio_min']:.2f}x, median {r['ratio_median']:.2f}x")
+    if "target" in r:
+        print(r["target"])
 except Exception as e:  # noqa: BLE001
     print(f"## trainer on GPU: no results (rc={rc}): {e}; see {out}/run.log")
 PYEOF

@@ -110,18 +110,24 @@ def build_tiny_model(
     num_kv_heads: int | None = None,
     max_positions: int = 512,
     seed: int = 0,
+    intermediate_size: int | None = None,
+    vocab_size: int | None = None,
 ) -> tuple[Any, Any]:
     """A random-init LlamaForCausalLM (tied embeddings) and its locally trained tokenizer.
 
-    Saved to ``out_dir`` as a plain HF folder when given.
+    ``intermediate_size`` defaults to 4 x hidden; ``vocab_size`` (>= the tokenizer's, whose ids are the
+    first rows) lets a benchmark build a real model's shape, e.g. SmolLM2-135M's 49152. Saved to
+    ``out_dir`` as a plain HF folder when given.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = train_tokenizer()
+    if vocab_size is not None and vocab_size < len(tok):
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer's {len(tok)} tokens")
     cfg = LlamaConfig(
-        vocab_size=len(tok),
+        vocab_size=vocab_size or len(tok),
         hidden_size=hidden_size,
-        intermediate_size=4 * hidden_size,
+        intermediate_size=intermediate_size or 4 * hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads or num_heads,
