@@ -8,7 +8,7 @@
 # ZeRO-2 in bf16 on one GPU, and prints rollout tokens/s, training tokens/s, step time, the RLSD/GRPO
 # step-time ratio and MFU against the bf16 matmul peak measured in the same run. Budget: < 8 minutes
 # (main run under `timeout 300`; if it fails, one retry with transformers generate as the rollout engine
-# under `timeout 150`). Prints a short table last; writes OUTDIR/{env.txt,run.log,gpu_check.json,summary.md}.
+# under `timeout 150`; MAIN_TIMEOUT / RETRY_TIMEOUT change them). Prints a short table last; writes OUTDIR/{env.txt,run.log,gpu_check.json,summary.md}.
 # Dry run of the Python part on a CPU: GPU_CHECK_ARGS="--device cpu" bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,17 +32,18 @@ fi
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader >> "$OUTDIR/env.txt" 2>/dev/null || true
 
 rm -f "$OUTDIR/gpu_check.json"
+WORK="${WORKDIR:-/tmp/rlsd-gpu-check-work}"  # the model (0.5 GB) and run folders: not under $OUT, which comes back
 # The issue's end-to-end target: one RLSD step of 256 rollouts x 256 new tokens on the 135M shape in <= 2 s.
 DEFAULT_ARGS="--shape smollm2 --prompts 32 --group 8 --new-tokens 256 --steps 3 --reps 2"
 # shellcheck disable=SC2086
-timeout 300 "$PY" benchmarks/gpu_check.py ${GPU_CHECK_ARGS:-$DEFAULT_ARGS} --json "$OUTDIR/gpu_check.json" --workdir "$OUTDIR/work" \
+timeout "${MAIN_TIMEOUT:-300}" "$PY" benchmarks/gpu_check.py ${GPU_CHECK_ARGS:-$DEFAULT_ARGS} --json "$OUTDIR/gpu_check.json" --workdir "$WORK" \
   2>&1 | tee "$OUTDIR/run.log"
 rc=${PIPESTATUS[0]}
-if [ ! -s "$OUTDIR/gpu_check.json" ]; then
+if [ ! -s "$OUTDIR/gpu_check.json" ] && [ "${RETRY_TIMEOUT:-150}" -gt 0 ]; then  # RETRY_TIMEOUT=0: no retry
   echo "main run failed (rc=$rc); retrying once with --engine generate" | tee -a "$OUTDIR/run.log"
   # shellcheck disable=SC2086
-  timeout 150 "$PY" benchmarks/gpu_check.py ${GPU_CHECK_ARGS:-$DEFAULT_ARGS} --engine generate --steps 2 --reps 1 \
-    --json "$OUTDIR/gpu_check.json" --workdir "$OUTDIR/work" 2>&1 | tee -a "$OUTDIR/run.log"
+  timeout "${RETRY_TIMEOUT:-150}" "$PY" benchmarks/gpu_check.py ${GPU_CHECK_ARGS:-$DEFAULT_ARGS} --engine generate \
+    --steps 2 --reps 1 --json "$OUTDIR/gpu_check.json" --workdir "$WORK" 2>&1 | tee -a "$OUTDIR/run.log"
   rc=${PIPESTATUS[0]}
 fi
 

@@ -2,7 +2,8 @@
 # ONE prepared GPU check of rlsd's rollout engine (H100 / H200; no network; torch 2.11 + transformers 5.17;
 # no pytest or gguf needed). NOT YET RUN ON A GPU: it was written in a session without one.
 #   bash benchmarks/gpu_rollout_check.sh [OUTDIR]     (OUTDIR defaults to $OUT/rollout_gpu, else /tmp/rollout_gpu)
-# Budget: checks <= 200 s, benchmark <= 260 s (each under `timeout`), total under 8 minutes.
+# Budget: checks <= 200 s, benchmark <= 260 s (each under `timeout`; CHECK_TIMEOUT / BENCH_TIMEOUT change them),
+# total under 8 minutes.
 # The checks include rlsd.rollout.kernels (Triton) on the device and the engine with rollout.kernels=triton;
 # the benchmark times the engine with kernels=torch and kernels=triton against generate.
 # Dry run on CPU (no GPU; Triton kernels in the interpreter; ~3 minutes on 2 cores):
@@ -24,11 +25,11 @@ nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader >> 
 check_rc=0
 # CHECK_ARGS / BENCH_ARGS override the defaults only for a dry run on CPU (see the report).
 # shellcheck disable=SC2086
-timeout 200 "$PY" benchmarks/gpu_rollout_check.py ${CHECK_ARGS:-} --json "$OUTDIR/check.json" 2>&1 | tee "$OUTDIR/check.log" \
+timeout "${CHECK_TIMEOUT:-200}" "$PY" benchmarks/gpu_rollout_check.py ${CHECK_ARGS:-} --json "$OUTDIR/check.json" 2>&1 | tee "$OUTDIR/check.log" \
   || check_rc=$?
 bench_rc=0
 # shellcheck disable=SC2086
-timeout 260 "$PY" benchmarks/rollout.py ${BENCH_ARGS:---models smollm2,tiny --batches 64,256,1024 --new-tokens 256 \
+timeout "${BENCH_TIMEOUT:-260}" "$PY" benchmarks/rollout.py ${BENCH_ARGS:---models smollm2,tiny --batches 64,256,1024 --new-tokens 256 \
   --prompt-tokens 128 --dtype bfloat16 --repeats 1 --kernels torch,triton} --out "$OUTDIR/rollout_gpu.md" --json "$OUTDIR/bench.json" \
   2>&1 | tee "$OUTDIR/bench.log" || bench_rc=$?
 

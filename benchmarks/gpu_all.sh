@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every GPU check of issue #10 in ONE device call of under 10 minutes (a session has 15 minutes of device time,
+# machine start included): the rollout engine's checks and benchmark, then the trainer's end-to-end RLSD step
+# (256 rollouts x 256 new tokens, 135M shape), with tighter time limits than the two scripts alone.
+#   bash benchmarks/gpu_wheels.sh            # here, once: DeepSpeed wheels into .whl/ (git-ignored)
+#   then on the device, carrying .whl:  bash benchmarks/gpu_all.sh      (results under $OUT/rollout_gpu, $OUT/gpu_check)
+# Dry run on CPU: the CHECK_ARGS / BENCH_ARGS of gpu_rollout_check.sh's header, TRITON_INTERPRET=1 and
+# GPU_CHECK_ARGS="--device cpu" (about 2 minutes).
+# Budget: rollout checks 150 s + benchmark 190 s + trainer 200 s (no retry) = 540 s at most.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp}"
+t0=$(date +%s)
+CHECK_TIMEOUT=150 BENCH_TIMEOUT=190 bash benchmarks/gpu_rollout_check.sh "$OUT/rollout_gpu"
+rollout_rc=$?
+echo "rollout part: rc=$rollout_rc after $(( $(date +%s) - t0 )) s"
+MAIN_TIMEOUT=200 RETRY_TIMEOUT=0 GPU_CHECK_ARGS="${GPU_CHECK_ARGS:---shape smollm2 --prompts 32 --group 8 --new-tokens 256 --steps 3 --reps 1}" \
+  bash benchmarks/gpu_check.sh "$OUT/gpu_check"
+trainer_rc=$?
+echo "trainer part: rc=$trainer_rc after $(( $(date +%s) - t0 )) s"
+cat "$OUT/rollout_gpu/summary.md" "$OUT/gpu_check/summary.md" > "$OUT/summary.md" 2>/dev/null || true
+exit $(( rollout_rc != 0 || trainer_rc != 0 ))
