@@ -268,8 +268,12 @@ class ValidationConfig:
     # Leak guard: a run of this many consecutive words of the privileged context in the student
     # prompt counts as a leak (as does the answer itself).
     leak_span_words: int = 12
+    # Snapshot tables are validated this many rows at a time (one GX batch each; memory is bounded by
+    # a chunk, not by the snapshot). Ids are checked for uniqueness across chunks as well.
+    chunk_rows: int = 5000
 
     def __post_init__(self) -> None:
+        _check(self.chunk_rows >= 1, f"validation.chunk_rows must be >= 1, got {self.chunk_rows}")
         _check(0 <= self.max_failure_rate <= 1, f"validation.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
         for lo, hi in (("min_section_chars", "max_section_chars"), ("min_prompt_chars", "max_prompt_chars")):
             _check(0 <= getattr(self, lo) <= getattr(self, hi),

@@ -155,3 +155,80 @@ def test_label_choices_are_the_options_the_question_lists(question, answer, expe
     from rlsd.data.build import listed_options
 
     assert listed_options(question, answer) == expected
+
+
+def _bm25_reference(docs, query, k, k1=1.2, b=0.75):
+    """The textbook loop over every document (independent of BM25's postings)."""
+    import math
+    from collections import Counter
+
+    n, avg = len(docs), sum(len(d) for d in docs) / len(docs)
+    df = Counter(w for d in docs for w in set(d))
+    out = []
+    for i, d in enumerate(docs):
+        tf, s = Counter(d), 0.0
+        for w in query:
+            f = tf.get(w)
+            if f:
+                idf = math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
+                s += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * len(d) / (avg or 1)))
+        out.append(s)
+    order = sorted(range(n), key=lambda i: (-out[i], i))
+    return out, [i for i in order[:k] if out[i] > 0]
+
+
+def test_bm25_equals_the_textbook_loop_bit_for_bit_ties_included():
+    import random
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(40)]
+    docs = [[rng.choice(words[: rng.randint(3, 40)]) for _ in range(rng.randint(0, 30))] for _ in range(300)]
+    docs += [list(docs[5]), list(docs[5])]  # exact ties: the lower index must come first
+    bm = BM25(docs)
+    for _ in range(200):
+        q = [rng.choice(words + ["unknown"]) for _ in range(rng.randint(1, 8))]
+        k = rng.choice([1, 3, 5, 50])
+        ref_scores, ref_top = _bm25_reference(docs, q, k)
+        assert bm.scores(q).tolist() == ref_scores
+        assert bm.top(q, k) == ref_top
+    top = bm.top(list(docs[5]), 300)
+    tied = [i for i in top if i in (5, 300, 301)]
+    assert tied == [5, 300, 301] and top.index(300) == top.index(5) + 1  # equal scores, index order
+
+
+def _planted_store(path):
+    """A snapshot (written by hand) whose tickets fail in known ways: a bad status, a bad date, and one
+    record whose id duplicates another's (under a different index key)."""
+    from rlsd.data.store import LocalStore, canonical_json
+
+    st = LocalStore(path)
+    base = {"created": "2024-03-01T10:00:00Z", "updated": "2024-03-01T10:00:00Z", "title": "t", "body": "b",
+            "status": "resolved", "resolution": "r", "resolution_verified": True, "links": [], "answer": "1",
+            "answer_type": "numeric", "notes": []}
+    tickets = {f"T-{i}": {**base, "id": f"T-{i}"} for i in range(9)}
+    tickets["T-2"]["status"] = "weird"
+    tickets["T-5"]["updated"] = "yesterday"
+    tickets["T-7"]["id"] = "T-0"  # the same id as T-0, in another chunk when chunks are small
+    sec = {"id": "guide/a", "doc_id": "guide", "heading_path": ["A"], "text": "alpha", "checksum": "0" * 64}
+    index = {"sections": {"guide/a": st.put_object(canonical_json(sec))[0]},
+             "tickets": {k: [st.put_object(canonical_json(t))[0], t["updated"]] for k, t in tickets.items()}}
+    st.write_manifest({"format": 1, "snapshot_id": "planted", "previous": None, "counts": {}, **index})
+    st.set_latest("planted")
+    return st
+
+
+@pytest.mark.parametrize("chunk_rows", [2, 3])
+def test_chunked_validation_equals_one_batch(tmp_path, chunk_rows):
+    st = _planted_store(tmp_path / "st")
+    reports, quarantines = [], []
+    for n in (chunk_rows, 10_000):
+        cfg = load_config(text=f"validation: {{chunk_rows: {n}, max_failure_rate: 0.9}}")
+        out = tmp_path / f"v{n}"
+        reports.append(validate(cfg, out_dir=out, store=st))
+        quarantines.append(sorted((q["id"], tuple(q["reasons"])) for q in map(json.loads, (out / "quarantine.jsonl").open())))
+    assert reports[0]["tables"] == reports[1]["tables"] and quarantines[0] == quarantines[1]
+    tickets = reports[0]["tables"][1]
+    bad = {e["expectation"]: e["unexpected"] for e in tickets["expectations"] if not e["success"]}
+    assert tickets["rows"] == 9 and tickets["failed_rows"] == 4  # T-2, T-5 and both records with id T-0
+    assert bad == {"expect_column_values_to_be_unique": 2, "expect_column_values_to_be_in_set": 1,
+                   "expect_column_values_to_match_regex": 1}

@@ -22,7 +22,9 @@ import hashlib
 import json
 import math
 import re
+from array import array
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,32 +56,61 @@ def tokenize(text: str) -> list[str]:
 
 
 class BM25:
-    """Okapi BM25 over a list of documents (token lists)."""
+    """Okapi BM25 over a list of documents (token lists), scored through postings: a query touches only
+    the documents that contain its words, and each (document, word) weight is computed once.
 
-    def __init__(self, docs: list[list[str]], *, k1: float = 1.2, b: float = 0.75) -> None:
-        self.k1, self.b = k1, b
-        self.tf = [Counter(d) for d in docs]
-        self.len = [len(d) for d in docs]
-        self.avg = (sum(self.len) / len(docs)) if docs else 0.0
-        df = Counter(w for d in self.tf for w in d)
-        n = len(docs)
-        self.idf = {w: math.log(1 + (n - c + 0.5) / (c + 0.5)) for w, c in df.items()}
+    Scores equal the textbook per-document sum bit for bit (same expression, the query's words added in
+    the same order), so rankings and ties do not depend on the implementation."""
 
-    def scores(self, query: list[str]) -> list[float]:
-        out = []
-        for tf, ln in zip(self.tf, self.len):
-            s = 0.0
-            for w in query:
-                f = tf.get(w)
-                if f:
-                    s += self.idf[w] * f * (self.k1 + 1) / (f + self.k1 * (1 - self.b + self.b * ln / (self.avg or 1)))
-            out.append(s)
-        return out
+    def __init__(self, docs: Iterable[list[str]], *, k1: float = 1.2, b: float = 0.75) -> None:
+        import numpy as np
+
+        self.vocab: dict[str, int] = {}
+        doc_of, term_of, tf_of, lens_of = array("i"), array("i"), array("d"), array("d")
+        for i, d in enumerate(docs):  # one document's tokens in memory at a time
+            lens_of.append(len(d))
+            for w, f in Counter(d).items():
+                doc_of.append(i)
+                term_of.append(self.vocab.setdefault(w, len(self.vocab)))
+                tf_of.append(f)
+        docs_a, terms, tf = (np.frombuffer(a, dtype=t) for a, t in ((doc_of, np.int32), (term_of, np.int32),
+                                                                    (tf_of, np.float64)))
+        lens = np.frombuffer(lens_of, dtype=np.float64)
+        n = self.n = len(lens)
+        avg = float(lens.sum() / n) if n else 0.0
+        df = np.bincount(terms, minlength=len(self.vocab)).astype(np.float64)
+        idf = np.array([math.log(1 + (n - c + 0.5) / (c + 0.5)) for c in df.tolist()])  # libm, as a loop would
+        norm = k1 * (1 - b + b * lens / (avg or 1))
+        weight = idf[terms] * tf * (k1 + 1) / (tf + norm[docs_a])
+        order = np.argsort(terms, kind="stable")  # postings of each term, documents in increasing order
+        self._docs, self._weights = docs_a[order], weight[order]
+        self._start = np.concatenate([[0], np.cumsum(df.astype(np.int64))])
+
+    def scores(self, query: list[str]):
+        """(n_docs,) float64 scores of one query (a numpy array)."""
+        import numpy as np
+
+        acc = np.zeros(self.n, dtype=np.float64)
+        for w in query:
+            j = self.vocab.get(w)
+            if j is not None:
+                s, e = self._start[j], self._start[j + 1]
+                acc[self._docs[s:e]] += self._weights[s:e]  # a document appears once per posting list
+        return acc
 
     def top(self, query: list[str], k: int) -> list[int]:
+        """The k best documents with a positive score, best first; ties by document index."""
+        import numpy as np
+
         sc = self.scores(query)
-        order = sorted(range(len(sc)), key=lambda i: (-sc[i], i))
-        return [i for i in order[:k] if sc[i] > 0]
+        cand = np.flatnonzero(sc > 0)
+        if k <= 0 or cand.size == 0:
+            return []
+        if cand.size > k:  # keep every candidate tied with the k-th best, then order exactly
+            kth = np.partition(sc[cand], cand.size - k)[cand.size - k]
+            cand = cand[sc[cand] >= kth]
+        order = np.lexsort((cand, -sc[cand]))
+        return [int(i) for i in cand[order[:k]]]
 
 
 def _json_schema(obj: Any) -> dict[str, Any]:
@@ -205,7 +236,7 @@ def build_tasks(cfg: RLSDConfig, *, snapshot: str = "latest", out_dir: str | Pat
     sid = man["snapshot_id"]
     by_id = {s["id"]: s for s in sections}
     section_ids = [s["id"] for s in sections]
-    bm25 = BM25([tokenize(" ".join(s["heading_path"]) + " " + s["text"]) for s in sections]) if sections else None
+    bm25 = BM25(tokenize(" ".join(s["heading_path"]) + " " + s["text"]) for s in sections) if sections else None
     label_set = {t["answer"] for t in tickets if t["answer_type"] == "label" and t["answer"]}
     out = {"train": [], "eval": []}
     skipped: Counter = Counter()

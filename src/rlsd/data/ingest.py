@@ -921,6 +921,18 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
     }
 
 
+def iter_records(store: Store, manifest: dict[str, Any], kind: str, chunk: int = 5000) -> Iterator[list[dict]]:
+    """The records of one kind of a snapshot in id order, ``chunk`` at a time (memory: the id -> hash
+    index plus one chunk of records, not the whole table)."""
+    index = read_index(store, manifest, kind)
+    ids = sorted(index)
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        digests = [index[k] if kind == "sections" else index[k][0] for k in part]
+        objs = store.get_json_objects(digests)
+        yield [objs[d] for d in digests]
+
+
 def load_snapshot(store: Store, snapshot: str = "latest") -> tuple[dict[str, Any], list[dict], list[dict]]:
     """(manifest, sections, tickets) of a snapshot, records in id order (every record in memory)."""
     man = store.read_manifest(snapshot)

@@ -18,11 +18,12 @@ Its results are reported beside the GX results and quarantine rows the same way.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from rlsd.config import RLSDConfig, ValidationConfig
 ANSWER_TYPES = ["numeric", "label", "json"]
 VERIFIERS = ["numeric", "label", "json"]
 STATUSES = ["open", "pending", "in_progress", "resolved", "closed"]
-_ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"
+_ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$"
 
 
 class ValidationFailed(RuntimeError):
@@ -134,52 +135,96 @@ def _expectations(table: str, v: ValidationConfig) -> list[Any]:
     raise ValueError(f"unknown table {table!r}; one of sections, tickets, tasks")
 
 
-def run_suite(ctx: Any, table: str, records: list[dict[str, Any]], v: ValidationConfig, *,
+def run_suite(ctx: Any, table: str, chunks: Iterable[list[dict[str, Any]]], v: ValidationConfig, *,
               custom: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any]:
-    """Validate ``records`` (one dict per row, ``id`` in each) with the table's suite.
+    """Validate a table given as chunks of records (one dict per row, ``id`` in each) with the table's
+    suite: one GX batch per chunk, results summed, so memory is bounded by a chunk, not the table.
+    ``id`` uniqueness is also checked across chunks (the ids seen so far are kept).
 
     Returns {"table", "rows", "failed_rows", "failure_rate", "table_ok", "expectations": [{name, column,
-    success, unexpected}], "row_reasons": {row index: [reasons]}}.
+    success, unexpected}], "failed": [(id, [reasons])]}.
     """
     import great_expectations as gx
     import pandas as pd
 
-    df = pd.DataFrame.from_records(records) if records else pd.DataFrame({"id": pd.Series(dtype=object)})
-    df = df.reset_index(drop=True)
     ds = ctx.data_sources.add_pandas(f"{table}-source")
     bd = ds.add_dataframe_asset(f"{table}-asset").add_batch_definition_whole_dataframe(f"{table}-batch")
     suite = ctx.suites.add(gx.ExpectationSuite(name=f"rlsd-{table}"))
     for e in _expectations(table, v):
         suite.add_expectation(e)
     vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"rlsd-{table}", data=bd, suite=suite))
-    res = vd.run(batch_parameters={"dataframe": df}, result_format={"result_format": "COMPLETE"})
-    row_reasons: dict[int, list[str]] = defaultdict(list)
-    exps, table_ok = [], True
-    for r in res.results:
-        c = r.expectation_config
-        col = c.kwargs.get("column")
-        idx = list(r.result.get("unexpected_index_list") or [])
-        exps.append({"expectation": c.type, "column": col, "success": bool(r.success), "unexpected": len(idx)})
-        if r.success:
+    exps: list[dict[str, Any]] = []
+    failed: list[tuple[Any, list[str]]] = []
+    # id -> (its first row's entry in `failed` or -1, whether that row is already flagged as a duplicate)
+    seen: dict[Any, tuple[int, bool]] = {}
+    table_ok, n, n_custom_bad, ran = True, 0, 0, False
+    for records in itertools.chain(chunks, [None]):
+        if records is None:  # the end; an empty table still runs once (its column checks fail)
+            if ran:
+                break
+            records = []
+        if not records and ran:
             continue
-        if col is None or not idx:  # table-level (or the column is missing): the whole table fails
-            table_ok = False
-            continue
-        for i in idx:
-            row_reasons[int(i)].append(f"{c.type}({col})")
-    if custom is not None:
-        n_bad = 0
+        ran = True
+        df = pd.DataFrame.from_records(records) if records else pd.DataFrame({"id": pd.Series(dtype=object)})
+        df = df.reset_index(drop=True)
+        res = vd.run(batch_parameters={"dataframe": df}, result_format={"result_format": "COMPLETE"})
+        row_reasons: dict[int, list[str]] = defaultdict(list)
+        earlier_dups: list[tuple[Any, str, int]] = []  # (id, reason, expectation) of rows in earlier chunks
+        for k, r in enumerate(res.results):
+            c = r.expectation_config
+            col = c.kwargs.get("column")
+            idx = [int(i) for i in (r.result.get("unexpected_index_list") or [])]
+            if k == len(exps):
+                exps.append({"expectation": c.type, "column": col, "success": True, "unexpected": 0})
+            if c.type == "expect_column_values_to_be_unique" and col == "id" and seen:
+                # as one batch would: every row of a duplicated id fails, earlier chunks' rows included
+                dup = [i for i, rec in enumerate(records) if rec.get("id") in seen]
+                idx = sorted(set(idx) | set(dup))
+                for i in dup:
+                    rid = records[i].get("id")
+                    pos, flagged = seen[rid]
+                    if not flagged:
+                        earlier_dups.append((rid, f"{c.type}({col})", k))
+                        seen[rid] = (pos, True)
+            ok = bool(r.success) and not idx
+            exps[k]["success"] &= ok
+            exps[k]["unexpected"] += len(idx)
+            if ok:
+                continue
+            if col is None or not idx:  # table-level (or the column is missing): the whole table fails
+                table_ok = False
+                continue
+            for i in idx:
+                row_reasons[i].append(f"{c.type}({col})")
+        for rid, reason, k in earlier_dups:
+            pos, _ = seen[rid]
+            exps[k]["success"] = False
+            exps[k]["unexpected"] += 1
+            if pos >= 0:
+                failed[pos][1].append(reason)
+            else:
+                failed.append((rid, [reason]))
+        if custom is not None:
+            for i, rec in enumerate(records):
+                why = custom(rec)
+                if why:
+                    row_reasons[i].append(why)
+                    n_custom_bad += 1
+        unique_reason = "expect_column_values_to_be_unique(id)"
         for i, rec in enumerate(records):
-            why = custom(rec)
-            if why:
-                row_reasons[i].append(why)
-                n_bad += 1
+            rid = rec.get("id")
+            if rid not in seen:
+                seen[rid] = (len(failed) if i in row_reasons else -1, unique_reason in row_reasons.get(i, ()))
+            if i in row_reasons:
+                failed.append((rid, row_reasons[i]))
+        n += len(records)
+    if custom is not None:
         exps.append({"expectation": "custom: leak guard (not a GX expectation)", "column": "prompt",
-                     "success": n_bad == 0, "unexpected": n_bad})
-    n = len(records)
-    return {"table": table, "rows": n, "failed_rows": len(row_reasons),
-            "failure_rate": (len(row_reasons) / n) if n else 0.0, "table_ok": table_ok,
-            "expectations": exps, "row_reasons": dict(row_reasons)}
+                     "success": n_custom_bad == 0, "unexpected": n_custom_bad})
+    return {"table": table, "rows": n, "failed_rows": len(failed),
+            "failure_rate": (len(failed) / n) if n else 0.0, "table_ok": table_ok,
+            "expectations": exps, "failed": failed}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,7 +248,7 @@ def validate(cfg: RLSDConfig, *, snapshot: str | None = "latest", tasks_dir: str
     quarantined too. Raises :class:`ValidationFailed` (after writing the report) when a table's
     failure rate passes ``validation.max_failure_rate`` or a table-level expectation fails.
     """
-    from rlsd.data.ingest import load_snapshot
+    from rlsd.data.ingest import iter_records
     from rlsd.data.store import canonical_json, open_store
     from rlsd.tasks import read_tasks, write_tasks
 
@@ -217,15 +262,15 @@ def validate(cfg: RLSDConfig, *, snapshot: str | None = "latest", tasks_dir: str
     snapshot_id = None
     if snapshot:
         store = store or open_store(cfg.store)
-        man, sections, tickets = load_snapshot(store, snapshot)
+        man = store.read_manifest(snapshot)
         snapshot_id = man["snapshot_id"]
-        for name, recs in (("sections", sections), ("tickets", tickets)):
-            r = run_suite(ctx, name, recs, v)
+        for name in ("sections", "tickets"):
+            r = run_suite(ctx, name, iter_records(store, man, name, v.chunk_rows), v)
             tables.append(r)
-            for i, reasons in r["row_reasons"].items():
-                quarantine.append({"table": name, "id": recs[i].get("id"), "reasons": reasons})
+            for rid, reasons in r["failed"]:
+                quarantine.append({"table": name, "id": rid, "reasons": reasons})
                 if name == "tickets":
-                    bad_tickets.add(str(recs[i].get("id")))
+                    bad_tickets.add(str(rid))
     valid_counts = {}
     if tasks_dir is not None:
         split_tasks = {}
@@ -242,12 +287,12 @@ def validate(cfg: RLSDConfig, *, snapshot: str | None = "latest", tasks_dir: str
                 why = f"source ticket {rec.get('ticket_id')} failed validation"
             return why
 
-        r = run_suite(ctx, "tasks", rows, v, custom=guard)
+        r = run_suite(ctx, "tasks", [rows], v, custom=guard)
         tables.append(r)
         bad_ids = set()
-        for i, reasons in r["row_reasons"].items():
-            quarantine.append({"table": "tasks", "id": rows[i]["id"], "reasons": reasons})
-            bad_ids.add(rows[i]["id"])
+        for rid, reasons in r["failed"]:
+            quarantine.append({"table": "tasks", "id": rid, "reasons": reasons})
+            bad_ids.add(rid)
         for split, ts in split_tasks.items():
             keep = [t for t in ts if t.id not in bad_ids]
             valid_counts[split] = len(keep)
