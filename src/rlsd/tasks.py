@@ -7,12 +7,13 @@ the reference ``answer`` and the name of the ``verifier`` that scores a completi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 
 @dataclass(frozen=True)
@@ -66,16 +67,27 @@ def read_tasks(path: str | Path) -> list[Task]:
     return tasks
 
 
-def write_tasks(tasks: Iterable[Task], path: str | Path) -> int:
+@contextlib.contextmanager
+def task_writer(path: str | Path) -> Iterator[Callable[[Task], None]]:
+    """``with task_writer(p) as write: write(task) ...``: JSONL through a temporary file that replaces
+    ``path`` only when the block ends without an error (readers never see half a file)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
     tmp = p.with_suffix(p.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            yield lambda t: f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+        tmp.replace(p)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_tasks(tasks: Iterable[Task], path: str | Path) -> int:
+    n = 0
+    with task_writer(path) as write:
         for t in tasks:
-            f.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+            write(t)
             n += 1
-    tmp.replace(p)
     return n
 
 

@@ -23,14 +23,15 @@ import json
 import math
 import re
 from array import array
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from rlsd.config import RLSDConfig
+from rlsd.data.index import read_index
 from rlsd.data.store import Store, open_store
-from rlsd.tasks import Task, write_tasks
+from rlsd.tasks import Task, task_writer
 
 VERIFIER_OF = {"numeric": "numeric", "label": "label", "json": "json"}
 ELIGIBLE_STATUSES = ("resolved", "closed")
@@ -168,7 +169,7 @@ def listed_options(question: str, answer: str) -> list[str]:
     return []
 
 
-def ticket_to_task(ticket: dict[str, Any], sections: dict[str, dict[str, Any]], bm25: BM25 | None,
+def ticket_to_task(ticket: dict[str, Any], sections: Mapping[str, dict[str, Any]], bm25: BM25 | None,
                    section_ids: list[str], *, label_set: set[str], snapshot_id: str, retrieve_k: int,
                    max_context_chars: int) -> Task:
     atype = ticket["answer_type"]
@@ -225,38 +226,79 @@ def eligibility(ticket: dict[str, Any]) -> str:
     return ""
 
 
+class _Sections(Mapping):
+    """The sections of a snapshot by id, read from the store when asked (a few thousand kept), so task
+    building does not hold the manuals in memory."""
+
+    def __init__(self, store: Store, index: dict[str, str], keep: int = 4096) -> None:
+        self.store, self.index, self.keep = store, index, keep
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def __getitem__(self, sid: str) -> dict[str, Any]:
+        if sid in self._cache:
+            self._cache.move_to_end(sid)
+            return self._cache[sid]
+        sec = json.loads(self.store.get_object(self.index[sid]))
+        self._cache[sid] = sec
+        if len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
+        return sec
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self.index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
 def build_tasks(cfg: RLSDConfig, *, snapshot: str = "latest", out_dir: str | Path,
                 store: Store | None = None) -> dict[str, Any]:
     """Write ``train.jsonl`` and ``eval.jsonl`` under ``out_dir`` from a snapshot; returns
-    ``{"train_path", "eval_path", "counts", "snapshot_id"}``. Counts name every skipped ticket's reason."""
-    from rlsd.data.ingest import load_snapshot
+    ``{"train_path", "eval_path", "counts", "snapshot_id"}``. Counts name every skipped ticket's reason.
+
+    Memory is bounded by the id -> hash index, BM25's postings and one chunk of records: sections and
+    tickets are streamed from the store, tasks are written as they are made."""
+    from rlsd.data.ingest import iter_records
 
     store = store or open_store(cfg.store)
-    man, sections, tickets = load_snapshot(store, snapshot)
+    man = store.read_manifest(snapshot)
     sid = man["snapshot_id"]
-    by_id = {s["id"]: s for s in sections}
-    section_ids = [s["id"] for s in sections]
-    bm25 = BM25(tokenize(" ".join(s["heading_path"]) + " " + s["text"]) for s in sections) if sections else None
-    label_set = {t["answer"] for t in tickets if t["answer_type"] == "label" and t["answer"]}
-    out = {"train": [], "eval": []}
-    skipped: Counter = Counter()
-    retrieved = missing = 0
-    for t in tickets:
-        why = eligibility(t)
-        if why:
-            skipped[why] += 1
-            continue
-        task = ticket_to_task(t, by_id, bm25, section_ids, label_set=label_set, snapshot_id=sid,
-                              retrieve_k=cfg.ingest.retrieve_k, max_context_chars=cfg.ingest.max_context_chars)
-        retrieved += task.meta["retrieved"]
-        missing += bool(task.meta["missing_links"])
-        out[split_of(t["id"], cfg.ingest.eval_fraction)].append(task)
+    sec_index = read_index(store, man, "sections")
+    section_ids = sorted(sec_index)
+    bm25 = None
+    if section_ids:
+        bm25 = BM25(tokenize(" ".join(s["heading_path"]) + " " + s["text"])
+                    for chunk in iter_records(store, man, "sections") for s in chunk)
+    sections = _Sections(store, sec_index)
+    label_set = {t["answer"] for chunk in iter_records(store, man, "tickets") for t in chunk
+                 if t["answer_type"] == "label" and t["answer"]}
     out_dir = Path(out_dir)
-    train_path, eval_path = out_dir / "train.jsonl", out_dir / "eval.jsonl"
-    write_tasks(out["train"], train_path)
-    write_tasks(out["eval"], eval_path)
-    counts = {"tickets": len(tickets), "tasks": len(out["train"]) + len(out["eval"]), "train": len(out["train"]),
-              "eval": len(out["eval"]), "skipped": dict(skipped), "retrieved_context": retrieved,
-              "tickets_with_missing_links": missing,
-              "by_answer_type": dict(Counter(t.meta["answer_type"] for v in out.values() for t in v))}
-    return {"train_path": str(train_path), "eval_path": str(eval_path), "counts": counts, "snapshot_id": sid}
+    paths = {"train": out_dir / "train.jsonl", "eval": out_dir / "eval.jsonl"}
+    n = Counter()
+    skipped: Counter = Counter()
+    by_type: Counter = Counter()
+    retrieved = missing = n_tickets = 0
+    with task_writer(paths["train"]) as write_train, task_writer(paths["eval"]) as write_eval:
+        writers = {"train": write_train, "eval": write_eval}
+        for chunk in iter_records(store, man, "tickets"):
+            for t in chunk:
+                n_tickets += 1
+                why = eligibility(t)
+                if why:
+                    skipped[why] += 1
+                    continue
+                task = ticket_to_task(t, sections, bm25, section_ids, label_set=label_set, snapshot_id=sid,
+                                      retrieve_k=cfg.ingest.retrieve_k, max_context_chars=cfg.ingest.max_context_chars)
+                retrieved += task.meta["retrieved"]
+                missing += bool(task.meta["missing_links"])
+                by_type[task.meta["answer_type"]] += 1
+                split = split_of(t["id"], cfg.ingest.eval_fraction)
+                writers[split](task)
+                n[split] += 1
+    counts = {"tickets": n_tickets, "tasks": n["train"] + n["eval"], "train": n["train"], "eval": n["eval"],
+              "skipped": dict(skipped), "retrieved_context": retrieved, "tickets_with_missing_links": missing,
+              "by_answer_type": dict(by_type)}
+    return {"train_path": str(paths["train"]), "eval_path": str(paths["eval"]), "counts": counts, "snapshot_id": sid}
