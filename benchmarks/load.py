@@ -74,42 +74,69 @@ def generate(folder: Path, scale: float, seed: int = 0) -> tuple[Path, Path, int
     return mdir, tdir, n_tickets, written
 
 
-def worker(scale: float) -> dict:
-    """One size in this process: generate, ingest into a local store, report peak RSS and time."""
+def worker(scale: float, folder: Path) -> dict:
+    """One size in this process: generate, ingest into a local store under ``folder``, report peak RSS and time."""
     sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
     from rlsd.config import load_config
     from rlsd.data.ingest import ingest
     from rlsd.data.store import LocalStore
 
-    with tempfile.TemporaryDirectory(prefix="rlsd-load-") as tmp:
-        tmp = Path(tmp)
-        t0 = time.perf_counter()
-        mdir, tdir, n_tickets, manual_bytes = generate(tmp / "in", scale)
-        t_gen = time.perf_counter() - t0
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        t0 = time.perf_counter()
-        rep = ingest(load_config(), manuals=[mdir], tickets=[tdir], store=LocalStore(tmp / "store"))
-        t_ingest = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return {"scale": scale, "tickets": n_tickets, "manual_mb": manual_bytes / 1e6,
-                "input_mb": rep["bytes_read"] / 1e6, "sections": rep["counts"]["sections"],
-                "stored": rep["counts"]["stored"], "quarantined": rep["counts"]["quarantined"],
-                "objects": rep["objects_written"], "generate_s": round(t_gen, 1), "ingest_s": round(t_ingest, 1),
-                "mb_per_s": round(rep["bytes_read"] / 1e6 / t_ingest, 2), "rss_after_imports_mb": round(rss_before, 1),
-                "peak_rss_mb": round(peak, 1)}
+    t0 = time.perf_counter()
+    mdir, tdir, n_tickets, manual_bytes = generate(folder / "in", scale)
+    t_gen = time.perf_counter() - t0
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    rep = ingest(load_config(), manuals=[mdir], tickets=[tdir], store=LocalStore(folder / "store"))
+    t_ingest = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"scale": scale, "tickets": n_tickets, "manual_mb": manual_bytes / 1e6,
+            "input_mb": rep["bytes_read"] / 1e6, "sections": rep["counts"]["sections"],
+            "stored": rep["counts"]["stored"], "quarantined": rep["counts"]["quarantined"],
+            "objects": rep["objects_written"], "generate_s": round(t_gen, 1), "ingest_s": round(t_ingest, 1),
+            "mb_per_s": round(rep["bytes_read"] / 1e6 / t_ingest, 2), "rss_after_imports_mb": round(rss_before, 1),
+            "peak_rss_mb": round(peak, 1)}
 
 
-def run_size(scale: float) -> dict:
+def step_worker(step: str, folder: Path) -> dict:
+    """validate or build-tasks of the store under ``folder`` in this process: time and peak RSS."""
+    sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+    from rlsd.config import load_config
+    from rlsd.data.store import LocalStore
+
+    st, cfg = LocalStore(folder / "store"), load_config()
+    t0 = time.perf_counter()
+    if step == "validate":
+        from rlsd.data.validate import validate
+
+        r = validate(cfg, out_dir=folder / "validate", store=st)
+        what = f"{sum(t['rows'] for t in r['tables'])} rows, {r['quarantined']} quarantined"
+    else:
+        from rlsd.data.build import build_tasks
+
+        r = build_tasks(cfg, out_dir=folder / "tasks", store=st)
+        what = f"{r['counts']['tasks']} tasks"
+    return {"step": step, "seconds": round(time.perf_counter() - t0, 1), "what": what,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def _child(*args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, __file__, "--worker", str(scale)], env=env, capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
-        raise RuntimeError(f"load worker at scale {scale} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"load worker {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(scale: float, sizes: list[float]) -> dict:
-    rows = [run_size(scale * s) for s in sizes]
+def run_size(scale: float, tasks: bool = False) -> dict:
+    with tempfile.TemporaryDirectory(prefix="rlsd-load-") as tmp:
+        row = _child("--worker", str(scale), "--folder", tmp)
+        if tasks:
+            row["steps"] = [_child("--step", s, "--folder", tmp) for s in ("validate", "build")]
+        return row
+
+
+def measure(scale: float, sizes: list[float], tasks: bool = False) -> dict:
+    rows = [run_size(scale * s, tasks) for s in sizes]
     ratio = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
     growth = rows[-1]["input_mb"] / rows[0]["input_mb"]
     return {"rows": rows, "peak_ratio": round(ratio, 3), "input_ratio": round(growth, 2)}
@@ -123,6 +150,12 @@ def table(res: dict) -> str:
                      f"{r['ingest_s']} | {r['mb_per_s']} | {r['rss_after_imports_mb']} | {r['peak_rss_mb']} |")
     lines.append(f"\nPeak RSS ratio largest / smallest: **{res['peak_ratio']}** for {res['input_ratio']}x the input "
                  "(1.0 = flat).")
+    if any("steps" in r for r in res["rows"]):
+        lines += ["", "The next pipeline steps on the same store, each in a fresh process:", "",
+                  "| tickets | step | result | seconds | peak RSS MB |", "|---|---|---|---|---|"]
+        for r in res["rows"]:
+            for st in r.get("steps", []):
+                lines.append(f"| {r['tickets']} | {st['step']} | {st['what']} | {st['seconds']} | {st['peak_rss_mb']} |")
     return "\n".join(lines)
 
 
@@ -131,18 +164,25 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="1.0 = 100,000 tickets + 1 GB of manuals")
     ap.add_argument("--sizes", default="0.25,0.5,1", help="fractions of --scale to measure, smallest first")
     ap.add_argument("--out", help="also write the table to this Markdown file")
+    ap.add_argument("--tasks", action="store_true", help="also run validate and build-tasks on each store")
     ap.add_argument("--worker", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--step", choices=["validate", "build"], help=argparse.SUPPRESS)
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker is not None:
-        print(json.dumps(worker(a.worker)))
+        print(json.dumps(worker(a.worker, Path(a.folder))))
         return
-    res = measure(a.scale, [float(x) for x in a.sizes.split(",")])
+    if a.step:
+        print(json.dumps(step_worker(a.step, Path(a.folder))))
+        return
+    res = measure(a.scale, [float(x) for x in a.sizes.split(",")], a.tasks)
     text = table(res)
     print(text)
     if a.out:
         import platform
 
-        Path(a.out).write_text(f"# Ingest under load\n\n`python benchmarks/load.py --scale {a.scale} --sizes {a.sizes}` "
+        Path(a.out).write_text(f"# Ingest under load\n\n`python benchmarks/load.py --scale {a.scale} --sizes {a.sizes}"
+                               f"{' --tasks' if a.tasks else ''}` "
                                f"on {platform.machine()} ({os.cpu_count()} cores shared), Python "
                                f"{platform.python_version()}; local folder store; each size in a fresh process.\n\n"
                                + text + "\n")
