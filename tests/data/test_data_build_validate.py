@@ -183,10 +183,12 @@ def test_bm25_equals_the_textbook_loop_bit_for_bit_ties_included():
     rng = random.Random(0)
     words = [f"w{i}" for i in range(40)]
     docs = [[rng.choice(words[: rng.randint(3, 40)]) for _ in range(rng.randint(0, 30))] for _ in range(300)]
+    docs = [d + ["common"] * (i % 10 != 3) for i, d in enumerate(docs)]  # in 90% of documents: a dense row
     docs += [list(docs[5]), list(docs[5])]  # exact ties: the lower index must come first
     bm = BM25(docs)
+    assert bm.vocab["common"] in bm._dense and len(bm._dense) < len(bm.vocab)
     for _ in range(200):
-        q = [rng.choice(words + ["unknown"]) for _ in range(rng.randint(1, 8))]
+        q = [rng.choice(words + ["unknown", "common"]) for _ in range(rng.randint(1, 8))]
         k = rng.choice([1, 3, 5, 50])
         ref_scores, ref_top = _bm25_reference(docs, q, k)
         assert bm.scores(q).tolist() == ref_scores
