@@ -67,33 +67,40 @@ class BM25:
         import numpy as np
 
         self.vocab: dict[str, int] = {}
-        doc_of, term_of, tf_of, lens_of = array("i"), array("i"), array("d"), array("d")
+        doc_of, term_of, tf_of, lens_of = array("i"), array("i"), array("i"), array("d")
         for i, d in enumerate(docs):  # one document's tokens in memory at a time
             lens_of.append(len(d))
             for w, f in Counter(d).items():
                 doc_of.append(i)
                 term_of.append(self.vocab.setdefault(w, len(self.vocab)))
                 tf_of.append(f)
-        docs_a, terms, tf = (np.frombuffer(a, dtype=t) for a, t in ((doc_of, np.int32), (term_of, np.int32),
-                                                                    (tf_of, np.float64)))
+        docs_a, terms, tf = (np.frombuffer(a, dtype=np.int32) for a in (doc_of, term_of, tf_of))
         lens = np.frombuffer(lens_of, dtype=np.float64)
         n = self.n = len(lens)
         avg = float(lens.sum() / n) if n else 0.0
-        df = np.bincount(terms, minlength=len(self.vocab)).astype(np.float64)
-        idf = np.array([math.log(1 + (n - c + 0.5) / (c + 0.5)) for c in df.tolist()])  # libm, as a loop would
         norm = k1 * (1 - b + b * lens / (avg or 1))
-        weight = idf[terms] * tf * (k1 + 1) / (tf + norm[docs_a])
-        order = np.argsort(terms, kind="stable")  # postings of each term, documents in increasing order
-        self._docs, self._weights = docs_a[order], weight[order]
-        self._start = np.concatenate([[0], np.cumsum(df.astype(np.int64))])
+        df = np.bincount(terms, minlength=len(self.vocab))
+        start = np.concatenate([[0], np.cumsum(df)])
+        order = np.argsort(terms, kind="stable")  # by word, documents in increasing order within a word
         # A word in more than 2/3 of the documents is kept as a dense row (8 bytes a document, less than its
         # postings' 12) and added with one contiguous add; the documents without it get + 0.0, which is exact.
+        sparse = df * 3 <= 2 * n
+        self._start = np.concatenate([[0], np.cumsum(np.where(sparse, df, 0))])
+        self._docs = np.empty(self._start[-1], dtype=np.int32)
+        self._weights = np.empty(self._start[-1], dtype=np.float64)
         self._dense: dict[int, Any] = {}
-        for j in np.flatnonzero(df * 3 > 2 * n).tolist():
-            row = np.zeros(n, dtype=np.float64)
-            s, e = self._start[j], self._start[j + 1]
-            row[self._docs[s:e]] = self._weights[s:e]
-            self._dense[j] = row
+        for j, c in enumerate(df.tolist()):  # one word's postings at a time (bounded temporaries)
+            sel = order[start[j]:start[j + 1]]
+            d, f = docs_a[sel], tf[sel].astype(np.float64)
+            idf = math.log(1 + (n - c + 0.5) / (c + 0.5))  # libm, as the textbook loop would
+            w = idf * f * (k1 + 1) / (f + norm[d])
+            if sparse[j]:
+                self._docs[self._start[j]:self._start[j + 1]] = d
+                self._weights[self._start[j]:self._start[j + 1]] = w
+            else:
+                row = np.zeros(n, dtype=np.float64)
+                row[d] = w
+                self._dense[j] = row
 
     def scores(self, query: list[str]):
         """(n_docs,) float64 scores of one query (a numpy array)."""
