@@ -142,8 +142,8 @@ class WorkIndex:
 
     # -- tickets -------------------------------------------------------------------------------------
     def stored_ticket(self, tid: str) -> tuple[str, str, int] | None:
-        """(digest, updated, ts) of the previous snapshot's ticket ``tid`` (or of this ingest's winner
-        once :meth:`commit_winners` ran), or None."""
+        """(digest, updated, ts) of ticket ``tid`` in the index being built (the previous snapshot's until
+        :meth:`put_ticket` replaces it), or None."""
         return self.db.execute("SELECT digest, updated, ts FROM tickets WHERE id = ?", (tid,)).fetchone()
 
     def winner(self, tid: str) -> tuple[str, str, int, int, str] | None:
