@@ -151,11 +151,12 @@ class WorkIndex:
         return self.db.execute("SELECT digest, updated, ts, src, at FROM winners WHERE id = ?", (tid,)).fetchone()
 
     def set_winner(self, tid: str, digest: str, updated: str, ts: int, src: int, at: str, verified: bool) -> None:
-        row = self.db.execute("SELECT seq FROM winners WHERE id = ?", (tid,)).fetchone()
-        seq = row[0] if row else self._seq  # a replaced winner keeps its place in the order ids were first seen
-        self._seq += row is None
-        self.db.execute("INSERT OR REPLACE INTO winners VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (tid, seq, digest, updated, ts, src, at, int(verified)))
+        # an upsert: a replaced winner keeps its seq, its place in the order ids were first seen
+        self._seq += 1
+        self.db.execute("""INSERT INTO winners VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET
+                           digest = excluded.digest, updated = excluded.updated, ts = excluded.ts,
+                           src = excluded.src, at = excluded.at, verified = excluded.verified""",
+                        (tid, self._seq, digest, updated, ts, src, at, int(verified)))
 
     def winners_against_stored(self) -> Iterator[tuple]:
         """(id, digest, updated, ts, src, at, verified, stored_updated, stored_ts) per winner, in the order

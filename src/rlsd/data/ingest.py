@@ -39,6 +39,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import itertools
 import json
 import re
 import time
@@ -145,19 +146,13 @@ class QuarantineSpool:
         """Store every record, in order, as canonical-JSON lists of up to QUARANTINE_CHUNK records;
         returns (chunk digests, objects written)."""
         self._fh.close()
-        digests, written, chunk = [], 0, []
+        digests, written = [], 0
         with self.path.open(encoding="utf-8") as f:
-            for line in f:
-                chunk.append(json.loads(line))
-                if len(chunk) == QUARANTINE_CHUNK:
-                    d, w = store.put_object(canonical_json(chunk))
-                    digests.append(d)
-                    written += w
-                    chunk = []
-        if chunk:
-            d, w = store.put_object(canonical_json(chunk))
-            digests.append(d)
-            written += w
+            records = (json.loads(line) for line in f)
+            while chunk := list(itertools.islice(records, QUARANTINE_CHUNK)):
+                d, w = store.put_object(canonical_json(chunk))
+                digests.append(d)
+                written += w
         return digests, written
 
 
