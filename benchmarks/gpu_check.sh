@@ -19,9 +19,10 @@ export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TR
 PY="${PYTHON:-python3}"
 if ! "$PY" -c "import deepspeed" >/dev/null 2>&1; then
   if ls .whl/deepspeed-*.whl >/dev/null 2>&1; then
-    "$PY" -m venv --system-site-packages /tmp/rlsd-gpu-venv
-    /tmp/rlsd-gpu-venv/bin/python -m pip install -q --no-index --no-deps .whl/*.whl || exit 2
-    PY=/tmp/rlsd-gpu-venv/bin/python
+    # --target, not a venv: python3 there may itself be a venv, whose packages (torch) a
+    # `venv --system-site-packages` does not see (measured on the H200: "No module named 'torch'")
+    "$PY" -m pip install -q --no-index --no-deps --target /tmp/rlsd-gpu-wheels .whl/*.whl || exit 2
+    export PYTHONPATH="$PYTHONPATH:/tmp/rlsd-gpu-wheels"
   else
     echo "deepspeed is not installed and .whl/ holds no wheels: run benchmarks/gpu_wheels.sh where there is network, then carry .whl" >&2
     exit 2

@@ -144,6 +144,15 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
+def _cache_kwarg(model: Any) -> str:
+    """The forward argument that takes a KV cache: ``cache`` from transformers 5.2x, ``past_key_values``
+    before (5.17, the GPU machines' version, does not know ``cache`` and would drop it silently)."""
+    import inspect
+
+    module = getattr(model, "module", model)  # a DeepSpeed engine wraps the model
+    return "cache" if "cache" in inspect.signature(type(module).forward).parameters else "past_key_values"
+
+
 def completion_logits(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                       completion_ids: torch.Tensor, completion_mask: torch.Tensor,
                       temperature: float, group_size: int = 1) -> torch.Tensor:
@@ -172,12 +181,14 @@ def completion_logits(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.T
 
     first = slice(None, None, group_size)  # one row per group
     cache = DynamicCache()
+    kw = {_cache_kwarg(model): cache}  # the model fills the cache in place
     head = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], position_ids=pos[first, :p_len],
-                 cache=cache, use_cache=True, logits_to_keep=1)
-    cache = head.cache
+                 use_cache=True, logits_to_keep=1, **kw)
+    if cache.get_seq_length() != p_len:  # a model that ignored the cache would silently drop the prompt
+        raise RuntimeError(f"shared prompt pass left {cache.get_seq_length()} cached positions, expected {p_len}")
     cache.batch_repeat_interleave(group_size)
     tail = model(input_ids=completion_ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, p_len:-1],
-                 cache=cache, use_cache=True)
+                 use_cache=True, **kw)
     logits = torch.cat([head.logits.repeat_interleave(group_size, 0), tail.logits], dim=1)
     return logits.float() / temperature
 
