@@ -6,15 +6,18 @@
 #   then on the device, carrying .whl:  bash benchmarks/gpu_all.sh      (results under $OUT/rollout_gpu, $OUT/gpu_check)
 # Dry run on CPU: the CHECK_ARGS / BENCH_ARGS of gpu_rollout_check.sh's header, TRITON_INTERPRET=1 and
 # GPU_CHECK_ARGS="--device cpu" (about 2 minutes).
-# Budget: rollout checks 150 s + benchmark 190 s + trainer 200 s (no retry) = 540 s at most.
+# Budget: rollout checks 120 s + benchmark 150 s + trainer and update mechanics 240 s (no retry) = 510 s at most
+# (measured 2026-11-29 on an H200: checks 36 s, the benchmark below ~60 s, trainer 57 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp}"
 t0=$(date +%s)
-CHECK_TIMEOUT=150 BENCH_TIMEOUT=190 bash benchmarks/gpu_rollout_check.sh "$OUT/rollout_gpu"
+CHECK_TIMEOUT=120 BENCH_TIMEOUT=150 BENCH_ARGS="${BENCH_ARGS:---models smollm2 --batches 256,1024 --new-tokens 256 \
+  --prompt-tokens 128 --dtype bfloat16 --repeats 1 --kernels torch,mixed,triton}" \
+  bash benchmarks/gpu_rollout_check.sh "$OUT/rollout_gpu"
 rollout_rc=$?
 echo "rollout part: rc=$rollout_rc after $(( $(date +%s) - t0 )) s"
-MAIN_TIMEOUT=200 RETRY_TIMEOUT=0 GPU_CHECK_ARGS="${GPU_CHECK_ARGS:---shape smollm2 --prompts 32 --group 8 --new-tokens 256 --steps 3 --reps 1}" \
+MAIN_TIMEOUT=240 RETRY_TIMEOUT=0 GPU_CHECK_ARGS="${GPU_CHECK_ARGS:---shape smollm2 --prompts 32 --group 8 --new-tokens 256 --steps 3 --reps 1}" \
   bash benchmarks/gpu_check.sh "$OUT/gpu_check"
 trainer_rc=$?
 echo "trainer part: rc=$trainer_rc after $(( $(date +%s) - t0 )) s"

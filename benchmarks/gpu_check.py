@@ -16,6 +16,13 @@ Figures per algorithm (medians over kept steps; min step time too):
   log-prob passes, train) / time_step / peak; N = non-embedding parameters + the LM head, S = sequence length.
 - peak: a bf16 matmul of --peak-size^3 measured in the same run (the card's measured peak, not the spec sheet).
 
+Then (``--mechanics``, on by default) the update mechanics a GPU-sized run takes, in the same dtype, with a
+coin per completion as the reward (sha256 of its text: a random-init model never solves a task, and these
+checks are about the update, not learning):
+- micro-batched (4 micro-batches) vs whole-batch, 3 steps: per-step loss and grad norm side by side, and the
+  bf16 weights after 3 steps (identical fraction, moved-from-start fraction);
+- updates_per_batch = 4: clip, dual-clip fractions and mean ratio per step (0, 0 and 1 with one update).
+
 ``--device cpu`` is a dry run of this Python on the CPU (float32, tiny sizes, a float32 matmul "peak"):
 it checks the code path, not the figures.
 
@@ -82,6 +89,7 @@ def main() -> None:
     ap.add_argument("--zero", type=int, default=2)
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--peak-size", type=int, default=8192)
+    ap.add_argument("--mechanics", type=int, default=1, help="1: also run the update-mechanics checks")
     ap.add_argument("--json", default="")
     ap.add_argument("--workdir", default="")
     args = ap.parse_args()
@@ -182,6 +190,84 @@ def main() -> None:
           f"median {res['ratio_median']:.2f}x", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
+    if args.mechanics:
+        res["mechanics"] = mechanics(model, tr, ev, work, args, dtype)
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+
+
+def _coin_reward(task, text: str) -> float:
+    import hashlib
+
+    return float(hashlib.sha256(text.encode()).digest()[0] & 1)
+
+
+def mechanics(model: Path, tr: Path, ev: Path, work: Path, args: argparse.Namespace, dtype: str) -> dict:
+    """Micro-batched vs whole-batch and several updates per batch, on the benchmark's model (see the docstring)."""
+    from safetensors.torch import load_file
+
+    import rlsd.verifiers as V
+    from rlsd.train import train
+
+    prompts, group = (2, 4) if args.device == "cpu" else (16, 8)
+    new_tokens = min(args.new_tokens, 64)
+    lr = 3e-4  # large enough that one AdamW step (~lr per weight) is visible in bf16 weights of scale 0.02
+
+    def run(name: str, **extra) -> tuple[list[dict], dict]:
+        cfg = make_config({
+            "model.path": model, "model.dtype": dtype, "data.train_tasks": tr, "data.eval_tasks": ev,
+            "algorithm.name": "rlsd", "rollout.group_size": group, "rollout.prompts_per_step": prompts,
+            "rollout.max_new_tokens": new_tokens, "rollout.engine": args.engine,
+            "teacher.template": "{question}H:{context}\n", "deepspeed.zero_stage": args.zero, "train.lr": lr,
+            **extra, "train.steps": 3, "train.checkpoint_every": 0, "train.eval_every": 0, "tracking.enabled": False})
+        out = work / f"mech-{name}"
+        t0 = time.perf_counter()
+        train(cfg, output_dir=out)
+        print(f"mechanics run {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+        return read_metrics(out / "metrics.jsonl"), load_file(str(out / "final" / "model.safetensors"))
+
+    orig = V.score
+    V.score = _coin_reward
+    try:
+        rollouts = prompts * group
+        whole, w_whole = run("whole")
+        micro, w_micro = run("micro", **{"train.micro_batch_size": rollouts // 4})
+        # a larger lr: each update must move the policy enough for ratios past the clip range
+        upd, _ = run("updates4", **{"train.updates_per_batch": 4, "train.micro_batch_size": rollouts // 4,
+                                    "train.lr": 10 * lr})
+    finally:
+        V.score = orig
+    base = load_file(str(model / "model.safetensors"))
+    same = sum(int((w_whole[k] == w_micro[k]).sum()) for k in w_whole) / sum(v.numel() for v in w_whole.values())
+    moved = sum(int((w_micro[k] != base[k].to(w_micro[k].dtype)).sum()) for k in w_micro) / sum(
+        v.numel() for v in w_micro.values())
+    r = {"lr": lr, "lr_updates4": 10 * lr, "rollouts": rollouts, "new_tokens": new_tokens, "weights_identical_frac": same,
+         "micro_moved_frac": moved,
+         "steps": [{"step": a["step"], "reward_whole": a["reward_mean"], "reward_micro": b["reward_mean"],
+                    "loss_whole": a["loss"], "loss_micro": b["loss"], "grad_norm_whole": a["grad_norm"],
+                    "grad_norm_micro": b["grad_norm"]} for a, b in zip(whole, micro)],
+         "updates4": [{k: u.get(k) for k in ("step", "optimizer_step", "clip_frac", "dual_clip_frac", "ratio_mean",
+                                             "approx_kl", "lambda", "reward_mean")} for u in upd]}
+    s1 = r["steps"][0]
+    r["micro_equals_whole_step1"] = (abs(s1["grad_norm_whole"] - s1["grad_norm_micro"])
+                                     <= 0.02 * max(s1["grad_norm_whole"], 1e-12) and s1["grad_norm_whole"] > 0)
+    r["micro_trains"] = moved > 0.5
+    r["clips_act"] = max(u["clip_frac"] for u in r["updates4"]) > 0
+    rows = [["step", "reward whole / micro", "loss whole / micro", "grad norm whole / micro"]]
+    rows += [[str(x["step"]), f"{x['reward_whole']:.3f} / {x['reward_micro']:.3f}",
+              f"{x['loss_whole']:.4g} / {x['loss_micro']:.4g}",
+              f"{x['grad_norm_whole']:.4g} / {x['grad_norm_micro']:.4g}"] for x in r["steps"]]
+    rows2 = [["step", "optimizer steps", "clip_frac", "dual_clip_frac", "ratio_mean", "approx_kl", "lambda"]]
+    rows2 += [[str(u["step"]), str(u["optimizer_step"]), f"{u['clip_frac']:.4f}", f"{u['dual_clip_frac']:.4f}",
+               f"{u['ratio_mean']:.4f}", f"{u['approx_kl']:.2e}", f"{u['lambda']:.3f}"] for u in r["updates4"]]
+    r["table"] = (f"micro-batched ({rollouts // 4} x 4) vs whole batch ({rollouts} rollouts x <= {new_tokens} tokens, "
+                  f"{dtype}, lr {lr}, coin rewards):\n{md_table(rows)}\n{dtype} weights after 3 steps: "
+                  f"{100 * same:.2f}% identical; micro-batched run moved {100 * moved:.1f}% of the weights. "
+                  f"Step-1 grad norms within 2%: {r['micro_equals_whole_step1']}\n\nupdates_per_batch = 4 "
+                  f"(lr {10 * lr}):\n"
+                  f"{md_table(rows2)}\nclip fractions > 0: {r['clips_act']}")
+    print(r["table"], flush=True)
+    return r
 
 
 if __name__ == "__main__":

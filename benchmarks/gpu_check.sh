@@ -64,6 +64,8 @@ try:
     print(f"\nRLSD/GRPO step time: min {r['ratio_min']:.2f}x, median {r['ratio_median']:.2f}x")
     if "target" in r:
         print(r["target"])
+    if "mechanics" in r:
+        print("\n## update mechanics on GPU\n\n" + r["mechanics"]["table"])
 except Exception as e:  # noqa: BLE001
     print(f"## trainer on GPU: no results (rc={rc}): {e}; see {out}/run.log")
 PYEOF

@@ -107,17 +107,19 @@ def fp32_checks(device: str, T: int = 100) -> None:
         dd = (ge.logps - got.logps).abs().max().item()
         check(f"graphs_equal_eager[{kind}]", torch.equal(ge.completion_ids, got.completion_ids) and dd < 1e-5,
               f"max|dlogp|={dd:.2e}")
-        if K.available(device):  # the Triton decode kernels, graphs on
-            E.get_engine(model, kernels="triton")
-            kt = E.sample(model, tok, PROMPTS, num_samples=4, max_new_tokens=T, greedy=True, kernels="triton")
-            same_t = torch.equal(kt.completion_ids, got.completion_ids) and torch.equal(kt.completion_mask,
-                                                                                       got.completion_mask)
-            tf_t = E.teacher_forced_logps(model, kt.prompt_ids, kt.prompt_mask, kt.completion_ids, kt.completion_mask,
-                                          greedy=True)
-            dt = (kt.logps - tf_t).abs().max().item()
-            dk = (kt.logps - got.logps).abs().max().item()
-            check(f"triton_kernels_equal_torch_kernels[{kind}]", same_t and dk < 1e-4, f"max|dlogp|={dk:.2e}")
-            check(f"triton_kernels_logps_vs_forward[{kind}]", dt < 1e-4, f"max|diff|={dt:.2e}")
+        if K.available(device):  # the Triton decode kernels (all, or mixed with torch attention), graphs on
+            for setting in ("triton", "mixed"):
+                E.get_engine(model, kernels=setting)
+                kt = E.sample(model, tok, PROMPTS, num_samples=4, max_new_tokens=T, greedy=True, kernels=setting)
+                same_t = torch.equal(kt.completion_ids, got.completion_ids) and torch.equal(kt.completion_mask,
+                                                                                           got.completion_mask)
+                tf_t = E.teacher_forced_logps(model, kt.prompt_ids, kt.prompt_mask, kt.completion_ids,
+                                              kt.completion_mask, greedy=True)
+                dt = (kt.logps - tf_t).abs().max().item()
+                dk = (kt.logps - got.logps).abs().max().item()
+                name = "triton_kernels" if setting == "triton" else "mixed_kernels"
+                check(f"{name}_equal_torch_kernels[{kind}]", same_t and dk < 1e-4, f"max|dlogp|={dk:.2e}")
+                check(f"{name}_logps_vs_forward[{kind}]", dt < 1e-4, f"max|diff|={dt:.2e}")
         else:
             check(f"triton_kernels_available[{kind}]", False, K.unavailable_reason(device))
         E.get_engine(model, use_graphs=True, kernels="torch")  # graphs again (on CUDA)
@@ -157,7 +159,7 @@ def bf16_mismatch(device: str, layers: int = 30, T: int = 128, B: int = 64) -> N
                       num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
                       rope_parameters={"rope_type": "default", "rope_theta": 100000.0}, rms_norm_eps=1e-5,
                       tie_word_embeddings=True, pad_token_id=0, eos_token_id=None, bos_token_id=None)
-    settings = ["torch"] + (["triton"] if K.available(device) else [])
+    settings = ["torch"] + (["triton", "mixed"] if K.available(device) else [])
     for init in ("default", "peaked"):
         torch.manual_seed(0)
         model = LlamaForCausalLM(cfg)

@@ -46,7 +46,7 @@ try:
     lines.append(f"checks passed: {len(ok)}/{len(c['checks'])}" + (f"; FAILED: {'; '.join(bad)}" if bad else ""))
     lines += ["", "| bf16 135M shape, 64 x 128 new tokens | mean | p50 | p99 | max |", "|---|---|---|---|---|"]
     for init in ("default", "peaked"):
-        for kern, suffix in (("torch", ""), ("triton", "_triton")):
+        for kern, suffix in (("torch", ""), ("triton", "_triton"), ("mixed", "_mixed")):
             s = c.get(f"bf16_logp_diff_{init}{suffix}")
             if s:
                 lines.append(f"| abs(engine logp - trainer logp), {init} init, kernels={kern} | {s['mean']:.2e} | "

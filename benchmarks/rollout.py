@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rlsd.rollout import kernels as K
 
-    kernel_sets = (["torch", "triton"] if K.available(device) else ["torch"]) if a.kernels == "auto" else \
+    kernel_sets = (["torch", "mixed", "triton"] if K.available(device) else ["torch"]) if a.kernels == "auto" else \
         [k.strip() for k in a.kernels.split(",")]
     bw = copy_bandwidth(device)
     gpu = torch.cuda.get_device_name() if device == "cuda" else None

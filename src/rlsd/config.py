@@ -11,6 +11,7 @@ match the field's type.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -84,9 +85,10 @@ class RolloutConfig:
     generation_batch_size: int = 0
     # auto: our engine where the architecture is supported, transformers' generate otherwise.
     engine: Literal["auto", "graph", "generate"] = "auto"
-    # Decode-step kernels of rlsd's engine: auto = Triton on CUDA where triton imports, torch ops otherwise;
-    # triton = Triton (an error where it cannot run); torch = torch ops.
-    kernels: Literal["auto", "triton", "torch"] = "auto"
+    # Decode-step kernels of rlsd's engine: torch ops; triton = rlsd.rollout.kernels for rope + cache write,
+    # attention and act * mul; mixed = those Triton kernels but torch's attention; auto = torch (measured
+    # fastest on an H200, benchmarks/results/gpu_h200_2026-11-29). Triton settings fail where Triton cannot run.
+    kernels: Literal["auto", "triton", "mixed", "torch"] = "auto"
     # Old log-probs in the PPO ratio: recomputed by the trainer (default) or taken from the sampler.
     old_logps_from: Literal["trainer", "sampler"] = "trainer"
     # Seed each prompt's group on its own: rollouts then do not depend on how prompts are split over
@@ -176,6 +178,13 @@ class TrainConfig:
     adam_beta2: float = 0.999
     # Rollouts per forward/backward micro-batch on each rank (0 = the whole local batch).
     micro_batch_size: int = 0
+    # PPO mini-batches: each rollout batch is split into this many consecutive mini-batches, one optimizer
+    # step each (verl's ppo_mini_batch_size, TRL's steps_per_generation), so the ratio and the clips act.
+    # 1 = one optimizer step per rollout batch (the paper's setting).
+    updates_per_batch: int = 1
+    # Passes over the rollout batch (verl's ppo_epochs, TRL's num_iterations); optimizer steps per batch =
+    # updates_per_batch * epochs_per_batch.
+    epochs_per_batch: int = 1
     seed: int = 0
     checkpoint_every: int = 5
     keep_checkpoints: int = 2
@@ -188,6 +197,9 @@ class TrainConfig:
         _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
         _check(self.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
         _check(self.micro_batch_size >= 0, f"train.micro_batch_size must be >= 0, got {self.micro_batch_size}")
+        _check(self.updates_per_batch >= 1, f"train.updates_per_batch must be >= 1 (1 = one optimizer step per "
+               f"rollout batch), got {self.updates_per_batch}")
+        _check(self.epochs_per_batch >= 1, f"train.epochs_per_batch must be >= 1, got {self.epochs_per_batch}")
         _check(self.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (0 = only at the end), got {self.checkpoint_every}")
         _check(self.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         _check(self.eval_every >= 0, f"train.eval_every must be >= 0, got {self.eval_every}")
@@ -447,7 +459,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         _check(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} must be a number, got {value!r}")
+        _check(math.isfinite(value), f"{where} must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         _check(isinstance(value, (str, int, float)) and not isinstance(value, bool), f"{where} must be a string, got {value!r}")
@@ -475,11 +493,35 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def _field_type(section: str, name: str) -> Any:
+    sec = typing.get_type_hints(RLSDConfig).get(section)
+    return typing.get_type_hints(sec).get(name) if dataclasses.is_dataclass(sec) else None
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
+
+
+def _string_value(raw: str) -> str:
+    """A --set value for a string field, taken as written: never parsed as YAML, whose folding turns a
+    newline into a space. One pair of enclosing quotes is removed; inside double quotes the escapes
+    \\n, \\t, \\\\ and \\" stand for a newline, a tab, a backslash and a quote ('teacher.template="Q: {question}\\n"')."""
+    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
+        return raw[1:-1]
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        return re.sub(r'\\([nt"\\])', lambda m: _ESCAPES[m.group(1)], raw[1:-1])
+    return raw
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
     _check("=" in dotted, f"--set expects key=value, got {dotted!r}")
     key, raw = dotted.split("=", 1)
     parts = key.strip().split(".")
     _check(len(parts) == 2 and all(parts), f"--set key must be section.field (e.g. train.steps), got {key!r}")
+    if _field_type(parts[0], parts[1]) is str:
+        tree.setdefault(parts[0], {})
+        _check(isinstance(tree[parts[0]], dict), f"{parts[0]} must be a mapping")
+        tree[parts[0]][parts[1]] = _string_value(raw)
+        return
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from rlsd.prompts import assert_no_leak, render, student_text, teacher_text
+from rlsd.prompts import assert_no_leak, fit_student, fit_teacher
 from rlsd.tasks import Task, read_tasks
 from rlsd.verifiers import score, task_format_score
 
@@ -148,7 +148,8 @@ def evaluate_model(model_path: str | Path, tasks: list[Task], *, k: int = 4, max
                    temperature: float = 1.0, seed: int = 0, chat_template: bool = False,
                    teacher_template: str | None = None, engine: str = "generate", num_samples: int = 0,
                    kernels: str = "auto",
-                   batch_size: int = 64, leak_ngram: int = LEAK_NGRAM, response_prefix: str = "") -> dict[str, Any]:
+                   batch_size: int = 64, leak_ngram: int = LEAK_NGRAM, response_prefix: str = "",
+                   max_prompt_tokens: int = 512) -> dict[str, Any]:
     """Greedy pass@1, sampled pass@1 and pass@k (n = max(k, num_samples) samples per task), per
     answer type and per task; the teacher's greedy pass@1 when ``teacher_template`` is given; the
     leakage of the student's outputs. See the module docstring."""
@@ -165,7 +166,7 @@ def evaluate_model(model_path: str | Path, tasks: list[Task], *, k: int = 4, max
     n = max(k, num_samples)
     model = load_model(model_path)
     tok = load_tokenizer(model_path)
-    prompts = [render(student_text(t), tok, chat_template, response_prefix) for t in tasks]
+    prompts = [fit_student(t, tok, chat_template, response_prefix, max_prompt_tokens) for t in tasks]
     assert_no_leak(tasks, prompts)
     torch.manual_seed(seed)
     bs = max(1, batch_size)
@@ -176,7 +177,8 @@ def evaluate_model(model_path: str | Path, tasks: list[Task], *, k: int = 4, max
         for s in tqdm(range(0, len(ps), step), desc=f"eval {'greedy' if greedy else f'{num} samples'}",
                       leave=False, disable=len(ps) <= step):
             r = sample(model, tok, ps[s:s + step], num_samples=num, max_new_tokens=max_new_tokens,
-                       temperature=temperature, greedy=greedy, engine=engine, kernels=kernels)
+                       temperature=temperature, greedy=greedy, engine=engine, kernels=kernels,
+                       max_prompt_tokens=max_prompt_tokens)
             texts.extend(response_prefix + x for x in r.texts)  # the verifier reads the whole reply
         return texts
 
@@ -184,8 +186,8 @@ def evaluate_model(model_path: str | Path, tasks: list[Task], *, k: int = 4, max
     sampled_texts = generate(prompts, greedy=False, num=n)
     teacher_texts = None
     if teacher_template is not None:
-        teacher_texts = generate([render(teacher_text(t, teacher_template), tok, chat_template, response_prefix)
-                                  for t in tasks],
+        teacher_texts = generate([fit_teacher(t, teacher_template, tok, chat_template, response_prefix,
+                                              max_prompt_tokens) for t in tasks],
                                  greedy=True, num=1)
     return summarise(tasks, greedy_texts, sampled_texts, k=k, n=n, teacher_texts=teacher_texts,
                      model=str(model_path), leak_ngram=leak_ngram)
@@ -278,7 +280,7 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
     kw = dict(k=ev.k, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, seed=ev.seed,
               chat_template=cfg.model.chat_template, teacher_template=cfg.teacher.template, engine=cfg.rollout.engine,
               kernels=cfg.rollout.kernels,
-              response_prefix=cfg.model.response_prefix,
+              response_prefix=cfg.model.response_prefix, max_prompt_tokens=cfg.rollout.max_prompt_tokens,
               num_samples=getattr(ev, "num_samples", 0), leak_ngram=getattr(ev, "leak_ngram", LEAK_NGRAM))
     cand = evaluate_model(candidate, tasks, **kw)
     base = evaluate_model(baseline, tasks, **kw) if baseline is not None else None

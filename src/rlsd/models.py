@@ -67,6 +67,23 @@ def load_model(path: str | Path, *, dtype: str = "float32", attn_implementation:
     return model
 
 
+def disable_dropout(model: Any) -> Any:
+    """Set every dropout of a policy to 0: the trainer runs its forward passes in train mode, where dropout
+    would make the log-probs of the update differ from the sampler's and the old-log-prob pass (RL
+    trainers, TRL's and verl's among them, turn it off). Covers nn.Dropout modules and the attention
+    dropout that transformers' attention layers read from an attribute."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout_p"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+    for key, value in list(vars(model.config).items()):
+        if "dropout" in key and isinstance(value, float):
+            setattr(model.config, key, 0.0)
+    return model
+
+
 # ----------------------------------------------------------------------------------------------
 # A tiny model with a tokenizer trained here
 # ----------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -35,6 +36,7 @@ import random
 import shutil
 import socket
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,8 @@ import torch.distributed as dist
 from rlsd import core
 from rlsd.config import RLSDConfig
 from rlsd.data.store import file_sha256
-from rlsd.prompts import assert_no_leak, render, student_text, teacher_text
+from rlsd.models import disable_dropout
+from rlsd.prompts import assert_no_leak, fit_student, fit_teacher, template_tail
 from rlsd.tasks import Task, read_tasks
 
 # ==============================================================================================
@@ -75,16 +78,15 @@ def init_distributed() -> tuple[int, int, torch.device]:
         _RENDEZVOUS_SET[:] = [k for k in env if k not in os.environ]
         for k in _RENDEZVOUS_SET:
             os.environ[k] = env[k]
-    if not torch.cuda.is_available():
+    device = torch.device("cpu")
+    if torch.cuda.is_available():  # the device first: NCCL's barrier and collectives use the current one
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
+        deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def forget_rendezvous_env() -> None:
@@ -202,11 +204,12 @@ def _step_seed(seed: int, step: int, salt: int) -> int:
     return (seed * 1_000_003 + step * 10_007 + salt * 101) % (2**31 - 1)
 
 
-def _prompt_order(n_tasks: int, seed: int, epoch: int, shuffle: bool) -> list[int]:
+@functools.lru_cache(maxsize=4)
+def _prompt_order(n_tasks: int, seed: int, epoch: int, shuffle: bool) -> tuple[int, ...]:
     order = list(range(n_tasks))
     if shuffle:
         random.Random(seed * 7919 + epoch).shuffle(order)
-    return order
+    return tuple(order)
 
 
 def _tasks_for_step(tasks: list[Task], step: int, per_step: int, seed: int, shuffle: bool) -> list[Task]:
@@ -218,21 +221,134 @@ def _tasks_for_step(tasks: list[Task], step: int, per_step: int, seed: int, shuf
     return out
 
 
-def _all_reduce_mean(values: dict[str, float], world: int) -> dict[str, float]:
-    if world == 1 or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: (t[i] / world).item() for i, k in enumerate(keys)}
-
-
-def _all_reduce_sum(x: float, world: int) -> float:
+def _all_reduce(values: list[float], world: int, device: torch.device) -> list[float]:
+    """Sum of ``values`` over ranks. The tensor lives on the trainer's device: NCCL serves only CUDA
+    tensors (every collective of the trainer goes through here)."""
     if world == 1:
-        return x
-    t = torch.tensor([x], dtype=torch.float64)
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return t.item()
+    return t.tolist()
+
+
+def _weighted_mean(values: dict[str, float], weight: float, world: int, device: torch.device) -> dict[str, float]:
+    """Mean over ranks of each value weighted by ``weight`` (this rank's token or row count)."""
+    keys = sorted(values)
+    sums = _all_reduce([values[k] * weight for k in keys] + [weight], world, device)
+    return {k: sums[i] / max(sums[-1], 1e-12) for i, k in enumerate(keys)}
+
+
+@dataclass
+class Batch:
+    """One rank's rollout batch on the trainer's device, rows in groups of G (row i*G + j = sample j of
+    prompt i). prompt_ids / prompt_mask: (N, P) left-padded; completion_ids / completion_mask: (N, T);
+    advantages: (N,); teacher_prompt_ids / teacher_prompt_mask: (N, P_T) or None; sampler_logps: (N, T) or
+    None; old_logps / teacher_logps: (N, T), filled by ``logps_pass`` or by the first update's forward."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    advantages: torch.Tensor
+    teacher_prompt_ids: torch.Tensor | None = None
+    teacher_prompt_mask: torch.Tensor | None = None
+    sampler_logps: torch.Tensor | None = None
+    old_logps: torch.Tensor = field(init=False)
+    teacher_logps: torch.Tensor = field(init=False)
+    old_ready: bool = False  # old_logps computed before the updates (more than one update per batch)
+    teacher_ready: bool = False
+
+    def __post_init__(self) -> None:
+        self.old_logps = torch.zeros_like(self.completion_mask, dtype=torch.float32)
+        self.teacher_logps = torch.zeros_like(self.old_logps)
+
+
+@torch.no_grad()
+def logps_pass(b: Batch, engine: Any, teacher: Any, *, micro: int, temperature: float, share: int,
+               old: bool, teacher_too: bool) -> None:
+    """Before several updates on one batch: the rollout policy's log-probs (old_logps; the PPO ratio's
+    denominator and RLSD's Delta stay those of the policy that sampled) and the teacher's, one no-grad
+    pass per micro-batch."""
+    for s in range(0, b.completion_ids.shape[0], micro):
+        sl = slice(s, s + micro)
+        ids, mask = b.completion_ids[sl], b.completion_mask[sl]
+        if old:
+            b.old_logps[sl] = core.selective_log_softmax(
+                completion_logits(engine, b.prompt_ids[sl], b.prompt_mask[sl], ids, mask, temperature, share), ids)
+        if teacher_too:
+            b.teacher_logps[sl] = core.selective_log_softmax(completion_logits(
+                teacher, b.teacher_prompt_ids[sl], b.teacher_prompt_mask[sl], ids, mask, temperature, share), ids)
+    b.old_ready, b.teacher_ready = b.old_ready or old, b.teacher_ready or teacher_too
+
+
+def policy_update(engine: Any, teacher: Any, b: Batch, rows: slice, *, cfg: RLSDConfig, micro: int, share: int,
+                  lam: float, num_tokens: float, num_seqs: float, world: int, zero_stage: int) -> dict[str, float]:
+    """ONE optimizer step on ``rows`` of the batch: forward and backward per micro-batch with DeepSpeed's
+    accumulation boundary set explicitly (False, ..., False, True), then engine.step(). The loss is
+    normalised by the GLOBAL token (sequence) count of these rows, so micro-batches and ranks add up to the
+    loss of the rows as one batch (DeepSpeed's averaging over ranks is undone by the factor ``world``).
+    Returns sums over the rows (loss, pg_loss, jsd_loss, entropy and policy statistics weighted by
+    tokens, tokens) and the update's grad_norm and teacher time."""
+    algo, temp, a = cfg.algorithm.name, cfg.rollout.temperature, cfg.algorithm
+    needs_teacher, needs_jsd = algo in ("rlsd", "opsd", "grpo_opsd"), algo in ("opsd", "grpo_opsd")
+    sums: dict[str, float] = {"loss": 0.0, "pg_loss": 0.0, "jsd_loss": 0.0, "entropy": 0.0, "tokens": 0.0,
+                              "time_teacher": 0.0}
+    starts = range(rows.start, rows.stop, micro)
+    for s in starts:
+        sl = slice(s, s + micro)
+        ids, mask = b.completion_ids[sl], b.completion_mask[sl]
+        tl = None
+        if needs_jsd or (needs_teacher and not b.teacher_ready):
+            tt = time.perf_counter()
+            with torch.no_grad():
+                tl = completion_logits(teacher, b.teacher_prompt_ids[sl], b.teacher_prompt_mask[sl], ids, mask, temp,
+                                       share)
+                b.teacher_logps[sl] = core.selective_log_softmax(tl, ids)
+            sums["time_teacher"] += time.perf_counter() - tt
+        logits = completion_logits(engine, b.prompt_ids[sl], b.prompt_mask[sl], ids, mask, temp, share)
+        logps = core.selective_log_softmax(logits, ids)
+        with torch.no_grad():
+            if not b.old_ready:  # one update per batch: the policy that sampled IS this one
+                b.old_logps[sl] = logps.detach()
+            sums["entropy"] += core.masked_sum(core.entropy_from_logits(logits.detach()), mask).item()
+        w = mask.sum().item()
+        sums["tokens"] += w
+        old = b.sampler_logps[sl] if cfg.rollout.old_logps_from == "sampler" and b.sampler_logps is not None \
+            else b.old_logps[sl]
+        loss = torch.zeros((), device=logps.device)
+        if algo != "opsd":
+            if algo == "rlsd":  # row-wise: this micro-batch's rows equal the full batch's
+                token_adv, _ = core.rlsd_token_advantages(b.advantages[sl], old, b.teacher_logps[sl], mask, lam=lam,
+                                                          eps_w=a.eps_w, negative_only=a.negative_only)
+            else:
+                token_adv = b.advantages[sl].unsqueeze(1) * mask.float()
+            pg, st = core.policy_loss(logps, old, token_adv, mask, eps_low=a.eps_low, eps_high=a.eps_high,
+                                      dual_clip=a.dual_clip, agg=a.agg, num_tokens=num_tokens, num_seqs=num_seqs)
+            loss = loss + pg
+            sums["pg_loss"] += pg.item()
+            for k, v in st.items():
+                sums[k] = sums.get(k, 0.0) + v * w
+        if needs_jsd:
+            jsd = core.generalized_jsd(logits, tl, mask, beta=a.jsd_beta, token_clip=a.jsd_token_clip or None)
+            jl = core.aggregate(jsd, mask, agg=a.agg, num_tokens=num_tokens, num_seqs=num_seqs)
+            loss = loss + (a.opsd_alpha if algo == "grpo_opsd" else 1.0) * jl
+            sums["jsd_loss"] += jl.item()
+        sums["loss"] += loss.item()
+        engine.set_gradient_accumulation_boundary(s == starts[-1])
+        engine.backward(loss * world, scale_wrt_gas=False)
+        del logits, tl
+    grad_norm = _grad_norm(engine, zero_stage)
+    engine.step()
+    if math.isnan(grad_norm):  # ZeRO 1-3: DeepSpeed's own figure, known after the step
+        grad_norm = float(engine.get_global_grad_norm() or float("nan"))
+    sums["grad_norm"] = grad_norm
+    return sums
+
+
+def update_rows(n_rows: int, updates: int, epochs: int) -> list[slice]:
+    """The rows of each optimizer step of one batch: ``updates`` consecutive mini-batches, ``epochs`` passes."""
+    size = n_rows // updates
+    return [slice(u * size, (u + 1) * size) for _ in range(epochs) for u in range(updates)]
 
 
 def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -248,20 +364,23 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
     rank, world, device = init_distributed()
     algo = cfg.algorithm.name
     needs_teacher = algo in ("rlsd", "opsd", "grpo_opsd")
-    needs_pg = algo in ("grpo", "rlsd", "grpo_opsd")
-    needs_jsd = algo in ("opsd", "grpo_opsd")
     G = cfg.rollout.group_size
+    U, E = cfg.train.updates_per_batch, cfg.train.epochs_per_batch
     if cfg.rollout.prompts_per_step % world:
         raise ValueError(f"rollout.prompts_per_step ({cfg.rollout.prompts_per_step}) must be divisible by the "
                          f"number of ranks ({world})")
     local_prompts = cfg.rollout.prompts_per_step // world
     local_rollouts = local_prompts * G
-    micro = cfg.train.micro_batch_size or local_rollouts
-    if local_rollouts % micro:
-        raise ValueError(f"train.micro_batch_size ({micro}) must divide the rollouts per rank "
+    if local_rollouts % U:
+        raise ValueError(f"train.updates_per_batch ({U}) must divide the rollouts per rank "
                          f"(prompts_per_step / ranks * group_size = {local_rollouts})")
-    grad_accum = local_rollouts // micro
+    mini = local_rollouts // U  # rollouts per optimizer step on this rank
+    micro = cfg.train.micro_batch_size or mini
+    if mini % micro:
+        raise ValueError(f"train.micro_batch_size ({micro}) must divide the rollouts per rank and update "
+                         f"(prompts_per_step / ranks * group_size / updates_per_batch = {mini})")
     share = G if micro % G == 0 else 1  # micro-batches hold whole groups: run each prompt once
+    updates_per_step = U * E
 
     # ---------------------------------------------------------------- data, model, teacher, engine
     tasks = read_tasks(cfg.data.train_tasks)
@@ -269,20 +388,20 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
     tokenizer = load_tokenizer(cfg.model.path)
     torch.manual_seed(cfg.train.seed)
     model = load_model(cfg.model.path, dtype="float32", attn_implementation=cfg.model.attn_implementation)
+    disable_dropout(model)
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
-    teacher = None
-    if needs_teacher:
-        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    teacher = copy.deepcopy(model).eval().requires_grad_(False) if needs_teacher else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                   betas=(cfg.train.adam_beta1, cfg.train.adam_beta2))
-    ds_cfg = deepspeed_config(cfg, micro_batch=micro, grad_accum=grad_accum, world=world)
+    ds_cfg = deepspeed_config(cfg, micro_batch=micro, grad_accum=mini // micro, world=world)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_cfg)
     policy = engine.module
     if teacher is not None:
         teacher.to(device=device, dtype=next(policy.parameters()).dtype)
     zero3 = cfg.deepspeed.zero_stage
+    tail = template_tail(tokenizer, cfg.model.chat_template, cfg.model.response_prefix)
 
     def sync_teacher() -> None:
         with torch.no_grad(), gathered(policy, zero3):
@@ -328,7 +447,8 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
         stack.callback(forget_rendezvous_env)
         if tracker is not None:
             stack.enter_context(tracker)
-        temp = cfg.rollout.temperature
+        temp, max_prompt = cfg.rollout.temperature, cfg.rollout.max_prompt_tokens
+        chat, prefix = cfg.model.chat_template, cfg.model.response_prefix
         bar = tqdm(total=cfg.train.steps, initial=start_step, desc=f"{algo} train", disable=rank != 0, unit="step")
         step_metrics: dict[str, float] = {}
         for step in range(start_step, cfg.train.steps):
@@ -336,7 +456,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
             # ============================================================ rollout
             step_tasks = _tasks_for_step(tasks, step, cfg.rollout.prompts_per_step, cfg.train.seed, cfg.data.shuffle)
             my_tasks = step_tasks[rank * local_prompts:(rank + 1) * local_prompts]
-            prompts = [render(student_text(t), tokenizer, cfg.model.chat_template, cfg.model.response_prefix) for t in my_tasks]
+            prompts = [fit_student(t, tokenizer, chat, prefix, max_prompt) for t in my_tasks]
             assert_no_leak(my_tasks, prompts)
             policy.eval()
             with torch.no_grad(), gathered(policy, zero3):
@@ -352,122 +472,93 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
             policy.train()
             t_rollout = time.perf_counter() - t0
             rows_tasks = [t for t in my_tasks for _ in range(G)]
-            prompt_ids, prompt_mask = ro.prompt_ids.to(device), ro.prompt_mask.to(device)
-            completion_ids, completion_mask = ro.completion_ids.to(device), ro.completion_mask.to(device)
 
             # ============================================================ verify
-            raw_scores = [score(t, cfg.model.response_prefix + text) for t, text in zip(rows_tasks, ro.texts)]
+            raw_scores = [score(t, prefix + text) for t, text in zip(rows_tasks, ro.texts)]
             rewards = torch.tensor([0.0 if s is None else s for s in raw_scores], dtype=torch.float32)
 
             # ============================================================ advantages
-            advantages = core.group_advantages(rewards, G).to(device)
+            b = Batch(ro.prompt_ids.to(device), ro.prompt_mask.to(device), ro.completion_ids.to(device),
+                      ro.completion_mask.to(device), core.group_advantages(rewards, G).to(device),
+                      sampler_logps=ro.logps.to(device) if ro.logps is not None else None)
             zero_var = (rewards.view(-1, G).std(dim=1) == 0).float().mean().item()
 
             # ============================================================ teacher prompts
             if needs_teacher:
-                t_texts = [render(teacher_text(t, cfg.teacher.template), tokenizer, cfg.model.chat_template,
-                                  cfg.model.response_prefix) for t in rows_tasks]
-                t_enc = [tokenizer(x, add_special_tokens=False).input_ids[-cfg.rollout.max_prompt_tokens:]
-                         for x in t_texts]
-                t_prompt_ids, t_prompt_mask = left_pad(t_enc, tokenizer.pad_token_id)
-                t_prompt_ids, t_prompt_mask = t_prompt_ids.to(device), t_prompt_mask.to(device)
-            lam = core.lambda_schedule(step, lam0=cfg.algorithm.lam0, decay_steps=cfg.algorithm.lambda_decay_steps,
-                                       warmup_steps=cfg.algorithm.lambda_warmup_steps) if algo == "rlsd" else 0.0
-            sampler_logps = ro.logps.to(device) if ro.logps is not None else None
+                t_texts = [fit_teacher(t, cfg.teacher.template, tokenizer, chat, prefix, max_prompt) for t in my_tasks]
+                t_enc = [tokenizer(x, add_special_tokens=False).input_ids for x in t_texts]
+                _check_prompt_tails(prompts, t_texts, t_enc, tail, max_prompt)
+                t_ids, t_mask = left_pad([e for e in t_enc for _ in range(G)], tokenizer.pad_token_id)
+                b.teacher_prompt_ids, b.teacher_prompt_mask = t_ids.to(device), t_mask.to(device)
 
-            # ============================================================ teacher log-probs, loss and step
-            # One pass per micro-batch. With one optimizer step per rollout batch the old policy IS the
-            # current one, so old_logps = logps.detach() of this very forward (no separate pass).
+            # ============================================================ old / teacher log-probs
+            # One update per batch: the old policy IS the current one, so old_logps = logps.detach() of the
+            # update's own forward and the teacher runs beside it (no extra pass). Several updates: one
+            # no-grad pass first, so the ratio and the clips act and Delta stays that of the sampling policy.
             t3 = time.perf_counter()
-            t_teacher = 0.0
-            n_tokens = _all_reduce_sum(completion_mask.sum().item(), world)
-            n_seqs = float(cfg.rollout.prompts_per_step * G)
-            old_logps = torch.zeros_like(completion_mask, dtype=torch.float32)
-            teacher_logps = torch.zeros_like(old_logps) if needs_teacher else None
-            loss_total, pg_total, jsd_total, entropy_sum = 0.0, 0.0, 0.0, 0.0
-            pg_stats: dict[str, float] = {}
-            for s in range(0, local_rollouts, micro):
-                sl = slice(s, s + micro)
-                mask = completion_mask[sl]
-                tl = None
-                if needs_teacher:
-                    tt = time.perf_counter()
-                    with torch.no_grad():
-                        tl = completion_logits(teacher, t_prompt_ids[sl], t_prompt_mask[sl], completion_ids[sl],
-                                               mask, temp, share)
-                        teacher_logps[sl] = core.selective_log_softmax(tl, completion_ids[sl])
-                    t_teacher += time.perf_counter() - tt
-                    if not needs_jsd:
-                        tl = None  # only the sampled tokens' log-probs are needed
-                logits = completion_logits(engine, prompt_ids[sl], prompt_mask[sl], completion_ids[sl], mask, temp, share)
-                logps = core.selective_log_softmax(logits, completion_ids[sl])
-                with torch.no_grad():
-                    old_logps[sl] = logps.detach()
-                    entropy_sum += core.masked_sum(core.entropy_from_logits(logits.detach()), mask).item()
-                old = sampler_logps[sl] if cfg.rollout.old_logps_from == "sampler" and sampler_logps is not None \
-                    else old_logps[sl]
-                loss = torch.zeros((), device=device)
-                if needs_pg:
-                    if algo == "rlsd":  # row-wise: this micro-batch's rows equal the full batch's
-                        token_adv, _ = core.rlsd_token_advantages(
-                            advantages[sl], old, teacher_logps[sl], mask, lam=lam, eps_w=cfg.algorithm.eps_w,
-                            negative_only=cfg.algorithm.negative_only)
-                    else:
-                        token_adv = advantages[sl].unsqueeze(1) * mask.float()
-                    pg, st = core.policy_loss(logps, old, token_adv, mask, eps_low=cfg.algorithm.eps_low,
-                                              eps_high=cfg.algorithm.eps_high, dual_clip=cfg.algorithm.dual_clip,
-                                              agg=cfg.algorithm.agg, num_tokens=n_tokens, num_seqs=n_seqs)
-                    loss = loss + pg
-                    pg_total += pg.item()
-                    w = mask.sum().item()
-                    for k, v in st.items():
-                        pg_stats[k] = pg_stats.get(k, 0.0) + v * w
-                if needs_jsd:
-                    jsd = core.generalized_jsd(logits, tl, mask, beta=cfg.algorithm.jsd_beta,
-                                               token_clip=cfg.algorithm.jsd_token_clip or None)
-                    jl = core.aggregate(jsd, mask, agg=cfg.algorithm.agg, num_tokens=n_tokens, num_seqs=n_seqs)
-                    loss = loss + (cfg.algorithm.opsd_alpha if algo == "grpo_opsd" else 1.0) * jl
-                    jsd_total += jl.item()
-                loss_total += loss.item()
-                engine.backward(loss * world, scale_wrt_gas=False)
-                del logits, tl
-            grad_norm = _grad_norm(engine, zero3)
-            engine.step()
-            t_train = time.perf_counter() - t3 - t_teacher
+            if updates_per_step > 1:
+                logps_pass(b, engine, teacher, micro=micro, temperature=temp, share=share,
+                           old=True, teacher_too=algo == "rlsd")
+            t_old = time.perf_counter() - t3
+            t4 = time.perf_counter()
+
+            # ============================================================ updates (optimizer steps)
+            schedule = update_rows(local_rollouts, U, E)
+            tokens = _all_reduce([b.completion_mask[r].sum().item() for r in schedule[:U]], world, device)
+            sums: dict[str, float] = {}
+            grad_norms, lams = [], []
+            for k, r in enumerate(schedule):
+                opt_step = step * updates_per_step + k  # lambda and the teacher sync count optimizer steps
+                lam = core.lambda_schedule(opt_step, lam0=cfg.algorithm.lam0, decay_steps=cfg.algorithm.lambda_decay_steps,
+                                           warmup_steps=cfg.algorithm.lambda_warmup_steps) if algo == "rlsd" else 0.0
+                st = policy_update(engine, teacher, b, r, cfg=cfg, micro=micro, share=share, lam=lam,
+                                   num_tokens=tokens[k % U], num_seqs=cfg.rollout.prompts_per_step * G / U,
+                                   world=world, zero_stage=zero3)
+                grad_norms.append(st.pop("grad_norm"))
+                lams.append(lam)
+                for key, v in st.items():
+                    sums[key] = sums.get(key, 0.0) + v
+                if needs_teacher and cfg.teacher.kind == "snapshot" and (opt_step + 1) % cfg.teacher.sync_interval == 0:
+                    sync_teacher()
+            t_teacher = sums.pop("time_teacher")
+            t_train = time.perf_counter() - t4 - t_teacher
             rlsd_metrics: dict[str, float] = {}
             if needs_teacher:  # Delta / w diagnostics over the whole batch (raw w, whatever lambda)
-                _, rlsd_metrics = core.rlsd_token_advantages(advantages, old_logps, teacher_logps, completion_mask,
-                                                             lam=lam, eps_w=cfg.algorithm.eps_w,
+                _, rlsd_metrics = core.rlsd_token_advantages(b.advantages, b.old_logps, b.teacher_logps,
+                                                             b.completion_mask, lam=lams[0], eps_w=cfg.algorithm.eps_w,
                                                              negative_only=cfg.algorithm.negative_only)
 
-            if needs_teacher and cfg.teacher.kind == "snapshot" and (step + 1) % cfg.teacher.sync_interval == 0:
-                sync_teacher()
-
             # ============================================================ log
-            local_tokens = completion_mask.sum().item()
-            acc = (rewards >= 1.0 - 1e-6).float().mean().item()
-            m = {
-                "reward_mean": rewards.mean().item(),
-                "accuracy": acc,
-                "unverifiable_frac": sum(s is None for s in raw_scores) / len(raw_scores),
-                "zero_var_frac": zero_var,
-                "entropy": entropy_sum / max(local_tokens, 1),
-                "completion_len": local_tokens / local_rollouts,
-                **{k: v / max(local_tokens, 1) for k, v in pg_stats.items()},
-                **rlsd_metrics,
-            }
-            if sampler_logps is not None:  # sampler vs trainer log-probs of the same tokens
-                m["sampler_logp_mismatch"] = core.masked_mean((sampler_logps - old_logps).abs(), completion_mask).item()
-            m = _all_reduce_mean(m, world)
+            local_tokens = b.completion_mask.sum().item()
+            seen = max(sums.pop("tokens"), 1.0)  # tokens over all updates (epochs count them again)
+            m = _weighted_mean({"reward_mean": rewards.mean().item(),
+                                "accuracy": (rewards >= 1.0 - 1e-6).float().mean().item(),
+                                "unverifiable_frac": sum(s is None for s in raw_scores) / len(raw_scores),
+                                "zero_var_frac": zero_var, "completion_len": local_tokens / local_rollouts},
+                               local_rollouts, world, device)
+            per_token = {"entropy": sums.pop("entropy") / seen,
+                         **{k: sums.pop(k) / seen for k in ("clip_frac", "dual_clip_frac", "ratio_mean", "approx_kl")
+                            if k in sums}}
+            m.update(_weighted_mean(per_token, seen, world, device))
+            if rlsd_metrics or b.sampler_logps is not None:
+                tok = dict(rlsd_metrics)
+                if b.sampler_logps is not None:  # sampler vs trainer log-probs of the same tokens
+                    tok["sampler_logp_mismatch"] = core.masked_mean((b.sampler_logps - b.old_logps).abs(),
+                                                                    b.completion_mask).item()
+                m.update(_weighted_mean(tok, local_tokens, world, device))
+            losses = _all_reduce([sums["loss"], sums["pg_loss"], sums["jsd_loss"]], world, device)
             m.update({
                 "step": step + 1,
-                "loss": _all_reduce_sum(loss_total, world),
-                "pg_loss": _all_reduce_sum(pg_total, world),
-                "jsd_loss": _all_reduce_sum(jsd_total, world),
-                "lambda": lam,
-                "grad_norm": grad_norm if not math.isnan(grad_norm) else float(engine.get_global_grad_norm() or float("nan")),
+                "optimizer_step": (step + 1) * updates_per_step,
+                # mean over the batch's updates of each update's loss (= the batch's loss with one update)
+                "loss": losses[0] / updates_per_step,
+                "pg_loss": losses[1] / updates_per_step,
+                "jsd_loss": losses[2] / updates_per_step,
+                "lambda": lams[0],
+                "grad_norm": sum(grad_norms) / len(grad_norms),
                 "lr": cfg.train.lr,
                 "time_rollout": t_rollout,
+                "time_old_logps": t_old,
                 "time_teacher": t_teacher,
                 "time_train": t_train,
                 "time_step": time.perf_counter() - t0,
@@ -476,14 +567,13 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
                 m["eval_accuracy"] = quick_eval(policy, tokenizer, eval_tasks, cfg, zero3)
             step_metrics = m
             if rank == 0:
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(m) + "\n")
+                append_metrics(metrics_path, m)
                 if tracker is not None:
                     tracker.log_metrics(m, step=step + 1)
                 bar.set_postfix(reward=f"{m['reward_mean']:.2f}", loss=f"{m['loss']:.3f}")
             bar.update(1)
 
-            # ============================================================ checkpoint
+            # ============================================================ checkpoint (at a batch boundary)
             if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < cfg.train.steps:
                 save_checkpoint(engine, teacher, ckpt_dir, step + 1, rank, cfg.train.keep_checkpoints)
         bar.close()
@@ -497,6 +587,16 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
         dist.barrier()
     return {"steps": cfg.train.steps, "run_id": tracker.run_id if tracker else None, "final_model": str(final),
             "metrics": str(metrics_path), "last": step_metrics, "world_size": world}
+
+
+def _check_prompt_tails(prompts: list[str], teacher_texts: list[str], teacher_ids: list[list[int]], tail: str,
+                        max_tokens: int) -> None:
+    """Student and teacher prompts end in the same template tail (assistant header and response prefix)
+    and no teacher prompt exceeds the budget (nothing was cut at either end)."""
+    for p, t, ids in zip(prompts, teacher_texts, teacher_ids, strict=True):
+        if not (p.endswith(tail) and t.endswith(tail)) or len(ids) > max_tokens:
+            raise AssertionError(f"student and teacher prompts must end in the template tail {tail!r} within "
+                                 f"{max_tokens} tokens; got ...{p[-40:]!r} and ...{t[-40:]!r} ({len(ids)} tokens)")
 
 
 # ==============================================================================================
@@ -537,7 +637,8 @@ def quick_eval(policy: Any, tokenizer: Any, tasks: list[Task], cfg: RLSDConfig, 
     from rlsd.rollout import sample
     from rlsd.verifiers import score
 
-    prompts = [render(student_text(t), tokenizer, cfg.model.chat_template, cfg.model.response_prefix) for t in tasks]
+    prompts = [fit_student(t, tokenizer, cfg.model.chat_template, cfg.model.response_prefix,
+                           cfg.rollout.max_prompt_tokens) for t in tasks]
     was = policy.training
     policy.eval()
     with gathered(policy, zero_stage):
@@ -640,6 +741,11 @@ def save_checkpoint(engine: Any, teacher: Any, ckpt_dir: Path, step: int, rank: 
     if dist.is_initialized():
         dist.barrier()
     return path
+
+
+def append_metrics(path: Path, m: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(m) + "\n")
 
 
 def _truncate_log(path: Path, step: int) -> None:

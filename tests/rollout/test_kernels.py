@@ -209,16 +209,17 @@ def test_silu_mul_matches_reference_and_float64_formula(F_, act):
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("setting", ["triton", "mixed"])
 @pytest.mark.parametrize("kind", ["qwen2", "mistral_window"])  # 2 layers; q/k/v biases; a 7-column window
-def test_engine_with_triton_kernels_equals_torch_kernels_and_forward(kind):
+def test_engine_with_triton_kernels_equals_torch_kernels_and_forward(kind, setting):
     from tests.rollout.test_engine import PROMPTS, tiny
 
     model, tok = tiny(kind)
     prompts = PROMPTS[:3]
     ref = E.sample(model, tok, prompts, max_new_tokens=8, greedy=True, kernels="torch")
-    eng = E.get_engine(model, bucket=16, kernels="triton")  # a 16-column bucket: S > col + 1
-    assert eng.use_kernels and eng.act_name == "silu"
-    got = E.sample(model, tok, prompts, max_new_tokens=8, greedy=True, kernels="triton")
+    eng = E.get_engine(model, bucket=16, kernels=setting)  # a 16-column bucket: S > col + 1
+    assert eng.use_kernels == setting and eng.act_name == "silu"
+    got = E.sample(model, tok, prompts, max_new_tokens=8, greedy=True, kernels=setting)
     assert ref.prompt_mask.sum(1).unique().numel() == 3  # mixed prompt lengths
     assert torch.equal(got.completion_ids, ref.completion_ids)
     assert torch.equal(got.completion_mask, ref.completion_mask)
@@ -234,10 +235,12 @@ def test_engine_kernel_setting_auto_on_cpu_is_torch_and_bad_values_fail():
 
     model, _ = tiny("llama")
     eng = E.Engine(model)
-    assert eng.kernels_setting == "auto" and not eng.use_kernels  # CPU: torch ops unless asked
+    assert eng.kernels_setting == "auto" and not eng.use_kernels  # torch ops unless asked (on CUDA too)
     eng.set_kernels("triton")
-    assert eng.use_kernels
+    assert eng.use_kernels == "triton"
+    eng.set_kernels("mixed")
+    assert eng.use_kernels == "mixed"
     eng.set_kernels("torch")
     assert not eng.use_kernels
-    with pytest.raises(ValueError, match="auto | triton | torch"):
+    with pytest.raises(ValueError, match="auto | triton | mixed | torch"):
         eng.set_kernels("cuda")

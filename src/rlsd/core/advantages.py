@@ -65,7 +65,8 @@ def rlsd_token_advantages(
     Returns:
         (B, T) token advantages (zero at masked positions) and metrics over all valid tokens:
         delta_mean, delta_std, and on the raw weight actually applied (regardless of lam; w = 1 where
-        A = 0, or where A >= 0 with negative_only): w_mean, clip_low_frac (w < 1 - eps_w),
+        A = 0, or where A >= 0 with negative_only): w_mean, log_w_mean (mean of log w, robust to the
+        heavy tail of w), w_clipped_mean (mean of clip(w, 1 +- eps_w)), clip_low_frac (w < 1 - eps_w),
         clip_high_frac (w > 1 + eps_w).
     """
     mask = completion_mask.to(torch.float32)
@@ -81,7 +82,9 @@ def rlsd_token_advantages(
     metrics = {
         "delta_mean": masked_mean(delta, mask).item(),
         "delta_std": masked_std(delta, mask).item(),
-        "w_mean": masked_mean(w_used, mask).item(),
+        "w_mean": masked_mean(w_used, mask).item(),  # heavy-tailed: one token can dominate it
+        "log_w_mean": masked_mean(torch.log(w_used), mask).item(),  # robust: log of the geometric mean
+        "w_clipped_mean": masked_mean(w_used.clamp(1.0 - eps_w, 1.0 + eps_w), mask).item(),
         "clip_low_frac": masked_mean((w_used < 1.0 - eps_w).float(), mask).item(),
         "clip_high_frac": masked_mean((w_used > 1.0 + eps_w).float(), mask).item(),
     }

@@ -36,10 +36,17 @@ class Rollout:
 
 def encode_prompts(tokenizer: Any, prompts: list[str], num_samples: int,
                    max_prompt_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, P) left-padded prompt ids and mask, each prompt repeated num_samples times (N = len * num_samples)."""
+    """(N, P) left-padded prompt ids and mask, each prompt repeated num_samples times (N = len * num_samples).
+
+    A prompt over ``max_prompt_tokens`` is an error, never cut: cutting either end loses the chat template's
+    reply header or the start of the question (rlsd.prompts.fit_student shortens a question in the middle)."""
     tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens,
-                    add_special_tokens=False)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    lengths = enc.attention_mask.sum(1)
+    if len(prompts) and int(lengths.max()) > max_prompt_tokens:
+        i = int(lengths.argmax())
+        raise ValueError(f"prompt {i} has {int(lengths[i])} tokens, more than max_prompt_tokens={max_prompt_tokens}; "
+                         "shorten it with rlsd.prompts.fit_student or raise rollout.max_prompt_tokens")
     return enc.input_ids.repeat_interleave(num_samples, 0), enc.attention_mask.repeat_interleave(num_samples, 0)
 
 

@@ -21,8 +21,9 @@ module runs the model's forward pass itself, over the model's own live parameter
   output index live in device tensors that the captured step advances itself, so a decode loop is a
   sequence of ``replay()`` calls. **The CUDA-graph path has not yet been run on a GPU** (it was written
   in a session without one); ``benchmarks/gpu_rollout_check.sh`` is the prepared check for it.
-- decode kernels (``rollout.kernels``: auto | triton | torch; ``Engine.set_kernels``): with ``triton``
-  (auto's choice on CUDA when triton imports) a decode layer is 9 launches: RMSNorm, QKV GEMM,
+- decode kernels (``rollout.kernels``: auto | torch | mixed | triton; ``Engine.set_kernels``; auto = torch, the
+  fastest on an H200 so far): ``mixed`` uses the Triton rope + cache write and act * mul kernels around
+  torch's attention; with ``triton`` a decode layer is 9 launches: RMSNorm, QKV GEMM,
   ``rlsd.rollout.kernels.rope_cache_write`` (rotation + cache write), ``decode_attention`` (grouped KV
   heads, float32 online softmax over the live columns only), O GEMM + residual, RMSNorm, gate/up GEMM,
   ``silu_mul``, down GEMM + residual; with ``torch`` ~21 (counted on CPU: 659 vs 293 launches per step
@@ -254,22 +255,24 @@ class Engine:
         self._fingerprint: tuple | None = None
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self.state: _State | None = None
-        self.kernels_setting, self.use_kernels = "", False
+        self.kernels_setting, self.use_kernels = "", False  # use_kernels: False, "triton" or "mixed"
         self.set_kernels(kernels)
 
     def set_kernels(self, setting: str) -> None:
-        """``auto``: the Triton decode kernels (rlsd.rollout.kernels) on CUDA where triton imports, torch ops
-        otherwise; ``triton``: the kernels (an error naming the fix where they cannot run; on CPU they run
-        only in Triton's interpreter, for tests); ``torch``: torch ops. Captured graphs are dropped on change."""
+        """``torch``: torch ops; ``triton``: every decode kernel of rlsd.rollout.kernels; ``mixed``: the
+        Triton rope + cache write and act * mul kernels with torch's attention; ``auto``: torch ops (on an
+        H200 the Triton attention made a 135M decode step slower: 5.6 vs 3.5 ms at batch 256,
+        benchmarks/results/gpu_h200_2026-11-29). Triton settings raise, naming the fix, where the kernels
+        cannot run (on CPU only in Triton's interpreter, for tests). Captured graphs are dropped on change."""
         from rlsd.rollout import kernels as K
 
-        if setting not in ("auto", "triton", "torch"):
-            raise ValueError(f"rollout.kernels must be one of auto | triton | torch, got {setting!r}")
+        if setting not in ("auto", "triton", "mixed", "torch"):
+            raise ValueError(f"rollout.kernels must be one of auto | triton | mixed | torch, got {setting!r}")
         if setting == self.kernels_setting:
             return
-        if setting == "triton" and not K.available(self.device):
-            raise ValueError(f"rollout.kernels=triton cannot run on {self.device}: {K.unavailable_reason(self.device)}")
-        use = setting == "triton" or (setting == "auto" and self.device.type == "cuda" and K.available(self.device))
+        if setting in ("triton", "mixed") and not K.available(self.device):
+            raise ValueError(f"rollout.kernels={setting} cannot run on {self.device}: {K.unavailable_reason(self.device)}")
+        use = setting if setting in ("triton", "mixed") else False
         self.kernels_setting = setting
         if use != self.use_kernels:
             self.use_kernels = use
@@ -460,9 +463,14 @@ class Engine:
         cos_t, sin_t = self._rope_tables(st.S_max)
         cos = cos_t.index_select(0, pos)[:, None]  # (B, 1, D)
         sin = sin_t.index_select(0, pos)[:, None]
-        if self.use_kernels:
+        if self.use_kernels == "triton":
             self._decode_layers_triton(st, S, cos[:, 0], sin[:, 0], samp, eos, pad_id)
             return
+        mixed = self.use_kernels == "mixed"
+        if mixed:
+            from rlsd.rollout import kernels as K
+
+            q_rot = torch.empty((B, Hq, D), dtype=self.dtype, device=self.device)
         cols = st.cols[:S]
         allowed = (cols[None, :] >= st.start[:, None]) & (cols[None, :] <= col)  # (B, S)
         biases: dict[int | None, torch.Tensor] = {}
@@ -475,12 +483,16 @@ class Engine:
             h = self._rms(x, lay.ln1)
             qkv = (torch.addmm(lay.bqkv, h, lay.wqkv.t()) if lay.bqkv is not None else h @ lay.wqkv.t())
             qkv = qkv.view(B, Hq + 2 * Hkv, D)
-            qk = self._rotate(qkv[:, :Hq + Hkv], cos, sin)  # (B, Hq + Hkv, D)
-            st.k[li].index_copy_(2, col, qk[:, Hq:, None, :])
-            st.v[li].index_copy_(2, col, qkv[:, Hq + Hkv:, None, :])
+            if mixed:  # rotation and cache write in one kernel
+                K.rope_cache_write(qkv, cos[:, 0], sin[:, 0], st.k[li], st.v[li], col, q_rot)
+                q = q_rot.view(B, Hkv, G, D)
+            else:
+                qk = self._rotate(qkv[:, :Hq + Hkv], cos, sin)  # (B, Hq + Hkv, D)
+                st.k[li].index_copy_(2, col, qk[:, Hq:, None, :])
+                st.v[li].index_copy_(2, col, qkv[:, Hq + Hkv:, None, :])
+                q = qk[:, :Hq].reshape(B, Hkv, G, D)
             kc = st.k[li, :, :, :S]  # (B, Hkv, S, D) view
             vc = st.v[li, :, :, :S]
-            q = qk[:, :Hq].reshape(B, Hkv, G, D)
             if self.bmm_fp32 == "upcast":
                 s = torch.matmul(q.float(), kc.float().transpose(-1, -2))
             elif self.bmm_fp32:
@@ -493,8 +505,12 @@ class Engine:
             x = self._linear_res(x, o, lay.wo, lay.bo)
             h = self._rms(x, lay.ln2)
             gu = (torch.addmm(lay.bgu, h, lay.wgu.t()) if lay.bgu is not None else h @ lay.wgu.t())
-            g, u = gu.chunk(2, dim=-1)
-            x = self._linear_res(x, lay.act(g) * u, lay.wd, lay.bd)
+            if mixed and self.act_name is not None:
+                a = K.silu_mul(gu, self.act_name)
+            else:
+                g, u = gu.chunk(2, dim=-1)
+                a = lay.act(g) * u
+            x = self._linear_res(x, a, lay.wd, lay.bd)
         self._finish_step(st, x, samp, eos, pad_id)
 
     def _finish_step(self, st: _State, x: torch.Tensor, samp: tuple, eos: torch.Tensor, pad_id: int) -> None:
