@@ -1,6 +1,6 @@
 """The training loop: one file, read top to bottom.
 
-    rollout -> verify -> advantages -> old / teacher log-probs -> loss -> DeepSpeed step -> log -> checkpoint
+    rollout -> verify -> advantages -> teacher prompts -> old / teacher log-probs -> updates -> log -> checkpoint
 
 ``algorithm.name`` picks the update (RLSD_SPEC.md):
 - grpo:      clipped surrogate with A_hat_t = A (group advantage);
@@ -11,10 +11,18 @@
 - grpo_opsd: grpo loss + opsd_alpha * opsd loss.
 
 Where this departs from the paper / released code (all settings where they matter):
-- Delta_t and the PPO ratio's old log-probs are the detached log-probs of the training forward itself:
-  with one optimizer step per rollout batch the rollout policy IS the current policy, so no separate
-  old-log-prob pass is run (the released code's choice of the current policy's log-prob). Setting
-  ``rollout.old_logps_from: sampler`` uses the sampler's log-probs instead; the mismatch is logged.
+- One optimizer step per rollout batch (``train.updates_per_batch: 1``, the paper's): Delta_t and the PPO
+  ratio's old log-probs are the detached log-probs of the training forward itself (the rollout policy IS
+  the current one, so no separate pass). With U updates per batch (PPO mini-batches) and E epochs, one
+  no-grad pass computes the old (and, for RLSD, the teacher) log-probs first and every update uses them:
+  Delta_t is that of the sampling policy, fixed for the batch like the advantages. lambda_k and the teacher
+  sync count optimizer steps; checkpoints and resume are at batch boundaries. ``rollout.old_logps_from:
+  sampler`` uses the sampler's log-probs instead; the mismatch is logged.
+- Micro-batches: DeepSpeed's accumulation boundary is set explicitly (on the last micro-batch of each
+  optimizer step), never left to its micro-step counter, which counts across rollout batches.
+- Prompts are fitted to ``rollout.max_prompt_tokens`` by shortening the question (the teacher's context
+  first) in the middle (rlsd.prompts.fit_student / fit_teacher); both end in the same template tail.
+- Dropout is switched off in the policy (rlsd.models.disable_dropout).
 - Log-probs of policy and teacher are taken from logits divided by the sampling temperature (the
   distribution that was sampled from), as TRL does; at temperature 1.0 (the paper's) this changes nothing.
 - The loss of each micro-batch / rank is normalised by the GLOBAL token (or sequence) count, so micro-batches
