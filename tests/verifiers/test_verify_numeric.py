@@ -8,8 +8,8 @@ from rlsd.tasks import Task
 from rlsd.verifiers import score
 
 
-def task(answer, **args):
-    return Task(id="t", prompt="Q", privileged_context="", answer=answer, verifier="numeric", verifier_args=args)
+def task(answer, prompt="Q", **args):
+    return Task(id="t", prompt=prompt, privileged_context="", answer=answer, verifier="numeric", verifier_args=args)
 
 
 @pytest.mark.parametrize("completion, answer, args, expected", [
@@ -48,7 +48,7 @@ def task(answer, **args):
     ("A: 1/0", "1", {}, 0.0),
     # percentages
     ("A: 50%", "0.5", {}, 1.0),
-    ("A: 50%", "50", {}, 1.0),
+    ("A: 50%", "50", {}, 0.0),                             # a percent only where the gold is one: 0.5 != 50
     ("A: 0.5", "50%", {}, 1.0),
     ("A: 50 percent", "50%", {}, 1.0),
     ("A: 5%", "50%", {}, 0.0),
@@ -89,3 +89,80 @@ def test_huge_completion_is_bounded():
     assert score(task("5"), "9" * 10_000_000) == 0.0
     assert score(task("5"), "A:5\n" + "x" * 10_000_000) == 1.0
     assert time.monotonic() - t < 5.0
+
+
+# ---------------------------------------------------------------------------------------------- reward hacks
+
+ASK = "What is 14 + 89 - 95?"
+
+
+@pytest.mark.parametrize("completion, answer, prompt, args, expected", [
+    # the question's own expression, copied as the answer, is no answer
+    ("Answer: 14 + 89 - 95", "8", ASK, {}, 0.0),
+    ("Answer: (14+89)-95", "8", ASK, {}, 0.0),
+    ("Answer: 14 + 89 - 95 = 8", "8", ASK, {}, 0.0),
+    ("Answer: 4 + 4", "8", ASK, {}, 0.0),                        # any arithmetic for a number asked
+    ("Answer: 14 + 89 - 95", "8", ASK, {"allow_expressions": True}, 1.0),
+    ("Answer: 8", "8", ASK, {}, 1.0),
+    ("Answer: sqrt(8)", "sqrt(8)", "Simplify sqrt(8)", {}, 1.0),  # a symbolic reference: equal expressions
+    ("Answer: 2*sqrt(2)", "sqrt(8)", "Simplify sqrt(8)", {}, 1.0),
+    ("Answer: 4*sqrt(2) - 2*sqrt(2)", "2*sqrt(2)", "Simplify 4*sqrt(2) - 2*sqrt(2)", {}, 0.0),  # the question
+    # alternatives
+    ("Answer: 8 or 9", "8", "Q", {}, 0.0),
+    ("Answer: 9 or 8", "8", "Q", {}, 0.0),
+    ("Answer: 8, 9", "8", "Q", {}, 0.0),
+    ("Answer: 8 / 9", "8", "Q", {}, 0.0),                         # a fraction, and not 8
+    # percent only where the gold is a percent
+    ("Answer: 8%", "8", "Q", {}, 0.0),
+    ("Answer: 8%", "0.08", "Q", {}, 1.0),
+    ("Answer: 8", "8%", "Q", {}, 1.0),
+    # integers exactly
+    ("Answer: 10000000001", "1e10", "Q", {}, 0.0),
+    ("Answer: 10000000000", "1e10", "Q", {}, 1.0),
+    ("Answer: 123456789012345678901", "123456789012345678900", "Q", {}, 0.0),
+    ("Answer: 10000000001", "1e10", "Q", {"rel_tol": 1e-9}, 1.0),  # the task's own tolerance
+    ("Answer: 3.0", "3", "Q", {}, 1.0),
+    # scientific notation and minus signs
+    ("Answer: 1.5 x 10^3", "1500", "Q", {}, 1.0),
+    ("Answer: 1.5 \u00d7 10^3", "1500", "Q", {}, 1.0),
+    ("Answer: 1.5*10**3", "1500", "Q", {}, 1.0),
+    ("Answer: 1.5 x 10^3", "1.5", "Q", {}, 0.0),
+    ("Answer: \uff0d5", "-5", "Q", {}, 1.0),
+    ("Answer: \u20125", "-5", "Q", {}, 1.0),
+    ("Answer: \ufe635", "-5", "Q", {}, 1.0),
+    # unmarked answers (format any)
+    ("The answer is 42.", "42", "Q", {}, 1.0),
+    ("So the final answer is: 42", "42", "Q", {}, 1.0),
+    ("The answer is 3.5. It follows from the manual.", "3.5", "Q", {}, 1.0),
+    ("14 + 28 = 42\n#### 42", "42", "Q", {}, 1.0),
+    ("we add them\nx = 42", "42", "Q", {}, 1.0),
+    ("we add them\n42", "42", "Q", {}, 1.0),
+    ("we add them\n42.", "42", "Q", {}, 1.0),
+    ("we add them\n-1,200", "-1200", "Q", {}, 1.0),
+    ("The answer is 41.", "42", "Q", {}, 0.0),
+    ("7+9=16", "16", "Q", {}, 0.0),                               # an equation is not a statement
+    ("42 is close\nbut no answer here", "42", "Q", {}, 0.0),
+    ("The answer is 42.", "42", "Q", {"format": "tag"}, 0.0),      # a stated format is a requirement
+    ("#### 41\nThe answer is 42", "42", "Q", {}, 0.0),            # '####' first, by the stated order
+])
+def test_reward_hacks_and_unmarked_answers(completion, answer, prompt, args, expected):
+    assert score(task(answer, prompt=prompt, **args), completion) == expected
+
+
+def test_parsing_is_bounded_in_any_thread():
+    """A long answer is refused before any regular expression runs, also where SIGALRM cannot fire."""
+    import threading
+
+    out = {}
+
+    def run():
+        t0 = time.perf_counter()
+        out["s"] = score(task("5 km", unit="km"), "Answer: 5" + " kmkm" * 8000 + "1")
+        out["s2"] = score(task("sqrt(8)"), "Answer: " + "a" * 40_000)
+        out["t"] = time.perf_counter() - t0
+
+    th = threading.Thread(target=run)
+    th.start()
+    th.join(30)
+    assert out["s"] == 0.0 and out["s2"] == 0.0
+    assert out["t"] < 1.0, out["t"]

@@ -121,6 +121,47 @@ def extract_answer(completion: str, fmt: str = "any") -> str | None:
     return None
 
 
+_HASHES = re.compile(r"^[ \t]*####[ \t]*(\S[^\n]*)$", re.MULTILINE)
+_ANSWER_IS = re.compile(r"\banswer\s+is\s*:?[ \t]*(\S[^\n]*)", re.IGNORECASE)
+_ASSIGNED = re.compile(r"[ \t]*[A-Za-z_][A-Za-z0-9_]{0,30}[ \t]*=[ \t]*(\S.*)")
+_BARE_NUMBER = re.compile(r"[ \t]*([-+\u2212]?[$\u20ac\u00a3]?\d[\d,. _]*(?:/\d+)?%?)[ \t]*\.?[ \t]*")
+
+
+def _sentence(s: str) -> str:
+    """The text up to the first sentence end ('. ' or a final '.'), so 'is 3.5. Then ...' gives '3.5'."""
+    m = re.search(r"\.(?:\s|$)", s)
+    return (s[:m.start()] if m else s).strip()
+
+
+def unmarked_answer(completion: str) -> str | None:
+    """The answer of a completion that states none in a marked format, from the forms models write
+    without being asked, in this order (the last occurrence of each):
+    1. a line "#### 42" (GSM8K style) -> "42";
+    2. "... the answer is 42." / "answer is: 42" -> "42" (to the end of the sentence);
+    3. a last non-empty line "x = 42" (a NAME = value, not "7+9=16") -> "42";
+    4. a last non-empty line that is a bare number ("42", "-3.5", "1,200", "3/4", "50%") -> it.
+    None when none applies. Linear time (each pattern is anchored to a line or scans once)."""
+    text = cap(completion)
+    if not text:
+        return None
+    hits = _HASHES.findall(text)
+    if hits:
+        return hits[-1].strip()
+    last = None
+    for m in _ANSWER_IS.finditer(text):
+        last = m
+    if last is not None:
+        return _sentence(last.group(1)) or None
+    lines = [ln for ln in text[-4096:].splitlines() if ln.strip()]  # the last line, within the cap
+    if not lines:
+        return None
+    m = _ASSIGNED.fullmatch(lines[-1])
+    if m:
+        return _sentence(m.group(1)) or None
+    m = _BARE_NUMBER.fullmatch(lines[-1])
+    return m.group(1).strip() if m else None
+
+
 def format_score(completion: str, fmt: str = "any") -> float:
     """1.0 if the completion states its answer exactly once in the stated format (a non-empty
     statement; a \\boxed{} inside the tag or line counts as part of it), else 0.0.

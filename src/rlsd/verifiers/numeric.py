@@ -1,21 +1,33 @@
 """Numeric answers: tolerances, units, thousands separators, fractions, percentages, LaTeX, sympy.
 
-``numeric(completion, task)``: 1.0 when the stated answer equals ``task.answer`` within tolerance,
-0.0 when it does not (or states no answer), None when ``task.answer`` itself cannot be read.
+``numeric(completion, task)``: 1.0 when the stated answer equals ``task.answer``, 0.0 when it does not
+(or states no answer), None when ``task.answer`` itself cannot be read.
 
-verifier_args:
-- ``abs_tol`` (default 1e-6; ``tol`` is accepted as its older name) and ``rel_tol`` (default 1e-9):
-  equal when ``|got - ref| <= max(abs_tol, rel_tol * |ref|)`` (math.isclose's rule).
+What an answer is (each rule is tested in tests/verifiers/test_verify_numeric.py):
+- ONE number: integer, decimal, fraction ("3/4", "\\frac{3}{4}", mixed "1 1/2"), scientific ("1.5e3",
+  "1.5 x 10^3", "1.5 \\times 10^{3}"), with thousands separators ("1,234,567" / "1 234" / "1_234"), a
+  currency sign, a unit word ("12 km") or a percent sign. Any minus sign counts (U+2212, U+2012, U+2013,
+  U+FE63, U+FF0D). Two numbers offered as alternatives ("8 or 9", "8, 9") are no answer: 0.
+- Integers compare exactly (10000000001 is not 1e10); other values within
+  ``max(abs_tol, rel_tol * |ref|)`` (abs_tol 1e-6, rel_tol 1e-9). A task that sets ``abs_tol`` / ``tol``
+  or ``rel_tol`` gets its tolerance for integers too.
+- A percentage: "8%" is 0.08. Only where the reference is a percentage ("50%") does an answer also match
+  as the bare number ("50" or "0.5" for "50%").
+- Expressions, unless the task sets ``allow_expressions: true``: where the reference is a number, an
+  answer with two or more numbers that is not one number ("14 + 89 - 95", "4 + 4") scores 0; a constant
+  or a function of one number ("\\pi", "sqrt(2)") is compared numerically. Where the reference is itself
+  an expression ("sqrt(8)"), answers are compared symbolically through sympy ("2*sqrt(2)", "x+1" vs
+  "1+x"), except an expression over the question's own numbers (two or more numbers, all in the
+  question, joined by operators: a copy of the question). Sympy is guarded as below.
+- Where the answer is stated: the task's ``format`` (rlsd.verifiers.extract: an <answer> tag, an
+  "Answer:" line, \\boxed{}); with the default ``format: any`` and no such statement, the unmarked forms
+  of :func:`rlsd.verifiers.extract.unmarked_answer` ("#### 42", "The answer is 42.", a last line
+  "x = 42", a last line that is a bare number).
 - ``unit``: when given, an answer that carries a different unit word scores 0 (units are otherwise
   stripped and ignored: "12 km", "$1,200", "12\\,\\text{cm}").
-- ``format``: the answer format (see rlsd.verifiers.extract), default "any".
 
-Parsing, in order: plain numbers (unicode minus, thousands separators "1,234,567" / "1 234" /
-"1_234", scientific "1.5e3" and "1.5 \\times 10^{3}"), fractions ("3/4", "\\frac{3}{4}", mixed "1 1/2"),
-percentages ("50%" is 0.5; a percentage on either side also matches its bare number, so "50%" vs
-"50" and "50%" vs "0.5" both pass), then symbolic equivalence through sympy for short expressions
-("2*sqrt(2)" vs "sqrt(8)", "x+1" vs "1+x").
-
+Cost: an answer over :data:`MAX_ANSWER_CHARS` characters is no number (0) before any regular expression
+runs, so parsing is linear and bounded in any thread (no reliance on SIGALRM).
 Sympy guard: only strings of at most :data:`SYMPY_MAX_CHARS` characters made of digits, operators,
 parentheses and a whitelist of names are parsed; exponents are limited to :data:`SYMPY_MAX_EXPONENT`
 digits; and in the main thread a SIGALRM timer stops a comparison after :data:`SYMPY_TIME_LIMIT_S`
@@ -33,20 +45,27 @@ from contextlib import contextmanager
 from fractions import Fraction
 
 from rlsd.tasks import Task
-from rlsd.verifiers.extract import extract_answer, unbox
+from rlsd.verifiers.extract import extract_answer, unbox, unmarked_answer
 
+MAX_ANSWER_CHARS = 200
 SYMPY_MAX_CHARS = 80
 SYMPY_MAX_EXPONENT = 3
 SYMPY_TIME_LIMIT_S = 2.0
 
 _UNIT_WORD = r"[A-Za-z\u00b0\u00b5\u03bc][A-Za-z\u00b0\u00b5\u03bc/^0-9\.\- ]*"
 _CURRENCY = "$\u20ac\u00a3\u00a5"
+_MINUS = re.compile("[\u2212\u2012\u2013\u2010\u2011\ufe63\uff0d]")
+# a x 10^b, a \times 10^{b}, a * 10**b -> a e b (before units are looked for: "x 10^3" is not a unit)
+_SCI = (re.compile(r"\s*\\(?:times|cdot)\s*10\s*\^\s*\{?\s*([-+]?\d+)\s*\}?"),
+        re.compile(r"\s*[x\u00d7\*]\s*10\s*(?:\^|\*\*)\s*\(?([-+]?\d+)\)?"))
 
 
 def _clean(s: str) -> tuple[str, str | None, bool]:
     """(numeric text, unit word or None, is_percent) after stripping LaTeX wrappers, currency and units."""
     s = unbox(s.strip())
-    s = s.replace("\u2212", "-").replace("\u2013", "-").replace("\u00a0", " ").replace("\u2009", " ")
+    s = _MINUS.sub("-", s).replace("\u00a0", " ").replace("\u2009", " ")
+    for pattern in _SCI:
+        s = pattern.sub(r"e\1", s)
     s = s.strip().strip("$").strip()  # $...$ math delimiters
     s = re.sub(r"\\(?:left|right)\b", "", s)
     s = re.sub(r"\\[,;:! ]", " ", s)  # LaTeX spaces
@@ -62,7 +81,8 @@ def _clean(s: str) -> tuple[str, str | None, bool]:
         s = "-" + s[2:]
     unit = None
     m = re.match(rf"^(.*?[0-9\}}\)])\s*({_UNIT_WORD})$", s)
-    if m and not re.fullmatch(r"[eE][-+]?\d+", m.group(2).strip()) and not re.search(r"[a-zA-Z]\s*[\*\+\-/^(]", m.group(2)):
+    if (m and not re.fullmatch(r"[eE][-+]?\d+", m.group(2).strip()) and not re.search(r"[a-zA-Z]\s*[\*\+\-/^(]", m.group(2))
+            and not re.search(r"\s[-+]?\d", m.group(2))):  # "8 or 9": a second number is no unit
         # a trailing word after a number is a unit ("12 km", "3.5 kg/m^2"), not part of an expression
         if not re.search(r"\\|[a-z]\(", m.group(1)):
             s, unit = m.group(1).strip(), m.group(2).strip().lower()
@@ -77,8 +97,6 @@ def _plain(s: str) -> Fraction | None:
     s = s.strip()
     if _THOUSANDS.fullmatch(s):
         s = re.sub(r"[, _]", "", s)
-    s = re.sub(r"\s*\\(?:times|cdot)\s*10\s*\^\s*\{?\s*([-+]?\d+)\s*\}?", r"e\1", s)
-    s = re.sub(r"\s*[x\u00d7\*]\s*10\s*(?:\^|\*\*)\s*\(?([-+]?\d+)\)?", r"e\1", s)
     m = re.fullmatch(r"([-+]?)\\[dt]?frac\s*\{\s*([-+]?\d+)\s*\}\s*\{\s*([-+]?\d+)\s*\}", s)
     if m:
         s = f"{m.group(1)}{m.group(2)}/{m.group(3)}"
@@ -99,22 +117,27 @@ def _plain(s: str) -> Fraction | None:
         return None
 
 
-def parse_number(s: str) -> tuple[float | None, str | None, bool]:
-    """(value, unit, is_percent) of an answer string; value None when it is not a plain number.
-    A percentage's value is already divided by 100."""
-    if not isinstance(s, str) or len(s) > 200:
+def parse_exact(s: str) -> tuple[Fraction | None, str | None, bool]:
+    """(exact value, unit, is_percent) of an answer string; value None when it is not one plain number
+    (or is too large for a float). A percentage's value is already divided by 100."""
+    if not isinstance(s, str) or len(s) > MAX_ANSWER_CHARS:
         return None, None, False
     text, unit, pct = _clean(s)
     v = _plain(text)
     if v is None:
         return None, unit, pct
     try:
-        f = float(v)
+        if not math.isfinite(float(v)):
+            return None, unit, pct
     except OverflowError:
         return None, unit, pct
-    if not math.isfinite(f):
-        return None, unit, pct
-    return (f / 100.0 if pct else f), unit, pct
+    return (v / 100 if pct else v), unit, pct
+
+
+def parse_number(s: str) -> tuple[float | None, str | None, bool]:
+    """parse_exact with the value as a float."""
+    v, unit, pct = parse_exact(s)
+    return (None if v is None else float(v)), unit, pct
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,6 +187,8 @@ def _time_limit(seconds: float) -> Iterator[None]:
 
 
 def _sympy_expr(s: str):
+    if len(s) > MAX_ANSWER_CHARS:
+        return None
     s = _latex_to_sympy(_clean(s)[0])
     if len(s) > SYMPY_MAX_CHARS or not _SYMPY_CHARS.fullmatch(s):
         return None
@@ -211,31 +236,59 @@ def sympy_equal(a: str, b: str, *, abs_tol: float = 1e-6, rel_tol: float = 1e-9)
 # ----------------------------------------------------------------------------------------------
 
 
-def _candidates(v: float, pct: bool) -> list[float]:
-    return [v, v * 100.0] if pct else [v]
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _numbers(text: str) -> list[Fraction]:
+    return [Fraction(x) for x in _NUMBER.findall(text)]
+
+
+def copies_question_expression(answer: str, question: str) -> bool:
+    """True for an expression over the question's own numbers: two or more numbers, every one of them in
+    the question, with an operator between them ("14 + 89 - 95" for "What is 14 + 89 - 95?")."""
+    nums = _numbers(answer)
+    if len(nums) < 2 or not re.search(r"\d\s*\)?\s*(?:[-+*/^\u00d7\u00f7]|\\times|\\cdot|\\div)\s*\(?\s*[-+]?\d", answer):
+        return False
+    asked = set(_numbers(question[:MAX_ANSWER_CHARS * 50]))
+    return all(n in asked for n in nums)
 
 
 def numeric(completion: str, task: Task) -> float | None:
-    """1.0 if the stated answer equals task.answer within tolerance (see the module docstring)."""
+    """1.0 if the stated answer equals task.answer (see the module docstring for what an answer is)."""
     args = task.verifier_args
+    explicit_tol = any(k in args for k in ("abs_tol", "tol", "rel_tol"))
     abs_tol = float(args.get("abs_tol", args.get("tol", 1e-6)))
     rel_tol = float(args.get("rel_tol", 1e-9))
-    ref, ref_unit, ref_pct = parse_number(task.answer)
-    got_text = extract_answer(completion, args.get("format", "any"))
+    ref, ref_unit, ref_pct = parse_exact(task.answer)
     if ref is None and _sympy_expr_safe(task.answer) is None:
         return None  # the reference is neither a number nor a short expression: cannot verify
-    if got_text is None or not got_text.strip():
+    fmt = args.get("format", "any")
+    got_text = extract_answer(completion, fmt)
+    if got_text is None and fmt == "any":
+        got_text = unmarked_answer(completion)
+    if got_text is None or not got_text.strip() or len(got_text) > MAX_ANSWER_CHARS:
         return 0.0
-    got, got_unit, got_pct = parse_number(got_text)
+    got, got_unit, got_pct = parse_exact(got_text)
     want_unit = args.get("unit")
     if want_unit and got_unit and got_unit != str(want_unit).lower():
         return 0.0
     if ref is not None and got is not None:
-        for r in _candidates(ref, ref_pct):
-            for g in _candidates(got, got_pct):
-                if abs(g - r) <= max(abs_tol, rel_tol * abs(r)):
+        # percent only where the reference is a percentage: then "50", "0.5" and "50%" all match "50%"
+        refs = [ref, ref * 100] if ref_pct else [ref]
+        gots = [got, got * 100] if (got_pct and ref_pct) else [got]
+        for r in refs:
+            for g in gots:
+                if r.denominator == 1 and g.denominator == 1 and not explicit_tol:
+                    if g == r:  # integers: exactly
+                        return 1.0
+                elif abs(float(g - r)) <= max(abs_tol, rel_tol * abs(float(r))):
                     return 1.0
         return 0.0
+    if not args.get("allow_expressions"):
+        if ref is not None and len(_numbers(got_text)) >= 2:
+            return 0.0  # a number is asked for: "4 + 4" is arithmetic left to the reader, not an answer
+        if copies_question_expression(got_text, task.prompt):
+            return 0.0
     return 1.0 if sympy_equal(got_text, task.answer, abs_tol=abs_tol, rel_tol=rel_tol) else 0.0
 
 
