@@ -107,6 +107,49 @@ def test_addition_tasks_cannot_leak():
     assert find_leak(f"A:{t.answer}", t) is None
 
 
+COPY = "hold the reset button for ten"  # the first 6-word span
+
+
+@pytest.mark.parametrize("output", [
+    "hold, the reset button, for ten, seconds",                      # a comma every few words
+    "hold the reset button for ten seconds".replace(" ", "\u200b "),  # zero-width spaces
+    "hold_the_reset_button_for_ten_seconds",                        # underscores
+    "HOLD\nthe   reset\tbutton for ten seconds!",                  # case, line breaks, tabs
+    "\uff48\uff4f\uff4c\uff44 the reset button for ten seconds",     # fullwidth letters (NFKC)
+])
+def test_disguised_copies_are_found(output):
+    assert find_leak(output, TICKET) == COPY
+
+
+def test_a_short_answer_is_masked_as_a_whole_word():
+    """Answer "4": a verbatim copy of the whole context must be found, and the "4" inside "1449" must not
+    cut the words around it (the old masking split "1449" into "1", mask, "9")."""
+    t = Task(id="n", prompt="How many ports does the switch have?", privileged_context="Model 1449 has 4 ports",
+             answer="4", verifier="numeric")
+    assert find_leak("Model 1449 has 4 ports", t) == "model 1449 has"
+    assert find_leak("It has 4 ports. Answer: 4", t) is None
+
+
+def test_stock_phrases_seen_in_student_prompts_are_not_leaks():
+    from rlsd.evaluate import common_ngrams
+
+    boiler = "if the problem persists please contact the service desk"
+    tasks = [Task(id=f"t{i}", prompt=f"Ticket {i}: the printer is stuck. {boiler}.", answer="restart",
+                  privileged_context=f"Restart the spooler service number {i}. {boiler}.", verifier="label")
+             for i in range(3)]
+    out = f"Restart it. {boiler}. Answer: restart"
+    other = Task(id="x", prompt="Q: printer?", answer="restart", verifier="label",
+                 privileged_context=f"Restart the spooler. {boiler}.")
+    assert find_leak(out, other) is not None  # alone, the boilerplate is in the context and not the prompt
+    assert find_leak(out, other, common=common_ngrams([*tasks, other])) is None
+
+
+def test_nothing_checkable_is_reported_as_not_measured():
+    tasks = list(addition_tasks(3))
+    r = summarise(tasks, ["A:1"] * 3, ["A:1"] * 6, k=2, n=2)
+    assert r["leakage"]["n_checked"] == 0 and r["leakage"]["rate"] is None
+
+
 # ----------------------------------------------------------------------------------------------
 # metric arithmetic on controlled outputs
 # ----------------------------------------------------------------------------------------------
@@ -219,7 +262,7 @@ def test_run_evaluation_files_and_keys(tiny, tmp_path):
     side = {"model", "pass@1", "pass@k", "greedy_pass@1", "k", "per_type", "teacher_greedy_pass@1"}
     assert set(saved["candidate"]) == side and set(saved["baseline"]) == side
     assert set(saved["comparison"]) == {"diff_pass1", "ci_low", "ci_high", "n_tasks"}
-    assert set(saved["leakage"]) == {"rate", "examples", "teacher_student_gap"}
+    assert set(saved["leakage"]) == {"rate", "n_checked", "n_leaks", "examples", "teacher_student_gap"}
     c = saved["comparison"]
     assert c["n_tasks"] == len(tasks)
     assert c["ci_low"] <= c["diff_pass1"] <= c["ci_high"]

@@ -66,6 +66,25 @@ def test_gates_without_interval_requirement_and_bad_input():
         check_gates(REG, {**ev(0.5, diff=0.1), "comparison": {"diff_pass1": "big", "ci_low": 0.1}}, has_champion=True)
 
 
+@pytest.mark.parametrize("has_champion", [False, True])
+def test_leakage_measured_on_no_output_is_no_measurement(has_champion):
+    """0 of 0 outputs checked is not a rate of 0: refused unless the operator allows it; then the other
+    gates still decide. A rate of 0 on 40 checked outputs passes as before."""
+    unmeasured = ev(0.7, diff=0.2, ci_low=0.05)
+    unmeasured["leakage"] = {"rate": None, "n_checked": 0, "n_leaks": 0, "examples": [], "teacher_student_gap": 0.1}
+    ok, reasons = check_gates(REG, unmeasured, has_champion=has_champion)
+    assert ok is False and any("FAIL: leakage not measured" in r for r in reasons)
+    allow = dataclasses.replace(REG, allow_unmeasured_leakage=True)
+    ok, reasons = check_gates(allow, unmeasured, has_champion=has_champion)
+    assert ok is True and any("leakage not measured" in r and r.startswith("ok") for r in reasons)
+    worse = {**unmeasured, "comparison": {"diff_pass1": -0.1, "ci_low": -0.2, "ci_high": 0.0, "n_tasks": 64}}
+    assert check_gates(allow, worse, has_champion=True)[0] is False
+    measured = ev(0.7, diff=0.2, ci_low=0.05)
+    measured["leakage"].update(n_checked=40, n_leaks=0)
+    ok, reasons = check_gates(REG, measured, has_champion=has_champion)
+    assert ok is True and any("(0 of 40 outputs)" in r for r in reasons)
+
+
 def _mv(version: int, pass1: float | None) -> SimpleNamespace:
     return SimpleNamespace(version=str(version), tags={} if pass1 is None else {registry.TAG_PASS1: str(pass1)})
 

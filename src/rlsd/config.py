@@ -336,6 +336,10 @@ class RegistryConfig:
     require_ci_above_zero: bool = True
     # ...and a leakage rate at most this.
     max_leakage_rate: float = 0.05
+    # When no output could be checked for leakage (no task's privileged context has 3 words in a row
+    # beside its answer, e.g. bare-answer arithmetic tasks) the rate is not measured: refuse promotion
+    # (false, the default) or let the other gates decide (true, for such task sets only).
+    allow_unmeasured_leakage: bool = False
 
     def __post_init__(self) -> None:
         _check(bool(self.model_name), "registry.model_name must be a non-empty name, got ''")

@@ -14,12 +14,17 @@ verify" (None) counts as a failure and is reported as ``n_unverifiable``.
 Student prompts come from rlsd.prompts.student_text only and are checked with assert_no_leak.
 
 Leakage (:func:`find_leak`): a student output leaks when it reproduces a span of its task's
-privileged context that its own prompt did not contain: a run of ``ngram`` consecutive word tokens
-(case-folded; default 6, or the whole masked context when it is shorter but still >= 3 tokens) that
-occurs in the privileged context, not in the prompt, and in the output. Every occurrence of the
-reference answer string is masked out of the context and the output first: a correct answer
-legitimately contains it. Contexts with fewer than 3 tokens left after masking (e.g. the bare answer
-of the addition tasks) cannot leak and are not counted in the rate's denominator.
+privileged context that its own prompt did not contain: a run of ``ngram`` consecutive words (default 6,
+or the longest run of context words between masked answers when that is shorter but still >= 3) that occurs in the privileged
+context, not in the prompt, and in the output. Texts are normalised first (NFKC, case-folded, zero-width
+characters removed; words are runs of letters and digits, so commas, underscores or line breaks put
+between copied words do not hide a copy). Every whole-word occurrence of the reference answer is masked
+out of the context and the output (a correct answer legitimately contains it; "4" never masks part of
+"1449"). Stock phrases, n-grams of any student prompt of the evaluated set (:func:`common_ngrams`:
+ticket boilerplate the student sees), are not leaks. Contexts without 3 words in a row beside the answer (e.g. the
+bare answer of the addition tasks) cannot leak and are not counted; ``leakage.n_checked`` says how many
+outputs were, and the rate is None (not measured) when that is 0: the promotion gate then refuses unless
+``registry.allow_unmeasured_leakage`` is set (rlsd.registry.check_gates).
 
 ``paired_bootstrap``: resamples tasks with replacement (the same indices for both models) and
 reports the mean per-task difference (candidate - baseline) with a percentile interval.
@@ -33,6 +38,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import unicodedata
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -92,35 +98,71 @@ def paired_bootstrap(baseline_scores: Any, candidate_scores: Any, *, n_boot: int
 # Leakage
 # ----------------------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
+_WORD = re.compile(r"[^\W_]+")  # letters and digits; punctuation, underscores and spaces separate words
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")  # soft hyphen, zero-width, BOM
 _MASK = "\x00"
 
 
+def _words(text: str) -> list[str]:
+    """Normalised words: NFKC, case-folded, zero-width characters removed, split at anything that is not
+    a letter or digit (so commas, underscores or line breaks inserted between words change nothing)."""
+    return _WORD.findall(_INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).casefold())
+
+
 def _tokens(text: str, answer: str) -> list[str]:
-    """Case-folded word/punctuation tokens; each occurrence of ``answer`` becomes one mask token."""
-    parts = text.split(answer.strip()) if answer.strip() else [text]
-    toks: list[str] = []
-    for j, part in enumerate(parts):
-        if j:
-            toks.append(_MASK)
-        toks.extend(t.casefold() for t in _TOKEN.findall(part))
-    return toks
+    """_words(text) with every whole-word occurrence of the answer's words replaced by one mask token
+    (a short answer such as "4" masks the word "4", never the inside of "1449")."""
+    toks, ans = _words(text), _words(answer)
+    if not ans:
+        return toks
+    out, i, n = [], 0, len(ans)
+    while i < len(toks):
+        if toks[i:i + n] == ans:
+            out.append(_MASK)
+            i += n
+        else:
+            out.append(toks[i])
+            i += 1
+    return out
 
 
 def _ngrams(toks: list[str], n: int) -> set[tuple[str, ...]]:
     return {g for g in (tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)) if _MASK not in g}
 
 
-def find_leak(output: str, task: Task, *, ngram: int = LEAK_NGRAM) -> str | None:
-    """The first span (space-joined tokens) of the task's privileged context that the output
-    reproduces and the student prompt does not contain; None when there is none or the context is
-    too short to judge (see the module docstring). The reference answer is masked out first."""
-    ctx = _tokens(task.privileged_context, task.answer)
-    real = [t for t in ctx if t != _MASK]
-    if len(real) < LEAK_MIN_TOKENS:
+def _span_length(task: Task, ngram: int) -> int:
+    """min(ngram, the longest run of context words between masked answers): a context shorter than
+    ``ngram`` words is matched whole, and masking never leaves it with no span at all."""
+    longest = run = 0
+    for t in _tokens(task.privileged_context, task.answer):
+        run = 0 if t == _MASK else run + 1
+        longest = max(longest, run)
+    return min(ngram, longest)
+
+
+def common_ngrams(tasks: list[Task], *, ngram: int = LEAK_NGRAM) -> set[tuple[str, ...]]:
+    """Stock phrases: word n-grams (n = each task's span length) of any STUDENT prompt of the evaluated set
+    (ticket boilerplate such as "if the problem persists please contact the service desk"). The student
+    sees those texts, so writing them is no sign of having seen a privileged context. (Phrases shared only
+    by privileged contexts, e.g. a manual section behind many tickets, stay secret.)"""
+    out: set[tuple[str, ...]] = set()
+    for n in {_span_length(t, ngram) for t in tasks}:
+        for t in tasks:
+            out |= _ngrams(_tokens(t.prompt, t.answer), n)
+    return out
+
+
+def find_leak(output: str, task: Task, *, ngram: int = LEAK_NGRAM,
+              common: set[tuple[str, ...]] | frozenset = frozenset()) -> str | None:
+    """The first span (space-joined words) of the task's privileged context that the output reproduces
+    and the student prompt does not contain; None when there is none or the context is too short to
+    judge (see the module docstring). The reference answer is masked out first; ``common`` n-grams (stock
+    phrases, :func:`common_ngrams`) never count."""
+    if not leak_checkable(task):
         return None
-    n = min(ngram, max(LEAK_MIN_TOKENS, len(real)))
-    secret = _ngrams(ctx, n) - _ngrams(_tokens(task.prompt, task.answer), n)
+    n = _span_length(task, ngram)
+    secret = _ngrams(_tokens(task.privileged_context, task.answer), n) - _ngrams(_tokens(task.prompt, task.answer), n)
+    secret -= common
     if not secret:
         return None
     out = _tokens(output[:100_000], task.answer)
@@ -132,7 +174,8 @@ def find_leak(output: str, task: Task, *, ngram: int = LEAK_NGRAM) -> str | None
 
 
 def leak_checkable(task: Task) -> bool:
-    return sum(1 for t in _tokens(task.privileged_context, task.answer) if t != _MASK) >= LEAK_MIN_TOKENS
+    """Whether a copy of the context can be told from the answer: >= 3 context words in a row beside it."""
+    return _span_length(task, LEAK_NGRAM) >= LEAK_MIN_TOKENS
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,6 +243,7 @@ def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[st
         raise ValueError(f"expected {len(tasks)} greedy and {len(tasks) * n} sampled texts, "
                          f"got {len(greedy_texts)} and {len(sampled_texts)}")
     per_task, leaks, n_checked, unverifiable = [], [], 0, 0
+    common = common_ngrams(tasks, ngram=leak_ngram)
     for i, t in enumerate(tasks):
         samples = sampled_texts[i * n:(i + 1) * n]
         s_scores = [score(t, x) for x in samples]
@@ -221,7 +265,7 @@ def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[st
         if leak_checkable(t):
             for x in [greedy_texts[i]] + samples:
                 n_checked += 1
-                span = find_leak(x, t, ngram=leak_ngram)
+                span = find_leak(x, t, ngram=leak_ngram, common=common)
                 if span is not None:
                     leaks.append({"task": t.id, "span": span, "output": x[:300]})
         per_task.append(row)
@@ -245,7 +289,8 @@ def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[st
         "n_unverifiable": unverifiable,
         "per_type": {ty: agg(rows) for ty, rows in sorted(by_type.items())},
         "per_task": per_task,
-        "leakage": {"rate": (len(leaks) / n_checked) if n_checked else 0.0, "n_checked": n_checked,
+        # rate None: no output could be checked (no task's context had >= 3 words beyond its answer)
+        "leakage": {"rate": (len(leaks) / n_checked) if n_checked else None, "n_checked": n_checked,
                     "n_leaks": len(leaks), "ngram": leak_ngram, "examples": leaks[:10],
                     "teacher_student_gap": gap},
     }
@@ -295,7 +340,8 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
         "candidate": _side(cand),
         "baseline": _side(base) if base is not None else None,
         "comparison": comparison,
-        "leakage": {"rate": leak["rate"], "examples": leak["examples"], "teacher_student_gap": leak["teacher_student_gap"]},
+        "leakage": {"rate": leak["rate"], "n_checked": leak["n_checked"], "n_leaks": leak["n_leaks"],
+                    "examples": leak["examples"], "teacher_student_gap": leak["teacher_student_gap"]},
     }
     (out / "evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     with (out / "per_task.jsonl").open("w", encoding="utf-8") as f:

@@ -7,7 +7,8 @@
 - :func:`promote` moves ``@champion`` to a version only if its evaluation clears the gates
   (:func:`check_gates`): pass@1 better than the baseline by ``registry.margin``, the paired-bootstrap
   interval's lower end above zero (``registry.require_ci_above_zero``), and a leakage rate at most
-  ``registry.max_leakage_rate``. With no champion yet, the first version within the leakage bound
+  ``registry.max_leakage_rate`` (a rate measured on 0 outputs is no measurement: refused unless
+  ``registry.allow_unmeasured_leakage``). With no champion yet, the first version within the leakage bound
   becomes champion. The decision and its evidence go on the version (tags and description)
   whether it is promoted or refused.
 - :func:`load_champion` loads ``models:/<name>@champion`` as (model, tokenizer);
@@ -119,6 +120,7 @@ def evaluation_tags(evaluation: dict[str, Any]) -> dict[str, str]:
         "rlsd.eval.ci_high": comp.get("ci_high"),
         "rlsd.eval.n_tasks": comp.get("n_tasks"),
         "rlsd.eval.leakage_rate": leak.get("rate"),
+        "rlsd.eval.leakage_checked": leak.get("n_checked"),
         "rlsd.eval.teacher_student_gap": leak.get("teacher_student_gap"),
     }
     return {k: _tag_value(v) for k, v in fields.items() if v is not None}
@@ -137,11 +139,20 @@ def check_gates(reg: RegistryConfig, evaluation: dict[str, Any], *, has_champion
     """
     reasons: list[str] = []
     ok = True
-    rate = _num(evaluation, "leakage", "rate")
-    good = rate <= reg.max_leakage_rate
-    ok &= good
-    reasons.append(f"{'ok' if good else 'FAIL'}: leakage rate {rate:.4f} {'<=' if good else '>'} "
-                   f"registry.max_leakage_rate {reg.max_leakage_rate:.4f}")
+    leak = evaluation.get("leakage") if isinstance(evaluation.get("leakage"), dict) else {}
+    if leak.get("n_checked") == 0:  # nothing could be checked: the rate is not a measurement
+        ok = reg.allow_unmeasured_leakage
+        reasons.append("ok: leakage not measured (0 outputs checked), allowed by registry.allow_unmeasured_leakage"
+                       if ok else "FAIL: leakage not measured (0 outputs checked: no task's privileged context has 3 "
+                       "words beside its answer); set registry.allow_unmeasured_leakage: true to promote anyway")
+    else:
+        rate = _num(evaluation, "leakage", "rate")
+        good = rate <= reg.max_leakage_rate
+        ok &= good
+        n = leak.get("n_checked")
+        reasons.append(f"{'ok' if good else 'FAIL'}: leakage rate {rate:.4f} {'<=' if good else '>'} "
+                       f"registry.max_leakage_rate {reg.max_leakage_rate:.4f}"
+                       + (f" ({leak.get('n_leaks')} of {n} outputs)" if n is not None else ""))
     if not has_champion:
         reasons.append("ok: no @champion exists yet, so the first version within the leakage bound becomes "
                        "champion (margin and interval gates need a champion to compare with)" if ok else
@@ -220,7 +231,7 @@ def register_model(cfg: RLSDConfig, model_dir: str | Path, *, run_id: str | None
 
     if evaluation is not None:
         _num(evaluation, "candidate", "pass@1")  # fail before any upload on a malformed evaluation
-        _num(evaluation, "leakage", "rate")
+        _num(evaluation, "leakage", "rate", required=(evaluation.get("leakage") or {}).get("n_checked") != 0)
     model_dir = Path(model_dir)
     model = load_model(model_dir)  # raises a clear error for anything that is not a local model
     tokenizer = load_tokenizer(model_dir)
