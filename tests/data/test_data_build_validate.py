@@ -234,3 +234,36 @@ def test_chunked_validation_equals_one_batch(tmp_path, chunk_rows):
     assert tickets["rows"] == 9 and tickets["failed_rows"] == 4  # T-2, T-5 and both records with id T-0
     assert bad == {"expect_column_values_to_be_unique": 2, "expect_column_values_to_be_in_set": 1,
                    "expect_column_values_to_match_regex": 1}
+
+
+def test_a_formula_answer_becomes_an_expression_task(built, tmp_path):
+    """A ticket whose verified answer is a formula: ingest checks it parses as arithmetic, build-tasks makes an
+    `expression` task whose numbers and target come from the formula, and the task's verifier pays any
+    expression of those numbers that reaches the target, not the bare result."""
+    import shutil
+
+    from rlsd.verifiers import score
+
+    cfg, st, rep, out, tmp = built
+    extra = tmp_path / "formula.jsonl"
+    rows = [{"id": f"F-{i}", "updated": "2025-02-01T00:00:00Z", "title": "Storage blocks",
+             "body": "The array has 120 GB, 20 GB are reserved. How many 4 GB blocks fit?", "status": "resolved",
+             "resolution": "Subtract the reserve, then divide by the block size.", "resolution_verified": True,
+             "answer": "(120 - 20) / 4", "answer_type": "expression"} for i in range(12)]
+    rows.append({**rows[0], "id": "F-bad", "answer": "__import__('os')"})
+    extra.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.copytree(tmp / "st", tmp_path / "st3", dirs_exist_ok=True)
+    st3 = LocalStore(tmp_path / "st3")
+    r = ingest(cfg, tickets=[extra], store=st3)
+    bad = [q for q in r["quarantined"] if "F-bad" in json.dumps(q)]
+    assert len(bad) == 1 and "expression" in json.dumps(bad[0])  # no arithmetic: refused with a reason
+    got = build_tasks(cfg, out_dir=tmp_path / "tasks3", store=st3)
+    tasks = [t for p in (got["train_path"], got["eval_path"]) for t in read_tasks(p)
+             if t.meta["ticket_id"].startswith("F-")]
+    assert len(tasks) == 12 and all(t.verifier == "expression" for t in tasks)
+    t = tasks[0]
+    assert t.verifier_args == {"numbers": ["120", "20", "4"], "target": "25"}
+    assert "120, 20, 4" in t.prompt and t.answer not in t.prompt
+    assert score(t, "Answer: (120 - 20) / 4") == 1.0
+    assert score(t, "Answer: 120 / 4 - 20 / 4") == 0.0  # 4 and 20 used twice
+    assert score(t, "Answer: 25") == 0.0

@@ -8,7 +8,9 @@
 - ``answer`` and ``verifier``: numeric -> "numeric"; label -> "label" (``verifier_args.choices``
   lists the known labels the question names, so the leak guard knows the answer is one of the
   listed options); json -> "json" (``verifier_args.schema``: a JSON Schema inferred from the
-  answer's keys and value types, ``verifier_args.expected``: the answer object).
+  answer's keys and value types, ``verifier_args.expected``: the answer object); expression (the
+  verified answer is a formula such as "(120 - 20) / 4") -> "expression" (``verifier_args.numbers``: the
+  formula's numbers, ``target``: its exact value; any expression of those numbers reaching it scores).
 - Split: ``sha256("rlsd-split:" + ticket_id)`` mapped to [0, 1) < ``ingest.eval_fraction`` -> eval.
   It depends on the ticket id only, so a ticket stays on its side in every snapshot.
 
@@ -33,7 +35,7 @@ from rlsd.data.index import read_index
 from rlsd.data.store import Store, open_store
 from rlsd.tasks import Task, task_writer
 
-VERIFIER_OF = {"numeric": "numeric", "label": "label", "json": "json"}
+VERIFIER_OF = {"numeric": "numeric", "label": "label", "json": "json", "expression": "expression"}
 ELIGIBLE_STATUSES = ("resolved", "closed")
 _STOP = set(["a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how", "i", "if", "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "the", "this", "to", "we", "what", "when", "which", "with", "you", "your"])
 
@@ -43,6 +45,8 @@ FORMAT_HINT = {
     # {example}: one of the options picked by a hash of the ticket id (right by chance only)
     "label": 'Reply on one line: "Answer:" followed by one of: {options}. For example: "Answer: {example}".',
     "json": 'Reply with a JSON object only, on one line: "Answer: {json}".',
+    "expression": 'Reply on one line: "Answer:" followed by the calculation as an arithmetic expression of the '
+                  'numbers {numbers} (each at most as often as listed; + - * / and parentheses), not its result.',
 }
 
 
@@ -197,6 +201,13 @@ def ticket_to_task(ticket: dict[str, Any], sections: Mapping[str, dict[str, Any]
         obj = json.loads(answer)
         verifier_args = {"schema": _json_schema(obj), "expected": obj}
         hint = hint.format(json=_json_template(obj) if isinstance(obj, dict) else "<json>")
+    if atype == "expression":  # the verified formula fixes the target and the numbers it may use
+        from rlsd.verifiers.expression import evaluate_expression
+
+        value, used = evaluate_expression(answer)
+        numbers = [str(n) for n in used]
+        verifier_args = {"numbers": numbers, "target": str(value)}
+        hint = hint.format(numbers=", ".join(numbers))
     question = f"{ticket['title']}\n{ticket['body']}"
     if atype == "label":
         listed = listed_options(question, answer)

@@ -58,7 +58,7 @@ from rlsd.data.store import Store, canonical_json, file_sha256, open_store, sha2
 MANUAL_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
                    ".txt": "text", ".text": "text", ".pdf": "pdf"}
 TICKET_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
-ANSWER_TYPES = ("numeric", "label", "json")
+ANSWER_TYPES = ("numeric", "label", "json", "expression")
 FLUSH_BYTES = 16 * 1024 * 1024  # write the object batch when it holds this many bytes ...
 FLUSH_OBJECTS = 4096  # ... or this many objects
 QUARANTINE_SAMPLE = 1000  # quarantined records listed in the ingest report (all of them go to the store)
@@ -477,6 +477,12 @@ def _canonical_answer(answer: Any, answer_type: str) -> str:
     if answer_type == "numeric":
         s = _as_text(answer).strip()
         float(s.replace(",", ""))  # raises ValueError when not a number
+        return s
+    if answer_type == "expression":  # a formula over the numbers of the question, e.g. "(120 - 20) / 4"
+        from rlsd.verifiers.expression import evaluate_expression
+
+        s = _as_text(answer).strip()
+        evaluate_expression(s)  # raises ValueError when not an arithmetic expression
         return s
     return _as_text(answer).strip()
 

@@ -29,8 +29,8 @@ from typing import Any
 
 from rlsd.config import RLSDConfig, ValidationConfig
 
-ANSWER_TYPES = ["numeric", "label", "json"]
-VERIFIERS = ["numeric", "label", "json"]
+ANSWER_TYPES = ["numeric", "label", "json", "expression"]
+VERIFIERS = ["numeric", "label", "json", "expression"]
 STATUSES = ["open", "pending", "in_progress", "resolved", "closed"]
 _ISO = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$"
 

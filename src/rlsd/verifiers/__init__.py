@@ -8,7 +8,8 @@ examined (rlsd.verifiers.extract).
 
 Kinds (``task.verifier``): ``numeric`` (tolerances, units, fractions, percentages, LaTeX, sympy),
 ``label`` (normalised exact match, aliases), ``json`` (JSON Schema + expected fields, partial
-credit), ``sql`` (SQLite result sets), ``code`` (Python against unit tests in a sandbox). Each
+credit), ``sql`` (SQLite result sets), ``code`` (Python against unit tests in a sandbox),
+``expression`` (an arithmetic expression of given numbers that must reach a target; no eval). Each
 module's docstring states its rules and its ``verifier_args``.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rlsd.tasks import Task
+from rlsd.verifiers.expression import expression
 from rlsd.verifiers.extract import MAX_COMPLETION_CHARS, extract_answer, format_score
 from rlsd.verifiers.json_answer import json_answer
 from rlsd.verifiers.label import label
@@ -32,6 +34,7 @@ VERIFIERS: dict[str, Verifier] = {
     "json": json_answer,
     "sql": sql,
     "code": python_code,
+    "expression": expression,
 }
 
 __all__ = ["MAX_COMPLETION_CHARS", "VERIFIERS", "Verifier", "extract_answer", "format_score", "score",
