@@ -89,3 +89,32 @@ def test_missing_or_broken_database_cannot_be_verified(args):
 
 def test_broken_reference_query_cannot_be_verified():
     assert score(task("SELECT nope FROM nothing"), "<answer>SELECT 1</answer>") is None
+
+
+@pytest.mark.parametrize("query", [
+    "SELECT length(zeroblob(2000000000))",                   # SQLite's length limit refuses it
+    "SELECT length(group_concat(x)) FROM (WITH RECURSIVE c(x) AS (SELECT randomblob(900000) UNION ALL "
+    "SELECT randomblob(900000) FROM c LIMIT 3000) SELECT x FROM c)",  # gigabytes through a tiny limit
+    "SELECT length(replace(hex(zeroblob(400000)), '0', hex(zeroblob(400000))))",
+])
+def test_memory_bombs_run_outside_the_caller_and_within_limits(query):
+    """The zeroblob bomb of issue 17 raised the trainer's RSS from 21 MB to 3.4 GB and ran 5 s past a 2 s
+    limit. Now: 0, the caller's peak RSS unchanged (within 20 MB) and within limit + interpreter start."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.monotonic()
+    assert score(task(time_limit_s=2.0), f"<answer>{query}</answer>") == 0.0
+    assert time.monotonic() - t0 < 2.0 + 5.0 + 3.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 20 * 1024  # KiB
+
+
+def test_queries_never_run_in_the_callers_process(monkeypatch):
+    """sqlite3 is never used by the caller itself: a connect there fails the test."""
+    import sqlite3 as lib
+
+    def refuse(*a, **k):
+        raise AssertionError("query ran in the caller's process")
+
+    monkeypatch.setattr(lib, "connect", refuse)
+    assert score(task(), f"<answer>{REF}</answer>") == 1.0
