@@ -312,6 +312,8 @@ def policy_update(engine: Any, teacher: Any, b: Batch, rows: slice, *, cfg: RLSD
                 tl = completion_logits(teacher, b.teacher_prompt_ids[sl], b.teacher_prompt_mask[sl], ids, mask, temp,
                                        share)
                 b.teacher_logps[sl] = core.selective_log_softmax(tl, ids)
+                if not needs_jsd:
+                    tl = None  # only the sampled tokens' log-probs are needed: free (micro, T, V) now
             sums["time_teacher"] += time.perf_counter() - tt
         logits = completion_logits(engine, b.prompt_ids[sl], b.prompt_mask[sl], ids, mask, temp, share)
         logps = core.selective_log_softmax(logits, ids)
