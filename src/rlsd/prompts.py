@@ -12,6 +12,7 @@ visible marker ``CUT_MARKER``, until the rendered prompt fits.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -94,8 +95,8 @@ def fit_teacher(task: Task, template: str, tokenizer: Any, chat_template: bool, 
     """The rendered teacher prompt within ``max_tokens``: the privileged context is shortened first (in
     the middle), then the question; the template's instruction and the reply's opening stay whole."""
     def build(p: dict[str, str]) -> str:
-        return render(template.format(question=p["question"], context=p["context"]), tokenizer, chat_template,
-                      response_prefix)
+        shortened = dataclasses.replace(task, prompt=p["question"], privileged_context=p["context"])
+        return render(teacher_text(shortened, template), tokenizer, chat_template, response_prefix)
 
     return _fit(build, {"question": task.prompt, "context": task.privileged_context}, ["context", "question"],
                 tokenizer, max_tokens)

@@ -9,7 +9,8 @@
 - equals the target exactly (``verifier_args.target``, else the value of ``task.answer`` read as an
   expression itself).
 A trailing "= 24" is ignored when it states the expression's own value ("(3 + 5) * 3 = 24"); any other
-right-hand side scores 0. Unicode operators (x, ×, ÷, −) are read as * / -. An answer over
+right-hand side scores 0. Unicode operators (x, ×, ÷ and every minus sign numeric accepts) are read as
+* / -. An answer over
 ``MAX_EXPRESSION_CHARS`` characters or ``MAX_NODES`` tree nodes scores 0 before it is parsed or walked.
 None when the task lists no numbers or its target is unreadable.
 
@@ -25,12 +26,13 @@ from fractions import Fraction
 
 from rlsd.tasks import Task
 from rlsd.verifiers.extract import extract_answer, unmarked_answer
+from rlsd.verifiers.numeric import _MINUS
 
 MAX_EXPRESSION_CHARS = 200
 MAX_NODES = 200
 _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
         ast.Div: lambda a, b: a / b}
-_UNICODE = str.maketrans({"\u00d7": "*", "\u00b7": "*", "\u00f7": "/", "\u2212": "-", "\u2013": "-", "\uff0d": "-"})
+_UNICODE = str.maketrans({"\u00d7": "*", "\u00b7": "*", "\u00f7": "/"})  # minus signs: numeric's _MINUS
 
 
 class _Refused(ValueError):
@@ -40,7 +42,7 @@ class _Refused(ValueError):
 def evaluate_expression(text: str) -> tuple[Fraction, list[Fraction]]:
     """(exact value, the numbers it uses in order) of an arithmetic expression; raises ValueError for
     anything else (names, calls, powers, a division by zero, too long or too deep)."""
-    text = text.translate(_UNICODE).strip().rstrip(".")
+    text = _MINUS.sub("-", text.translate(_UNICODE)).strip().rstrip(".")
     text = re.sub(r"(?<=[\d)\s])[xX](?=[\s\d(])", "*", text)  # 3 x 8
     if not text or len(text) > MAX_EXPRESSION_CHARS:
         raise _Refused("empty or too long")
