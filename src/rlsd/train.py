@@ -759,9 +759,39 @@ def append_metrics(path: Path, m: dict[str, Any]) -> None:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past the resumed step (they were written after the last checkpoint)."""
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    """Drop log lines past the resumed step (they were written after the last checkpoint).
+
+    The shortened log is written to a temporary file, flushed to disk and renamed over the old one, so a
+    kill at any moment leaves either the old log or the new one, never an empty or half-written file. A
+    line that does not parse (torn by a kill mid-append) is skipped with a warning instead of failing
+    every later resume.
+    """
+    import warnings
+
+    keep: list[str] = []
+    torn = 0
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+            s = int(rec["step"])
+        except (ValueError, TypeError, KeyError):
+            torn += 1
+            continue
+        if s <= step:
+            keep.append(ln)
+    if torn:
+        warnings.warn(f"{path}: skipped {torn} unreadable line(s) (a write torn by a kill); "
+                      f"kept {len(keep)} step(s) up to {step}", RuntimeWarning, stacklevel=2)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write("".join(ln + "\n" for ln in keep))
+        f.flush()
+        os.fsync(f.fileno())
+    if os.environ.get("RLSD_FAILPOINT") == "metrics-before-replace":  # fault-injection tests only
+        os.kill(os.getpid(), 9)
+    os.replace(tmp, path)
 
 
 def export_model(engine: Any, tokenizer: Any, out: Path, zero_stage: int, rank: int) -> None:
