@@ -8,6 +8,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlsd.rollout import kernels as K
 
@@ -68,7 +69,9 @@ def test_kernels_compile_for_sm80_and_sm90(compiled_module, dt, tmp_path):
         (T.rope_cache_kernel, dict(qkv=p, cos=p, sin=p, kc=p, vc=p, col_ptr="*i64", qo=p),
          dict(HQ=9, HKV=3, D=64, BLOCK_D=64)),
         (T.attention_kernel, dict(q=p, kc=p, vc=p, start_ptr="*i64", col_ptr="*i64", out=p, scale="fp32"),
-         dict(G=3, D=64, BLOCK_G=4, BLOCK_D=64, BLOCK_N=K.BLOCK_N, HAS_WINDOW=True)),
+         dict(G=3, D=64, BLOCK_G=16, BLOCK_D=64, BLOCK_N=K.BLOCK_N, HAS_WINDOW=True,
+              **dict(zip(("QK_PRECISION", "PV_PRECISION"),
+                         K._dot_precisions(torch.float32 if dt == "fp32" else torch.bfloat16))))),
         (T.act_mul_kernel, dict(gu=p, out=p), dict(ACT=0, BLOCK=1024)),
         (T.act_mul_kernel, dict(gu=p, out=p), dict(ACT=1, BLOCK=1024)),
     ]

@@ -60,7 +60,13 @@ def rope_cache_kernel(qkv, cos, sin, kc, vc, col_ptr, qo,
 def attention_kernel(q, kc, vc, start_ptr, col_ptr, out, S, window, scale,
                      s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs, s_ob, s_oh,
                      G: tl.constexpr, D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
-                     BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr):
+                     BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr, QK_PRECISION: tl.constexpr,
+                     PV_PRECISION: tl.constexpr):
+    # Both products are tl.dot (tensor cores on sm_80+) on float32 operands with a float32 accumulator: the G
+    # query heads of a KV group padded to BLOCK_G >= 16 rows, K loaded transposed as (BLOCK_D, BLOCK_N).
+    # QK_PRECISION / PV_PRECISION: "ieee" for a float32 cache; for 16-bit caches a bfloat16 operand is exact in
+    # one TF32 pass ("tf32"), float16 and the float32 softmax weights P need three ("tf32x3", float32 accuracy).
+    # (Operands stay float32 in registers: Triton's CPU interpreter multiplies 16-bit dot operands wrongly.)
     b = tl.program_id(0).to(tl.int64)
     hk = tl.program_id(1)
     g = tl.arange(0, BLOCK_G)
@@ -84,16 +90,17 @@ def attention_kernel(q, kc, vc, start_ptr, col_ptr, out, S, window, scale,
     for n0 in range(lo, hi + 1, BLOCK_N):
         cols = n0 + n
         mn = cols <= hi
-        mkv = mn[:, None] & md[None, :]
-        k = tl.load(kbase + cols[:, None] * s_ks + d[None, :], mask=mkv, other=0.0).to(tl.float32)
-        s = tl.reduce(qv[:, None, :] * k[None, :, :], 2, _SUM) * scale  # (BLOCK_G, BLOCK_N)
+        kt = tl.load(kbase + cols[None, :] * s_ks + d[:, None], mask=md[:, None] & mn[None, :],
+                     other=0.0).to(tl.float32)  # (BLOCK_D, BLOCK_N)
+        s = tl.dot(qv, kt, input_precision=QK_PRECISION, out_dtype=tl.float32) * scale  # (BLOCK_G, BLOCK_N)
         s = tl.where(mn[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.reduce(s, 1, _MAX))
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new[:, None])
         l_i = l_i * alpha + tl.reduce(p, 1, _SUM)
-        v = tl.load(vbase + cols[:, None] * s_vs + d[None, :], mask=mkv, other=0.0).to(tl.float32)
-        acc = acc * alpha[:, None] + tl.reduce(p[:, :, None] * v[None, :, :], 1, _SUM)
+        v = tl.load(vbase + cols[:, None] * s_vs + d[None, :], mask=mn[:, None] & md[None, :],
+                    other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_D)
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PV_PRECISION, out_dtype=tl.float32)
         m_i = m_new
     o = tl.where(l_i[:, None] > 0, acc / tl.maximum(l_i, 1e-30)[:, None], 0.0)
     tl.store(out + b * s_ob + qh[:, None] * s_oh + d[None, :], o.to(out.dtype.element_ty),
