@@ -6,6 +6,14 @@ credentials come from the environment (Kubernetes secrets on a cluster).
 
 Overrides use dotted keys (``--set rollout.group_size=8``); the value is parsed as YAML and must
 match the field's type.
+
+Hostile input (issue 18): the YAML reader refuses anchors, aliases and explicit tags *while parsing*,
+before anything is expanded (an alias bomb is refused at its first anchor, in microseconds), and a recipe
+larger than ``MAX_CONFIG_BYTES`` is refused unread. Every numeric field has an inclusive range in
+:data:`RANGES` (checked for every section, however the config was built). Path fields may not climb out
+of their root with ``..`` (``store.root: ../../..`` is refused; an absolute path is the operator's explicit
+choice). Error messages are built only when a check fails, show values through a truncated repr, and are
+capped at ``MAX_MESSAGE_CHARS``.
 """
 
 from __future__ import annotations
@@ -22,13 +30,34 @@ from typing import Any, Literal
 import yaml
 
 
+MAX_CONFIG_BYTES = 1_000_000   # a recipe is a few KB; anything near this is not a recipe
+MAX_MESSAGE_CHARS = 600
+MAX_YAML_DEPTH = 32
+_REPR_CHARS = 80
+
+
 class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the field, the value and the fix."""
+    """A configuration value is wrong; the message names the field, the value and the fix (capped in length)."""
+
+    def __init__(self, msg: str = "") -> None:
+        if len(msg) > MAX_MESSAGE_CHARS:
+            msg = msg[:MAX_MESSAGE_CHARS - 15] + " ...(truncated)"
+        super().__init__(msg)
 
 
-def _check(cond: bool, msg: str) -> None:
+def _r(value: Any) -> str:
+    """repr() for error messages, cut to a few dozen characters (a value may be megabytes of hostile YAML)."""
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > 8:
+        value = type(value).__name__ + f" of {len(value)} items"
+        return value
+    text = repr(value[:_REPR_CHARS + 1] if isinstance(value, str) else value)
+    return text if len(text) <= _REPR_CHARS else text[:_REPR_CHARS] + "..."
+
+
+def _check(cond: bool, msg: str | typing.Callable[[], str]) -> None:
+    """Raise ConfigError when ``cond`` is false; ``msg`` is a string or a callable built only then."""
     if not cond:
-        raise ConfigError(msg)
+        raise ConfigError(msg() if callable(msg) else msg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,7 +96,7 @@ class DataConfig:
     shuffle: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.eval_limit >= 0, f"data.eval_limit must be >= 0, got {self.eval_limit}")
+        _check(self.eval_limit >= 0, lambda: f"data.eval_limit must be >= 0, got {self.eval_limit}")
 
 
 @dataclass(frozen=True)
@@ -97,13 +126,13 @@ class RolloutConfig:
     deterministic_groups: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.group_size >= 2, f"rollout.group_size must be >= 2 (group advantages need it), got {self.group_size}")
-        _check(self.prompts_per_step >= 1, f"rollout.prompts_per_step must be >= 1, got {self.prompts_per_step}")
-        _check(self.max_new_tokens >= 1, f"rollout.max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        _check(self.temperature > 0, f"rollout.temperature must be > 0 (use a small value for near-greedy), got {self.temperature}")
-        _check(0 < self.top_p <= 1, f"rollout.top_p must be in (0, 1], got {self.top_p}")
-        _check(self.top_k >= 0, f"rollout.top_k must be >= 0 (0 disables it), got {self.top_k}")
-        _check(self.generation_batch_size >= 0, f"rollout.generation_batch_size must be >= 0, got {self.generation_batch_size}")
+        _check(self.group_size >= 2, lambda: f"rollout.group_size must be >= 2 (group advantages need it), got {self.group_size}")
+        _check(self.prompts_per_step >= 1, lambda: f"rollout.prompts_per_step must be >= 1, got {self.prompts_per_step}")
+        _check(self.max_new_tokens >= 1, lambda: f"rollout.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        _check(self.temperature > 0, lambda: f"rollout.temperature must be > 0 (use a small value for near-greedy), got {self.temperature}")
+        _check(0 < self.top_p <= 1, lambda: f"rollout.top_p must be in (0, 1], got {self.top_p}")
+        _check(self.top_k >= 0, lambda: f"rollout.top_k must be >= 0 (0 disables it), got {self.top_k}")
+        _check(self.generation_batch_size >= 0, lambda: f"rollout.generation_batch_size must be >= 0, got {self.generation_batch_size}")
 
 
 @dataclass(frozen=True)
@@ -128,17 +157,17 @@ class AlgorithmConfig:
     opsd_alpha: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(0 <= self.lam0 <= 1, f"algorithm.lam0 must be in [0, 1], got {self.lam0}")
-        _check(self.lambda_decay_steps >= 1, f"algorithm.lambda_decay_steps must be >= 1, got {self.lambda_decay_steps}")
-        _check(self.lambda_warmup_steps >= 0, f"algorithm.lambda_warmup_steps must be >= 0, got {self.lambda_warmup_steps}")
-        _check(0 <= self.eps_w < 1, f"algorithm.eps_w must be in [0, 1), got {self.eps_w}")
-        _check(0 <= self.eps_low < 1, f"algorithm.eps_low must be in [0, 1), got {self.eps_low}")
-        _check(self.eps_high >= 0, f"algorithm.eps_high must be >= 0, got {self.eps_high}")
+        _check(0 <= self.lam0 <= 1, lambda: f"algorithm.lam0 must be in [0, 1], got {self.lam0}")
+        _check(self.lambda_decay_steps >= 1, lambda: f"algorithm.lambda_decay_steps must be >= 1, got {self.lambda_decay_steps}")
+        _check(self.lambda_warmup_steps >= 0, lambda: f"algorithm.lambda_warmup_steps must be >= 0, got {self.lambda_warmup_steps}")
+        _check(0 <= self.eps_w < 1, lambda: f"algorithm.eps_w must be in [0, 1), got {self.eps_w}")
+        _check(0 <= self.eps_low < 1, lambda: f"algorithm.eps_low must be in [0, 1), got {self.eps_low}")
+        _check(self.eps_high >= 0, lambda: f"algorithm.eps_high must be >= 0, got {self.eps_high}")
         _check(self.dual_clip == 0 or self.dual_clip > 1,
-               f"algorithm.dual_clip must be 0 (off) or > 1, got {self.dual_clip}")
-        _check(0 <= self.jsd_beta <= 1, f"algorithm.jsd_beta must be in [0, 1], got {self.jsd_beta}")
-        _check(self.jsd_token_clip >= 0, f"algorithm.jsd_token_clip must be >= 0 (0 = off), got {self.jsd_token_clip}")
-        _check(self.opsd_alpha >= 0, f"algorithm.opsd_alpha must be >= 0, got {self.opsd_alpha}")
+               lambda: f"algorithm.dual_clip must be 0 (off) or > 1, got {self.dual_clip}")
+        _check(0 <= self.jsd_beta <= 1, lambda: f"algorithm.jsd_beta must be in [0, 1], got {self.jsd_beta}")
+        _check(self.jsd_token_clip >= 0, lambda: f"algorithm.jsd_token_clip must be >= 0 (0 = off), got {self.jsd_token_clip}")
+        _check(self.opsd_alpha >= 0, lambda: f"algorithm.opsd_alpha must be >= 0, got {self.opsd_alpha}")
 
 
 @dataclass(frozen=True)
@@ -154,7 +183,7 @@ class TeacherConfig:
     )
 
     def __post_init__(self) -> None:
-        _check(self.sync_interval >= 1, f"teacher.sync_interval must be >= 1, got {self.sync_interval}")
+        _check(self.sync_interval >= 1, lambda: f"teacher.sync_interval must be >= 1, got {self.sync_interval}")
         _check("{question}" in self.template and "{context}" in self.template,
                "teacher.template must contain {question} and {context}")
 
@@ -166,7 +195,7 @@ class DeepSpeedConfig:
     offload_optimizer: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.zero_stage in (0, 1, 2, 3), f"deepspeed.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        _check(self.zero_stage in (0, 1, 2, 3), lambda: f"deepspeed.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
 
 
 @dataclass(frozen=True)
@@ -194,16 +223,16 @@ class TrainConfig:
     output_dir: str = "runs/latest"
 
     def __post_init__(self) -> None:
-        _check(self.steps >= 1, f"train.steps must be >= 1, got {self.steps}")
-        _check(self.lr > 0, f"train.lr must be > 0, got {self.lr}")
-        _check(self.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
-        _check(self.micro_batch_size >= 0, f"train.micro_batch_size must be >= 0, got {self.micro_batch_size}")
-        _check(self.updates_per_batch >= 1, f"train.updates_per_batch must be >= 1 (1 = one optimizer step per "
+        _check(self.steps >= 1, lambda: f"train.steps must be >= 1, got {self.steps}")
+        _check(self.lr > 0, lambda: f"train.lr must be > 0, got {self.lr}")
+        _check(self.grad_clip >= 0, lambda: f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        _check(self.micro_batch_size >= 0, lambda: f"train.micro_batch_size must be >= 0, got {self.micro_batch_size}")
+        _check(self.updates_per_batch >= 1, lambda: f"train.updates_per_batch must be >= 1 (1 = one optimizer step per "
                f"rollout batch), got {self.updates_per_batch}")
-        _check(self.epochs_per_batch >= 1, f"train.epochs_per_batch must be >= 1, got {self.epochs_per_batch}")
-        _check(self.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0 (0 = only at the end), got {self.checkpoint_every}")
-        _check(self.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
-        _check(self.eval_every >= 0, f"train.eval_every must be >= 0, got {self.eval_every}")
+        _check(self.epochs_per_batch >= 1, lambda: f"train.epochs_per_batch must be >= 1, got {self.epochs_per_batch}")
+        _check(self.checkpoint_every >= 0, lambda: f"train.checkpoint_every must be >= 0 (0 = only at the end), got {self.checkpoint_every}")
+        _check(self.keep_checkpoints >= 1, lambda: f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        _check(self.eval_every >= 0, lambda: f"train.eval_every must be >= 0, got {self.eval_every}")
 
 
 @dataclass(frozen=True)
@@ -219,9 +248,9 @@ class StoreConfig:
     retries: int = 3
 
     def __post_init__(self) -> None:
-        _check(self.retries >= 1, f"store.retries must be >= 1 (tries per S3 call), got {self.retries}")
+        _check(self.retries >= 1, lambda: f"store.retries must be >= 1 (tries per S3 call), got {self.retries}")
         _check(self.backend == "local" or bool(self.endpoint and self.bucket),
-               f"store.endpoint and store.bucket must be set for backend s3, got {self.endpoint!r}, {self.bucket!r}")
+               lambda: f"store.endpoint and store.bucket must be set for backend s3, got {_r(self.endpoint)}, {_r(self.bucket)}")
 
 
 @dataclass(frozen=True)
@@ -235,6 +264,9 @@ class IngestConfig:
     # Ticket bodies longer than this are truncated (long_body: truncate) or quarantined (refuse).
     max_body_chars: int = 20000
     long_body: Literal["truncate", "refuse"] = "truncate"
+    # A ticket edited without a newer updated time (same id and time, other content): stored as a new
+    # version that names the one it replaces (new_version), or quarantined as a conflict (conflict).
+    same_time_edit: Literal["new_version", "conflict"] = "new_version"
     # Manual sections longer than this are split into numbered parts.
     max_section_chars: int = 6000
     # Input limits (refused with a quarantine reason instead of exhausting memory): a manual file's
@@ -248,22 +280,22 @@ class IngestConfig:
     max_context_chars: int = 4000
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.extra_patterns, dict), f"ingest.extra_patterns must be a mapping NAME: regex, got {self.extra_patterns!r}")
+        _check(isinstance(self.extra_patterns, dict), lambda: f"ingest.extra_patterns must be a mapping NAME: regex, got {_r(self.extra_patterns)}")
         for name, rx in {**self.extra_patterns, "EMPLOYEE_ID": self.employee_id_pattern or "x"}.items():
             _check(isinstance(name, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", name) is not None,
-                   f"ingest.extra_patterns key must be an UPPER_CASE name, got {name!r}")
+                   lambda: f"ingest.extra_patterns key must be an UPPER_CASE name, got {_r(name)}")
             try:
                 re.compile(rx)
             except (re.error, TypeError) as e:
-                raise ConfigError(f"ingest pattern {name} is not a valid regex ({rx!r}: {e}); fix the regex") from None
-        _check(self.max_body_chars >= 100, f"ingest.max_body_chars must be >= 100, got {self.max_body_chars}")
-        _check(self.max_section_chars >= 200, f"ingest.max_section_chars must be >= 200, got {self.max_section_chars}")
-        _check(self.max_manual_bytes >= 1, f"ingest.max_manual_bytes must be >= 1, got {self.max_manual_bytes}")
+                raise ConfigError(f"ingest pattern {name} is not a valid regex ({_r(rx)}: {e}); fix the regex") from None
+        _check(self.max_body_chars >= 100, lambda: f"ingest.max_body_chars must be >= 100, got {self.max_body_chars}")
+        _check(self.max_section_chars >= 200, lambda: f"ingest.max_section_chars must be >= 200, got {self.max_section_chars}")
+        _check(self.max_manual_bytes >= 1, lambda: f"ingest.max_manual_bytes must be >= 1, got {self.max_manual_bytes}")
         _check(self.max_ticket_line_bytes >= 1024,
-               f"ingest.max_ticket_line_bytes must be >= 1024, got {self.max_ticket_line_bytes}")
-        _check(0 < self.eval_fraction < 1, f"ingest.eval_fraction must be in (0, 1), got {self.eval_fraction}")
-        _check(self.retrieve_k >= 0, f"ingest.retrieve_k must be >= 0, got {self.retrieve_k}")
-        _check(self.max_context_chars >= 100, f"ingest.max_context_chars must be >= 100, got {self.max_context_chars}")
+               lambda: f"ingest.max_ticket_line_bytes must be >= 1024, got {self.max_ticket_line_bytes}")
+        _check(0 < self.eval_fraction < 1, lambda: f"ingest.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        _check(self.retrieve_k >= 0, lambda: f"ingest.retrieve_k must be >= 0, got {self.retrieve_k}")
+        _check(self.max_context_chars >= 100, lambda: f"ingest.max_context_chars must be >= 100, got {self.max_context_chars}")
 
 
 @dataclass(frozen=True)
@@ -286,12 +318,12 @@ class ValidationConfig:
     chunk_rows: int = 5000
 
     def __post_init__(self) -> None:
-        _check(self.chunk_rows >= 1, f"validation.chunk_rows must be >= 1, got {self.chunk_rows}")
-        _check(0 <= self.max_failure_rate <= 1, f"validation.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
+        _check(self.chunk_rows >= 1, lambda: f"validation.chunk_rows must be >= 1, got {self.chunk_rows}")
+        _check(0 <= self.max_failure_rate <= 1, lambda: f"validation.max_failure_rate must be in [0, 1], got {self.max_failure_rate}")
         for lo, hi in (("min_section_chars", "max_section_chars"), ("min_prompt_chars", "max_prompt_chars")):
             _check(0 <= getattr(self, lo) <= getattr(self, hi),
-                   f"validation.{lo} must be in [0, validation.{hi}], got {getattr(self, lo)}")
-        _check(self.leak_span_words >= 3, f"validation.leak_span_words must be >= 3, got {self.leak_span_words}")
+                   lambda: f"validation.{lo} must be in [0, validation.{hi}], got {getattr(self, lo)}")
+        _check(self.leak_span_words >= 3, lambda: f"validation.leak_span_words must be >= 3, got {self.leak_span_words}")
 
 
 @dataclass(frozen=True)
@@ -319,12 +351,12 @@ class TrackingConfig:
     def __post_init__(self) -> None:
         _check(bool(self.uri), "tracking.uri must be an sqlite:///, file:// or http(s):// URI, got ''")
         _check(bool(self.experiment), "tracking.experiment must be a non-empty name, got ''")
-        _check(self.http_retries >= 0, f"tracking.http_retries must be >= 0, got {self.http_retries}")
-        _check(self.http_timeout_s >= 1, f"tracking.http_timeout_s must be >= 1, got {self.http_timeout_s}")
-        _check(self.max_backoff_s > 0, f"tracking.max_backoff_s must be > 0, got {self.max_backoff_s}")
-        _check(self.flush_timeout_s >= 0, f"tracking.flush_timeout_s must be >= 0, got {self.flush_timeout_s}")
+        _check(self.http_retries >= 0, lambda: f"tracking.http_retries must be >= 0, got {self.http_retries}")
+        _check(self.http_timeout_s >= 1, lambda: f"tracking.http_timeout_s must be >= 1, got {self.http_timeout_s}")
+        _check(self.max_backoff_s > 0, lambda: f"tracking.max_backoff_s must be > 0, got {self.max_backoff_s}")
+        _check(self.flush_timeout_s >= 0, lambda: f"tracking.flush_timeout_s must be >= 0, got {self.flush_timeout_s}")
         _check(self.max_buffered_metrics >= 1,
-               f"tracking.max_buffered_metrics must be >= 1, got {self.max_buffered_metrics}")
+               lambda: f"tracking.max_buffered_metrics must be >= 1, got {self.max_buffered_metrics}")
 
 
 @dataclass(frozen=True)
@@ -343,9 +375,9 @@ class RegistryConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.model_name), "registry.model_name must be a non-empty name, got ''")
-        _check(self.margin >= 0, f"registry.margin must be >= 0 (pass@1 points), got {self.margin}")
+        _check(self.margin >= 0, lambda: f"registry.margin must be >= 0 (pass@1 points), got {self.margin}")
         _check(0 <= self.max_leakage_rate <= 1,
-               f"registry.max_leakage_rate must be in [0, 1], got {self.max_leakage_rate}")
+               lambda: f"registry.max_leakage_rate must be in [0, 1], got {self.max_leakage_rate}")
 
 
 @dataclass(frozen=True)
@@ -363,13 +395,13 @@ class EvalConfig:
     limit: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.k >= 1, f"eval.k must be >= 1, got {self.k}")
-        _check(self.num_samples >= 0, f"eval.num_samples must be >= 0 (0 = use k), got {self.num_samples}")
-        _check(self.max_new_tokens >= 1, f"eval.max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        _check(self.temperature > 0, f"eval.temperature must be > 0, got {self.temperature}")
-        _check(self.bootstrap_samples >= 100, f"eval.bootstrap_samples must be >= 100, got {self.bootstrap_samples}")
-        _check(self.leak_ngram >= 3, f"eval.leak_ngram must be >= 3, got {self.leak_ngram}")
-        _check(self.limit >= 0, f"eval.limit must be >= 0 (0 = all tasks), got {self.limit}")
+        _check(self.k >= 1, lambda: f"eval.k must be >= 1, got {self.k}")
+        _check(self.num_samples >= 0, lambda: f"eval.num_samples must be >= 0 (0 = use k), got {self.num_samples}")
+        _check(self.max_new_tokens >= 1, lambda: f"eval.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        _check(self.temperature > 0, lambda: f"eval.temperature must be > 0, got {self.temperature}")
+        _check(self.bootstrap_samples >= 100, lambda: f"eval.bootstrap_samples must be >= 100, got {self.bootstrap_samples}")
+        _check(self.leak_ngram >= 3, lambda: f"eval.leak_ngram must be >= 3, got {self.leak_ngram}")
+        _check(self.limit >= 0, lambda: f"eval.limit must be >= 0 (0 = all tasks), got {self.limit}")
 
 
 @dataclass(frozen=True)
@@ -389,8 +421,8 @@ class PlatformConfig:
     train_image: str = "registry.local/rlsd/rlsd-train:0.1.0"
     nodes: int = 1
     gpus_per_node: int = 0
-    runtime: str = "torch-distributed"
-    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
+    runtime: str = "rlsd-torch-distributed"  # manifests/base/training-runtime.yaml
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "TrainingRuntime"
     store_secret: str = "rlsd-minio"
     tracking_secret: str = "rlsd-mlflow"
     shared_pvc: str = "rlsd-workspace"
@@ -399,12 +431,89 @@ class PlatformConfig:
     def __post_init__(self) -> None:
         hosts = self.allow_hosts
         _check(isinstance(hosts, (list, tuple)) and all(isinstance(h, str) and h for h in hosts),
-               f"platform.allow_hosts must be a list of 'host' or 'host:port' strings, got {hosts!r}")
+               lambda: f"platform.allow_hosts must be a list of 'host' or 'host:port' strings, got {_r(hosts)}")
         object.__setattr__(self, "allow_hosts", tuple(hosts))
-        _check(self.min_new_tickets >= 0, f"platform.min_new_tickets must be >= 0, got {self.min_new_tickets}")
-        _check(self.nodes >= 1, f"platform.nodes must be >= 1, got {self.nodes}")
-        _check(self.gpus_per_node >= 0, f"platform.gpus_per_node must be >= 0 (0 = CPU), got {self.gpus_per_node}")
-        _check(self.job_timeout_s >= 1, f"platform.job_timeout_s must be >= 1, got {self.job_timeout_s}")
+        _check(self.min_new_tickets >= 0, lambda: f"platform.min_new_tickets must be >= 0, got {self.min_new_tickets}")
+        _check(self.nodes >= 1, lambda: f"platform.nodes must be >= 1, got {self.nodes}")
+        _check(self.gpus_per_node >= 0, lambda: f"platform.gpus_per_node must be >= 0 (0 = CPU), got {self.gpus_per_node}")
+        _check(self.job_timeout_s >= 1, lambda: f"platform.job_timeout_s must be >= 1, got {self.job_timeout_s}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranges and paths (checked for the whole config in RLSDConfig.__post_init__)
+# ----------------------------------------------------------------------------------------------
+
+_BIG = 1_000_000_000      # counts of steps, rows, characters: far beyond any real run, far below overflow
+_SEED = 2**63 - 1
+
+# Every int / float field, inclusive [low, high]. The sections' own checks add the exclusive ends and the
+# reasons (group_size >= 2 because group advantages need it); these stop absurd values (1e9 samples per
+# prompt, an infinite learning rate) before any of them sizes a tensor, a loop or an allocation.
+RANGES: dict[str, tuple[float, float]] = {
+    "data.eval_limit": (0, _BIG),
+    "rollout.group_size": (2, 1024), "rollout.prompts_per_step": (1, 65536),
+    "rollout.max_new_tokens": (1, 131072), "rollout.max_prompt_tokens": (1, 1_048_576),
+    "rollout.temperature": (1e-6, 100.0), "rollout.top_p": (0.0, 1.0), "rollout.top_k": (0, 1_000_000),
+    "rollout.generation_batch_size": (0, 1_000_000),
+    "algorithm.lam0": (0.0, 1.0), "algorithm.lambda_decay_steps": (1, _BIG), "algorithm.lambda_warmup_steps": (0, _BIG),
+    "algorithm.eps_w": (0.0, 1.0), "algorithm.eps_low": (0.0, 1.0), "algorithm.eps_high": (0.0, 10.0),
+    "algorithm.dual_clip": (0.0, 1000.0), "algorithm.jsd_beta": (0.0, 1.0), "algorithm.jsd_token_clip": (0.0, 1e6),
+    "algorithm.opsd_alpha": (0.0, 1000.0),
+    "teacher.sync_interval": (1, _BIG),
+    "deepspeed.zero_stage": (0, 3),
+    "train.steps": (1, _BIG), "train.lr": (1e-12, 1.0), "train.weight_decay": (0.0, 10.0), "train.grad_clip": (0.0, 1e6),
+    "train.adam_beta1": (0.0, 0.999999), "train.adam_beta2": (0.0, 0.99999999), "train.micro_batch_size": (0, 1_000_000),
+    "train.updates_per_batch": (1, 4096), "train.epochs_per_batch": (1, 1024), "train.seed": (0, _SEED),
+    "train.checkpoint_every": (0, _BIG), "train.keep_checkpoints": (1, 1000), "train.eval_every": (0, _BIG),
+    "store.retries": (1, 100),
+    "ingest.max_body_chars": (100, _BIG), "ingest.max_section_chars": (200, _BIG),
+    "ingest.max_manual_bytes": (1, 64 * 2**30), "ingest.max_ticket_line_bytes": (1024, 2**30),
+    "ingest.eval_fraction": (0.0, 1.0), "ingest.retrieve_k": (0, 1000), "ingest.max_context_chars": (100, _BIG),
+    "validation.max_failure_rate": (0.0, 1.0), "validation.min_section_chars": (0, _BIG),
+    "validation.max_section_chars": (0, _BIG), "validation.max_title_chars": (0, _BIG), "validation.max_body_chars": (0, _BIG),
+    "validation.min_prompt_chars": (0, _BIG), "validation.max_prompt_chars": (0, _BIG),
+    "validation.max_context_chars": (0, _BIG), "validation.leak_span_words": (3, 100_000), "validation.chunk_rows": (1, _BIG),
+    "tracking.http_retries": (0, 100), "tracking.http_timeout_s": (1, 3600), "tracking.max_backoff_s": (0.001, 3600.0),
+    "tracking.flush_timeout_s": (0.0, 86400.0), "tracking.max_buffered_metrics": (1, 100_000_000),
+    "registry.margin": (0.0, 100.0), "registry.max_leakage_rate": (0.0, 1.0),
+    "eval.k": (1, 1024), "eval.num_samples": (0, 65536), "eval.max_new_tokens": (1, 131072),
+    "eval.temperature": (1e-6, 100.0), "eval.bootstrap_samples": (100, 10_000_000), "eval.seed": (0, _SEED),
+    "eval.leak_ngram": (3, 100_000), "eval.limit": (0, _BIG),
+    "platform.min_new_tickets": (0, _BIG), "platform.nodes": (1, 10_000), "platform.gpus_per_node": (0, 64),
+    "platform.job_timeout_s": (1, 30 * 86400),
+}
+
+# Local paths, relative to the working directory (their root) unless absolute. A '..' part would let a
+# recipe or a pipeline parameter point the store or the output at any folder above it.
+PATH_FIELDS = ("model.path", "data.train_tasks", "data.eval_tasks", "train.output_dir", "store.root",
+               "tracking.artifact_location")
+
+
+def _check_ranges(cfg: Any) -> None:
+    for sec in dataclasses.fields(cfg):
+        section = getattr(cfg, sec.name)
+        if not dataclasses.is_dataclass(section):
+            continue
+        for f in dataclasses.fields(section):
+            v = getattr(section, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            key = f"{sec.name}.{f.name}"
+            _check(math.isfinite(v), lambda: f"{key} must be a finite number, got {v!r}")
+            lo, hi = RANGES.get(key, (-math.inf, math.inf))
+            _check(lo <= v <= hi, lambda: f"{key} must be in [{lo:g}, {hi:g}], got {_r(v)}")
+
+
+def _check_paths(cfg: Any) -> None:
+    for key in PATH_FIELDS:
+        sec, name = key.split(".")
+        value = getattr(getattr(cfg, sec), name)
+        if "://" in value:  # a URI (s3://, file://) is not a local path
+            continue
+        _check("\x00" not in value, lambda: f"{key} must not contain a NUL byte, got {_r(value)}")
+        parts = re.split(r"[\\/]+", value)
+        _check(".." not in parts, lambda: f"{key} must stay inside its root: '..' is not allowed, got {_r(value)}; "
+               "name the folder below the working directory, or give an absolute path")
 
 
 @dataclass(frozen=True)
@@ -423,6 +532,10 @@ class RLSDConfig:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     platform: PlatformConfig = field(default_factory=PlatformConfig)
+
+    def __post_init__(self) -> None:
+        _check_ranges(self)
+        _check_paths(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -449,7 +562,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         choices = typing.get_args(tp)
-        _check(value in choices, f"{where} must be one of {' | '.join(map(str, choices))}, got {value!r}")
+        _check(value in choices, lambda: f"{where} must be one of {' | '.join(map(str, choices))}, got {_r(value)}")
         return value
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
@@ -458,10 +571,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return _coerce(value, args[0], where)
     if tp is bool:
-        _check(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
+        _check(isinstance(value, bool), lambda: f"{where} must be true or false, got {_r(value)}")
         return value
     if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer, got {value!r}")
+        _check(isinstance(value, int) and not isinstance(value, bool), lambda: f"{where} must be an integer, got {_r(value)}")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
@@ -469,23 +582,23 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 value = float(value)
             except ValueError:
                 pass
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} must be a number, got {value!r}")
-        _check(math.isfinite(value), f"{where} must be a finite number, got {value!r}")
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), lambda: f"{where} must be a number, got {_r(value)}")
+        _check(math.isfinite(value), lambda: f"{where} must be a finite number, got {_r(value)}")
         return float(value)
     if tp is str:
-        _check(isinstance(value, (str, int, float)) and not isinstance(value, bool), f"{where} must be a string, got {value!r}")
+        _check(isinstance(value, (str, int, float)) and not isinstance(value, bool), lambda: f"{where} must be a string, got {_r(value)}")
         return str(value)
     return value
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    _check(isinstance(data, dict), f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    _check(isinstance(data, dict), lambda: f"{where or 'config'} must be a mapping, got {type(data).__name__}")
     bad = [k for k in data if not isinstance(k, str)]
-    _check(not bad, f"{where or 'config'} keys must be names, got {bad[0]!r}" if bad else "")
+    _check(not bad, lambda: f"{where or 'config'} keys must be names, got {_r(bad[0])}" if bad else "")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
-    _check(not unknown, f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join((where + '.' if where else '') + u for u in unknown)}; "
+    _check(not unknown, lambda: f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join((where + '.' if where else '') + u for u in unknown)}; "
            f"valid keys{' in ' + where if where else ''}: {', '.join(sorted(names))}")
     kwargs = {}
     for name, value in data.items():
@@ -496,6 +609,45 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         else:
             kwargs[name] = _coerce(value, tp, key)
     return cls(**kwargs)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors, aliases and explicit tags as the parser meets them (before composing,
+    so nothing is ever expanded: a 'billion laughs' document costs its first anchor, not gigabytes)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        mark = event.start_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ConfigError(f"config uses a YAML anchor or alias ({where}); they are not allowed in rlsd configs: "
+                              "write the value out")
+        tag = getattr(event, "tag", None)
+        implicit = getattr(event, "implicit", True)
+        if tag is not None and tag != "!" and not (implicit is True or (isinstance(implicit, tuple) and any(implicit))):
+            raise ConfigError(f"config uses an explicit YAML tag {_r(tag)} ({where}); tags are not allowed in rlsd "
+                              "configs: write a plain value")
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            _check(self._depth <= MAX_YAML_DEPTH,
+                   lambda: f"config nests deeper than {MAX_YAML_DEPTH} levels ({where}); a recipe is two levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _yaml(text: str, what: str) -> Any:
+    """Parse one YAML document with :class:`_StrictLoader`; every failure becomes a short ConfigError."""
+    _check(len(text) <= MAX_CONFIG_BYTES,
+           lambda: f"{what} is {len(text)} characters; a config is at most {MAX_CONFIG_BYTES} (refused unread)")
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError:
+        raise
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} is not valid YAML: {' '.join(str(e).split())}") from None
+    except (ValueError, RecursionError, OverflowError) as e:  # int digit limit, nesting depth
+        raise ConfigError(f"{what} is not a usable YAML document ({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def _field_type(section: str, name: str) -> Any:
@@ -518,22 +670,21 @@ def _string_value(raw: str) -> str:
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str) -> None:
-    _check("=" in dotted, f"--set expects key=value, got {dotted!r}")
+    _check("=" in dotted, lambda: f"--set expects key=value, got {_r(dotted)}")
     key, raw = dotted.split("=", 1)
     parts = key.strip().split(".")
-    _check(len(parts) == 2 and all(parts), f"--set key must be section.field (e.g. train.steps), got {key!r}")
+    _check(len(parts) == 2 and all(parts), lambda: f"--set key must be section.field (e.g. train.steps), got {_r(key)}")
     if _field_type(parts[0], parts[1]) is str:
         tree.setdefault(parts[0], {})
-        _check(isinstance(tree[parts[0]], dict), f"{parts[0]} must be a mapping")
+        _check(isinstance(tree[parts[0]], dict), lambda: f"{parts[0]} must be a mapping")
         tree[parts[0]][parts[1]] = _string_value(raw)
         return
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {key.strip()}: value {raw!r} is not valid YAML ({str(e).splitlines()[0]}); "
-                          "quote it, e.g. --set \"{key.strip()}='...'\"") from None
+        value = _yaml(raw, f"--set {key.strip()}") if raw.strip() else ""
+    except ConfigError as e:
+        raise ConfigError(f"{e}; quote it, e.g. --set \"{key.strip()}='...'\"") from None
     tree.setdefault(parts[0], {})
-    _check(isinstance(tree[parts[0]], dict), f"{parts[0]} must be a mapping")
+    _check(isinstance(tree[parts[0]], dict), lambda: f"{parts[0]} must be a mapping")
     tree[parts[0]][parts[1]] = value
 
 
@@ -543,14 +694,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     tree: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
-        _check(p.is_file(), f"config file {str(p)!r} does not exist")
-        text = p.read_text(encoding="utf-8")
-    if text is not None:
+        _check(not p.is_dir(), lambda: f"config {_r(str(p))} is a directory; give the path of a YAML file in it")
+        _check(p.is_file(), lambda: f"config file {_r(str(p))} does not exist")
         try:
-            tree = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config is not valid YAML: {e}") from None
-    _check(isinstance(tree, dict), f"config must be a YAML mapping of sections, got {type(tree).__name__}")
+            _check(p.stat().st_size <= MAX_CONFIG_BYTES, lambda: f"config file {_r(str(p))} is larger than "
+                   f"{MAX_CONFIG_BYTES} bytes; a recipe is a few KB (refused unread)")
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"config file {_r(str(p))} cannot be read ({e.strerror or type(e).__name__})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {_r(str(p))} is not UTF-8 text") from None
+    if text is not None:
+        tree = _yaml(text, "config") or {}
+    _check(isinstance(tree, dict), lambda: f"config must be a YAML mapping of sections, got {type(tree).__name__}")
     for o in overrides:
         _set_dotted(tree, o)
     return _build(RLSDConfig, tree, "")
