@@ -39,8 +39,8 @@ def test_spec_validates_against_the_vendored_crd_and_carries_the_config():
     t = obj["spec"]["trainer"]
     assert obj["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and obj["kind"] == "TrainJob"
     assert obj["metadata"]["namespace"] == "ml-prod"
-    assert obj["spec"]["runtimeRef"] == {"name": "torch-distributed", "kind": "ClusterTrainingRuntime",
-                                         "apiGroup": "trainer.kubeflow.org"}
+    assert obj["spec"]["runtimeRef"] == {"name": "rlsd-torch-distributed", "kind": "TrainingRuntime",
+                                         "apiGroup": "trainer.kubeflow.org"}  # the project's own runtime
     assert t["image"] == "reg.corp/rlsd-train:1" and t["numNodes"] == 4 and t["numProcPerNode"] == 8
     assert t["command"] == ["torchrun", "--module", "rlsd", "train", "--config", "/workspace/j/config.yaml",
                             "--output", "/workspace/j/output"]
@@ -48,15 +48,36 @@ def test_spec_validates_against_the_vendored_crd_and_carries_the_config():
     env = {e["name"]: e for e in t["env"]}
     assert env["HF_HUB_OFFLINE"]["value"] == "1" and env["GX_ANALYTICS_ENABLED"]["value"] == "false"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "rlsd-minio", "key": "secretkey"}
-    secrets = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_TOKEN")
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "rlsd-mlflow", "key": "password"}
+    secrets = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     assert all("value" not in env[k] and "secretKeyRef" in env[k]["valueFrom"] for k in secrets)  # never values
+
+
+def _pod_patch(obj):
+    (patch,) = obj["spec"]["runtimePatches"]
+    (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert node["name"] == "node"
+    return node["template"]["spec"]["template"]
+
+
+def test_every_pod_gets_the_rank_label_a_tokenless_identity_and_shm_whatever_the_runtime():
+    _, obj = spec(GPU_CFG.replace("namespace: ml-prod", "namespace: ml-prod, runtime: torch-distributed, "
+                                  "runtime_kind: ClusterTrainingRuntime"))
+    cluster.validate_trainjob(obj, CRD)
+    pod = _pod_patch(obj)
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "rlsd-trainer"  # allow-trainer-ranks selects it
+    assert pod["spec"]["serviceAccountName"] == cluster.TRAINER_SERVICE_ACCOUNT
+    vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert vols["dshm"]["emptyDir"]["medium"] == "Memory"
+    mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts == {"/dev/shm": "dshm", "/workspace": "workspace"}
+    assert pod["spec"]["nodeSelector"] == cluster.GPU_NODE_SELECTOR
 
 
 def test_embedded_core_types_round_trip_through_the_kubernetes_client_models():
     _, obj = spec()
     api = client.ApiClient()
-    pod = obj["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
-        "template"]["spec"]["template"]["spec"]
+    pod = _pod_patch(obj)["spec"]
     t = obj["spec"]["trainer"]
     for value, model in [(t["env"], "list[V1EnvVar]"), (t["resourcesPerNode"], "V1ResourceRequirements"),
                          (pod["volumes"], "list[V1Volume]"), (pod["tolerations"], "list[V1Toleration]"),
@@ -80,6 +101,16 @@ def test_cpu_spec_has_no_gpu_request_and_still_validates():
     (lambda o: o["spec"]["trainer"]["env"].insert(0, {"value": "x"}), "spec.trainer.env.0"),
     (lambda o: o["spec"]["trainer"]["resourcesPerNode"]["limits"].update(memory="lots"),
      "spec.trainer.resourcesPerNode.limits.memory"),
+    # fields that exist only in other Trainer releases
+    (lambda o: o["spec"]["trainer"].update(numProcPerNode="auto"), "spec.trainer.numProcPerNode"),
+    (lambda o: o["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+        "template"]["spec"]["template"]["spec"].update(automountServiceAccountToken=False),
+     "spec.runtimePatches.0.trainingRuntimeSpec.template.spec.replicatedJobs.0.template.spec.template.spec"),
+    (lambda o: o["spec"].update(podTemplateOverrides=[]), "spec"),
+    (lambda o: o["metadata"].update(name="Rlsd_Job"), "<root>"),                      # CEL: DNS-1035 name
+    (lambda o: o["metadata"].update(nmae="x"), "metadata"),                          # ObjectMeta is closed too
+    (lambda o: o["spec"]["trainer"]["env"].append(dict(o["spec"]["trainer"]["env"][0])), "spec.trainer.env"),
+    (lambda o: o["spec"].update(suspend="no"), "spec.suspend"),
 ])
 def test_invalid_specs_are_rejected_naming_the_field(mutate, where):
     _, obj = spec()
@@ -101,6 +132,10 @@ def fake_api(statuses, on_complete=None):
     seq = iter(statuses)
 
     def get(group, version, namespace, plural, name):
+        if plural != "trainjobs":  # preflight looks the runtime up
+            if (plural, name) != ("trainingruntimes", "rlsd-torch-distributed"):
+                raise ApiException(status=404, reason="NotFound")
+            return {"kind": "TrainingRuntime", "metadata": {"name": name, "namespace": namespace}}
         status = next(seq)
         if status:
             cluster.crd_validator(CRD).validate({"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
@@ -111,6 +146,7 @@ def fake_api(statuses, on_complete=None):
         return {"metadata": {"name": name, "namespace": namespace}, "status": status}
 
     api.get_namespaced_custom_object.side_effect = get
+    api.get_cluster_custom_object.side_effect = ApiException(status=404, reason="NotFound")  # no cluster runtimes
     return api, created
 
 
@@ -250,3 +286,54 @@ def test_cli_trainjob_prints_the_spec(capsys):
     obj = yaml.safe_load(capsys.readouterr().out)
     cluster.validate_trainjob(obj, CRD)
     assert obj["spec"]["trainer"]["numNodes"] == 3 and obj["spec"]["trainer"]["numProcPerNode"] == 2
+
+
+def fake_nodes(*allocatable_gpus):
+    core = create_autospec(client.CoreV1Api, instance=True)
+    core.list_node.return_value = client.V1NodeList(items=[
+        client.V1Node(metadata=client.V1ObjectMeta(name=f"gpu-{i}"),
+                      status=client.V1NodeStatus(allocatable={"cpu": "64", "nvidia.com/gpu": str(g)}))
+        for i, g in enumerate(allocatable_gpus)])
+    return core
+
+
+@pytest.mark.parametrize("text, core, message", [
+    ("platform: {nodes: 2, runtime: no-such-runtime}", None,
+     r"platform.runtime: TrainingRuntime 'no-such-runtime' does not exist in namespace rlsd"),
+    ("platform: {nodes: 2, runtime: torch-distributed, runtime_kind: ClusterTrainingRuntime}", None,
+     r"platform.runtime: ClusterTrainingRuntime 'torch-distributed' does not exist \("),
+    ("platform: {nodes: 2, gpus_per_node: 8}", (8, 4, 4),
+     r"gpus_per_node=8 x platform.nodes=2 does not fit: 1 of 3 nodes matching nvidia.com/gpu.present=true "
+     r"can hold 8 nvidia.com/gpu \(the largest has 8\)"),
+    ("platform: {nodes: 2, gpus_per_node: 16}", (8, 8), r"0 of 2 nodes .* \(the largest has 8\)"),
+    ("platform: {nodes: 2, gpus_per_node: 1}", (), r"0 of 0 nodes"),
+])
+def test_bad_requests_fail_in_one_line_before_anything_is_created(tmp_path, text, core, message):
+    cfg = load_config(text=text + "\n" + _tasks(tmp_path))
+    api, created = fake_api([])
+    ws = tmp_path / "workspace"
+    with pytest.raises(cluster.PreflightError, match=message) as err:
+        cluster.run_training(cfg, output_dir=str(tmp_path / "m"), api=api,
+                             core_api=fake_nodes(*core) if core is not None else None, workspace=str(ws),
+                             log=lambda s: None)
+    assert "\n" not in str(err.value)
+    assert not created and not api.create_namespaced_custom_object.called and not ws.exists()
+
+
+def test_preflight_passes_when_the_nodes_hold_the_gpus_and_warns_without_node_access():
+    cfg = load_config(text="platform: {nodes: 2, gpus_per_node: 8}")
+    api, _ = fake_api([])
+    core = fake_nodes(8, 8, 4)
+    cluster.preflight(cfg, api, core)
+    core.list_node.assert_called_once_with(label_selector="nvidia.com/gpu.present=true")
+    core.list_node.side_effect = ApiException(status=403, reason="Forbidden")
+    lines = []
+    cluster.preflight(cfg, api, core, log=lines.append)
+    assert "GPU capacity not checked" in lines[0]
+
+
+def test_nodes_below_one_are_refused_in_one_line():
+    from rlsd.config import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match=r"^platform.nodes must be >= 1, got 0$"):
+        load_config(text="platform: {nodes: 0}")

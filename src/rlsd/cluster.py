@@ -5,19 +5,26 @@
 * ``nodes == 1, gpus_per_node <= 1``: ``rlsd.train.train`` in this process (CPU demo, one GPU).
 * ``nodes == 1, gpus_per_node > 1``: the DeepSpeed launcher in this pod
   (``deepspeed --num_gpus N --module rlsd train --config <resolved.yaml> --output <dir>``).
-* ``nodes > 1``: a Kubeflow Trainer v2 ``TrainJob`` (trainer.kubeflow.org/v1alpha1) on the
-  ``torch-distributed`` runtime: torchrun on every node reads the ``PET_*`` variables the
-  controller injects and starts ``python -m rlsd train``; DeepSpeed initialises inside torchrun
-  (RANK / WORLD_SIZE / MASTER_ADDR come from torchrun). The job reads its config and tasks from,
-  and writes its model to, the shared workspace volume (``platform.shared_pvc`` mounted at
-  ``WORKSPACE``), which the train step's pod mounts too; the final model is copied into the step's
-  output artifact. ``wait()`` streams condition changes, fails with the controller's reason on
-  ``Failed``, and gives up after ``platform.job_timeout_s`` (the job is left for inspection).
+* ``nodes > 1``: a Kubeflow Trainer v2 ``TrainJob`` (trainer.kubeflow.org/v1alpha1, release
+  ``TRAINER_RELEASE``) on the project's own ``rlsd-torch-distributed`` TrainingRuntime
+  (manifests/base/training-runtime.yaml; ``platform.runtime`` names another): torchrun on every node
+  reads the ``PET_*`` variables the controller injects and starts ``python -m rlsd train``; DeepSpeed
+  initialises inside torchrun. The job reads its config and tasks from, and writes its model to, the
+  shared workspace volume (``platform.shared_pvc`` mounted at ``WORKSPACE``), which the launching
+  step's pod mounts too; the final model is copied into the step's output artifact. ``wait()``
+  streams condition changes, fails with the controller's reason on ``Failed``, and gives up after
+  ``platform.job_timeout_s`` (the job is left for inspection). The launching step itself holds no
+  GPU (pipelines/ gives the multi-node route its own GPU-less branch).
+
+Before anything is written or created, ``preflight`` refuses a runtime that does not exist, fewer
+than one node, and a GPU count that no node matching the GPU node selector can hold, each in one line.
 
 Departures from the Trainer docs' examples: secrets reach the job as ``secretKeyRef`` env vars
-(never in the spec's values), the offline switches are set in the job's env, and the spec is
-checked against the vendored CRD schema (manifests/crds/) with unknown fields rejected before it
-is submitted.
+(never in the spec's values); the offline switches are set in the job's env; ``runtimePatches`` give
+every pod, whatever the runtime, the label the rank-to-rank NetworkPolicy selects, a service account
+without token or permissions, the workspace and a memory-backed /dev/shm; and the spec is checked
+against the release's CRD (manifests/crds/, unmodified) with unknown fields rejected before it is
+submitted.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -41,6 +49,15 @@ GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", 
 WORKSPACE = "/workspace"
 GPU_RESOURCE = "nvidia.com/gpu"
 CRD_FILE = "trainer.kubeflow.org_trainjobs.yaml"
+TRAINER_RELEASE = "v2.3.0"  # the Kubeflow Trainer release whose CRDs manifests/crds holds, unmodified
+RUNTIME_PLURALS = {"TrainingRuntime": "trainingruntimes", "ClusterTrainingRuntime": "clustertrainingruntimes"}
+# What every TrainJob pod carries whatever runtime it runs on (set through runtimePatches): the label
+# the rank-to-rank NetworkPolicy selects, and an identity without API token or permissions (the pods
+# run model-written code).
+TRAINER_LABELS = {"app.kubernetes.io/name": "rlsd-trainer", "app.kubernetes.io/part-of": "rlsd"}
+TRAINER_SERVICE_ACCOUNT = "rlsd-trainer"
+GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+SHM_SIZE = "16Gi"
 
 
 class TrainJobFailed(RuntimeError):
@@ -79,7 +96,8 @@ def trainjob_spec(cfg: RLSDConfig, *, name: str, config_path: str, output_dir: s
     env += [
         _secret_env("AWS_ACCESS_KEY_ID", p.store_secret, "accesskey"),
         _secret_env("AWS_SECRET_ACCESS_KEY", p.store_secret, "secretkey"),
-        _secret_env("MLFLOW_TRACKING_TOKEN", p.tracking_secret, "token", optional=True),
+        _secret_env("MLFLOW_TRACKING_USERNAME", p.tracking_secret, "username"),
+        _secret_env("MLFLOW_TRACKING_PASSWORD", p.tracking_secret, "password"),
         {"name": "OMP_NUM_THREADS", "value": "1"},
     ]
     trainer: dict[str, Any] = {
@@ -92,13 +110,20 @@ def trainjob_spec(cfg: RLSDConfig, *, name: str, config_path: str, output_dir: s
         trainer["numProcPerNode"] = p.gpus_per_node
         gpus = str(p.gpus_per_node)  # a resource.Quantity is a string in the API
         trainer["resourcesPerNode"] = {"limits": {GPU_RESOURCE: gpus}, "requests": {GPU_RESOURCE: gpus}}
+    # Whatever runtime is named, its pods get the rank-to-rank label, the tokenless identity, the
+    # shared workspace and a memory-backed /dev/shm (NCCL and DataLoader workers need more than 64 MiB).
     pod_patch: dict[str, Any] = {
-        "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": p.shared_pvc}}],
-        "containers": [{"name": "node", "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}]}],
+        "serviceAccountName": TRAINER_SERVICE_ACCOUNT,
+        "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": p.shared_pvc}},
+                    {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}],
+        "containers": [{"name": "node", "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE},
+                                                         {"name": "dshm", "mountPath": "/dev/shm"}]}],
     }
     if p.gpus_per_node > 0:
-        pod_patch["nodeSelector"] = {"nvidia.com/gpu.present": "true"}
+        pod_patch["nodeSelector"] = dict(GPU_NODE_SELECTOR)
         pod_patch["tolerations"] = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+    node_patch = {"name": "node", "template": {"spec": {"template": {"metadata": {"labels": dict(TRAINER_LABELS)},
+                                                                     "spec": pod_patch}}}}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
@@ -107,15 +132,15 @@ def trainjob_spec(cfg: RLSDConfig, *, name: str, config_path: str, output_dir: s
         "spec": {
             "runtimeRef": {"name": p.runtime, "kind": p.runtime_kind, "apiGroup": GROUP},
             "trainer": trainer,
-            "runtimePatches": [{"manager": "rlsd", "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
-                {"name": "node", "template": {"spec": {"template": {"spec": pod_patch}}}}]}}}}],
+            "runtimePatches": [{"manager": "rlsd.dev/train-step",
+                                "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [node_patch]}}}}],
             "activeDeadlineSeconds": p.job_timeout_s,
         },
     }
 
 
 # ----------------------------------------------------------------------------------------------
-# Offline validation against the vendored CRD
+# Offline validation against the vendored CRDs (Kubeflow Trainer TRAINER_RELEASE, unmodified)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -131,38 +156,128 @@ def find_crd(filename: str = CRD_FILE) -> Path:
                             "set RLSD_CRD_DIR to the folder holding manifests/crds")
 
 
-def _close(schema: Any) -> Any:
-    """Reject unknown fields like the API server's strict field validation (structural schemas prune them)."""
-    if isinstance(schema, dict):
-        out = {k: _close(v) for k, v in schema.items()}
-        if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out \
-                and not out.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-        return out
+def _objectmeta_schema() -> dict[str, Any]:
+    """The root ``metadata`` of a custom resource is ObjectMeta (the API server checks it itself, the
+    CRD only says ``type: object``): its known fields, each with its JSON type, nothing else."""
+    strings = {"type": "object", "additionalProperties": {"type": "string"}}
+    props: dict[str, Any] = {k: {"type": "string"} for k in (
+        "name", "namespace", "generateName", "uid", "resourceVersion", "selfLink", "creationTimestamp",
+        "deletionTimestamp")}
+    props.update(labels=strings, annotations=strings, generation={"type": "integer"},
+                 deletionGracePeriodSeconds={"type": "integer"}, finalizers={"type": "array", "items": {"type": "string"}},
+                 ownerReferences={"type": "array", "items": {"type": "object"}}, managedFields={"type": "array"})
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+def _structural(schema: Any) -> Any:
+    """A CRD's structural schema as JSON Schema with the API server's strict-field semantics: an
+    object rejects fields its schema does not name unless ``x-kubernetes-preserve-unknown-fields``
+    (or ``additionalProperties``) lets them through; ``nullable`` admits null; int-or-string
+    fields take either; ``x-kubernetes-embedded-resource`` objects keep apiVersion/kind/metadata."""
     if isinstance(schema, list):
-        return [_close(v) for v in schema]
-    return schema
+        return [_structural(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (v if k in ("default", "enum", "example") else _structural(v)) for k, v in schema.items()}
+    if out.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+    if out.get("x-kubernetes-embedded-resource"):
+        out.setdefault("properties", {})
+        for key in ("apiVersion", "kind"):
+            out["properties"].setdefault(key, {"type": "string"})
+        out["properties"].setdefault("metadata", _objectmeta_schema())
+    if out.get("type") == "object" and "additionalProperties" not in out \
+            and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    if out.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+# The create-time CEL rules (x-kubernetes-validations) of the vendored CRDs, written out in Python.
+# Transition rules (those naming oldSelf) only apply to updates and are skipped. A rule not listed
+# here fails validation (fail closed): tests/manifests checks that every rule of the vendored CRDs
+# is either listed or a transition rule, so a CRD update with new rules cannot pass unnoticed.
+_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://.+$")
+CEL_RULES: dict[str, Callable[[Any], bool]] = {
+    "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')":
+        lambda s: bool(_NAME_RE.match(((s.get("metadata") or {}).get("name")) or "")),
+    "size(self.metadata.name) <= 63": lambda s: len((s.get("metadata") or {}).get("name") or "") <= 63,
+    "self == '' || self.matches('^[A-Za-z][A-Za-z0-9+.-]*://.+$')": lambda s: s == "" or bool(_URI_RE.match(s)),
+    "self in ['trainer.kubeflow.org/trainjob-controller', 'kueue.x-k8s.io/multikueue']":
+        lambda s: s in ("trainer.kubeflow.org/trainjob-controller", "kueue.x-k8s.io/multikueue"),
+    "has(self.lastUpdatedTime)": lambda s: "lastUpdatedTime" in s,
+    "[has(self.torch), has(self.mpi), has(self.jax), has(self.xgboost),has(self.flux)].filter(x, x).size() <= 1":
+        lambda s: sum(k in s for k in ("torch", "mpi", "jax", "xgboost", "flux")) <= 1,
+    "self >= 1": lambda s: s >= 1,
+    "!self.exists(c, c == 'node')": lambda s: "node" not in s,
+    "!(has(self.startupPolicy) && self.startupPolicy.startupPolicyOrder == 'InOrder' && "
+    "self.replicatedJobs.exists(x, has(x.dependsOn)))":
+        lambda s: not ((s.get("startupPolicy") or {}).get("startupPolicyOrder") == "InOrder"
+                       and any("dependsOn" in x for x in s.get("replicatedJobs") or [])),
+    "self.templates.all(t, !has(t.metadata.namespace) || size(t.metadata.namespace) == 0)":
+        lambda s: all(not ((t.get("metadata") or {}).get("namespace")) for t in s.get("templates") or []),
+}
+
+
+def _cel(validator: Any, rules: Any, instance: Any, schema: Any) -> Any:
+    import jsonschema
+
+    for r in rules:
+        if "oldSelf" in r["rule"]:
+            continue
+        check = CEL_RULES.get(r["rule"])
+        if check is None:
+            yield jsonschema.ValidationError(f"CEL rule not implemented offline (fail closed): {r['rule']}")
+        elif not check(instance):
+            yield jsonschema.ValidationError(f"{r.get('message') or 'failed rule'} ({r['rule']})")
+
+
+def _list_map_keys(validator: Any, keys: Any, instance: Any, schema: Any) -> Any:
+    """listType=map: two items with the same key values are rejected (e.g. two env vars of one name)."""
+    import jsonschema
+
+    if isinstance(instance, list):
+        seen = set()
+        for item in instance:
+            key = tuple((item or {}).get(k) for k in keys) if isinstance(item, dict) else None
+            if key in seen:
+                yield jsonschema.ValidationError(f"duplicate entry for key {dict(zip(keys, key))}")
+            seen.add(key)
 
 
 def crd_validator(crd_path: str | Path, version: str = VERSION) -> Any:
-    """A jsonschema validator for one version of a vendored CRD (unknown fields rejected)."""
+    """A validator for one version of a vendored CRD: strict structural schema, the root metadata
+    as ObjectMeta, list-map keys unique, and the create-time CEL rules (see CEL_RULES)."""
     import jsonschema
 
     crd = yaml.safe_load(Path(crd_path).read_text(encoding="utf-8"))
     versions = {v["name"]: v for v in crd["spec"]["versions"]}
     if version not in versions:
         raise ValueError(f"{crd_path} has no version {version!r}; it has {sorted(versions)}")
-    schema = _close(dict(versions[version]["schema"]["openAPIV3Schema"]))
-    schema["definitions"] = _close(crd.get("definitions", {}))
-    return jsonschema.Draft7Validator(schema)
+    schema = _structural(versions[version]["schema"]["openAPIV3Schema"])
+    schema["properties"]["metadata"] = _objectmeta_schema()
+    schema["properties"]["apiVersion"] = {"const": f"{crd['spec']['group']}/{version}"}
+    schema["properties"]["kind"] = {"const": crd["spec"]["names"]["kind"]}
+    schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"})
+    cls = jsonschema.validators.extend(jsonschema.Draft7Validator, {
+        "x-kubernetes-validations": _cel, "x-kubernetes-list-map-keys": _list_map_keys})
+    return cls(schema)
+
+
+def validate_custom_object(obj: dict[str, Any], crd_path: str | Path) -> None:
+    """Raise ValueError listing every schema violation of ``obj`` against the CRD at ``crd_path``."""
+    errors = sorted(crd_validator(crd_path).iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"  {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
+        raise ValueError(f"{obj.get('kind')} does not match the {TRAINER_RELEASE} CRD schema:\n" + "\n".join(lines))
 
 
 def validate_trainjob(obj: dict[str, Any], crd_path: str | Path | None = None) -> None:
     """Raise ValueError listing every schema violation of ``obj`` (a TrainJob dict)."""
-    errors = sorted(crd_validator(crd_path or find_crd()).iter_errors(obj), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"  {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
-        raise ValueError("TrainJob spec does not match the TrainJob CRD schema:\n" + "\n".join(lines))
+    validate_custom_object(obj, crd_path or find_crd())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,6 +334,62 @@ def wait(api: Any, *, name: str, namespace: str, timeout_s: float, poll_s: float
         sleep(poll_s)
 
 
+class PreflightError(ValueError):
+    """The request cannot run on this cluster; raised before anything is created (one line)."""
+
+
+def preflight(cfg: RLSDConfig, api: Any, core_api: Any = None, log: Callable[[str], None] = print) -> None:
+    """Refuse, before the workspace or the TrainJob is touched: a runtime that does not exist, fewer
+    than one node, a GPU count per node that no node matching GPU_NODE_SELECTOR can hold, or fewer
+    such nodes than platform.nodes. The node check needs list on nodes (the rlsd-node-reader
+    ClusterRole); without it the check is skipped with a warning."""
+    from kubernetes.client.exceptions import ApiException
+
+    p = cfg.platform
+    if p.nodes < 1:
+        raise PreflightError(f"platform.nodes must be >= 1, got {p.nodes}")
+    if p.runtime_kind not in RUNTIME_PLURALS:
+        raise PreflightError(f"platform.runtime_kind must be one of {sorted(RUNTIME_PLURALS)}, got {p.runtime_kind!r}")
+    plural = RUNTIME_PLURALS[p.runtime_kind]
+    try:
+        if p.runtime_kind == "TrainingRuntime":
+            api.get_namespaced_custom_object(GROUP, VERSION, p.namespace, plural, p.runtime)
+        else:
+            api.get_cluster_custom_object(GROUP, VERSION, plural, p.runtime)
+    except ApiException as e:
+        if e.status == 404:
+            where = f" in namespace {p.namespace}" if p.runtime_kind == "TrainingRuntime" else ""
+            raise PreflightError(f"platform.runtime: {p.runtime_kind} {p.runtime!r} does not exist{where} "
+                                 f"(apply manifests/overlays/<env> or name an installed runtime)") from None
+        raise
+    if p.gpus_per_node <= 0 or core_api is None:
+        return
+    selector = ",".join(f"{k}={v}" for k, v in GPU_NODE_SELECTOR.items())
+    try:
+        nodes = core_api.list_node(label_selector=selector).items
+    except ApiException as e:
+        if e.status == 403:
+            log(f"warning: cannot list nodes ({selector}); GPU capacity not checked (bind rlsd-node-reader)")
+            return
+        raise
+    gpus = sorted((_quantity(((n.status.allocatable if n.status else None) or {}).get(GPU_RESOURCE, "0"))
+                   for n in nodes), reverse=True)
+    fitting = sum(g >= p.gpus_per_node for g in gpus)
+    if fitting < p.nodes:
+        most = gpus[0] if gpus else 0
+        raise PreflightError(f"platform.gpus_per_node={p.gpus_per_node} x platform.nodes={p.nodes} does not fit: "
+                             f"{fitting} of {len(gpus)} nodes matching {selector} can hold {p.gpus_per_node} "
+                             f"{GPU_RESOURCE} (the largest has {most})")
+
+
+def _quantity(value: Any) -> int:
+    """A whole-number resource quantity such as nvidia.com/gpu ("8"); anything else counts as 0."""
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # The train step's routes
 # ----------------------------------------------------------------------------------------------
@@ -239,7 +410,7 @@ def deepspeed_command(cfg: RLSDConfig, *, config_path: str, output_dir: str) -> 
             "--config", config_path, "--output", output_dir]
 
 
-def run_training(cfg: RLSDConfig, *, output_dir: str, api: Any = None,
+def run_training(cfg: RLSDConfig, *, output_dir: str, api: Any = None, core_api: Any = None,
                  runner: Callable[..., Any] = subprocess.run, workspace: str = WORKSPACE,
                  log: Callable[[str], None] = print, poll_s: float = 10.0,
                  sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
@@ -263,8 +434,20 @@ def run_training(cfg: RLSDConfig, *, output_dir: str, api: Any = None,
         return _summary_from(out)
 
     # several nodes: a TrainJob reading from and writing to the shared workspace volume
+    if api is None:
+        from kubernetes import client
+        from kubernetes import config as kube_config
+
+        kube_config.load_incluster_config() if os.environ.get("KUBERNETES_SERVICE_HOST") else kube_config.load_kube_config()
+        api, core_api = client.CustomObjectsApi(), client.CoreV1Api()
+    preflight(cfg, api, core_api, log=log)  # before anything is written or created
     name = job_name(cfg, salt=hashlib.sha256(Path(cfg.data.train_tasks).read_bytes()).hexdigest())
     shared = Path(workspace) / name
+    obj = trainjob_spec(cfg, name=name, config_path=str(shared / "config.yaml"), output_dir=str(shared / "output"))
+    try:
+        validate_trainjob(obj)
+    except FileNotFoundError as e:
+        log(f"warning: TrainJob spec not validated offline ({e})")
     tasks_dir = shared / "tasks"
     tasks_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cfg.data.train_tasks, tasks_dir / "train.jsonl")
@@ -273,17 +456,6 @@ def run_training(cfg: RLSDConfig, *, output_dir: str, api: Any = None,
     job_cfg = cfg.replace(data=type(cfg.data)(**{**cfg.data.__dict__, "train_tasks": str(tasks_dir / "train.jsonl"),
                                                  "eval_tasks": str(tasks_dir / "eval.jsonl")}))
     (shared / "config.yaml").write_text(job_cfg.to_yaml(), encoding="utf-8")
-    obj = trainjob_spec(cfg, name=name, config_path=str(shared / "config.yaml"), output_dir=str(shared / "output"))
-    try:
-        validate_trainjob(obj)
-    except FileNotFoundError as e:
-        log(f"warning: TrainJob spec not validated offline ({e})")
-    if api is None:
-        from kubernetes import client
-        from kubernetes import config as kube_config
-
-        kube_config.load_incluster_config() if os.environ.get("KUBERNETES_SERVICE_HOST") else kube_config.load_kube_config()
-        api = client.CustomObjectsApi()
     submit(api, obj)
     log(f"submitted TrainJob {p.namespace}/{name}: {p.nodes} nodes x {p.gpus_per_node} GPUs, runtime {p.runtime}")
     wait(api, name=name, namespace=p.namespace, timeout_s=p.job_timeout_s, poll_s=poll_s, log=log, sleep=sleep)

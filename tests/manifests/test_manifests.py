@@ -79,6 +79,73 @@ def test_every_object_validates_strictly(overlay):
         assert o["kind"] == "Namespace" or o["metadata"]["namespace"] == "rlsd", where
 
 
+def test_vendored_crds_are_the_release_files_unmodified():
+    """manifests/crds/README.md names the release and each file's sha256; a hand-trimmed CRD fails here."""
+    import hashlib
+    import re
+
+    readme = (REPO / "manifests" / "crds" / "README.md").read_text()
+    assert f"release **{cluster.TRAINER_RELEASE}**" in readme
+    sums = dict(re.findall(r"\| (trainer\.kubeflow\.org_\w+\.yaml) \| [0-9a-f]{40} \| ([0-9a-f]{64}) \|", readme))
+    files = {p.name for p in (REPO / "manifests" / "crds").glob("*.yaml")}
+    assert set(sums) == files == {"trainer.kubeflow.org_trainjobs.yaml", "trainer.kubeflow.org_trainingruntimes.yaml",
+                                  "trainer.kubeflow.org_clustertrainingruntimes.yaml"}
+    for name, digest in sums.items():
+        assert hashlib.sha256((REPO / "manifests" / "crds" / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_every_create_time_cel_rule_of_the_crds_is_checked_offline():
+    rules = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            rules.update(r["rule"] for r in node.get("x-kubernetes-validations") or [] if "oldSelf" not in r["rule"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for path in (REPO / "manifests" / "crds").glob("*.yaml"):
+        walk(yaml.safe_load(path.read_text()))
+    assert rules and rules <= set(cluster.CEL_RULES), rules - set(cluster.CEL_RULES)
+
+
+def test_the_runtime_is_rejected_with_fields_of_other_releases():
+    runtime = yaml.safe_load((REPO / "manifests" / "base" / "training-runtime.yaml").read_text())
+    runtime["metadata"]["namespace"] = "rlsd"
+    cluster.validate_custom_object(runtime, CRDS["TrainingRuntime"])
+    old = yaml.safe_load(yaml.safe_dump(runtime))
+    old["spec"]["mlPolicy"]["torch"]["numProcPerNode"] = "auto"  # removed upstream in v2.2
+    with pytest.raises(ValueError, match="numProcPerNode"):
+        cluster.validate_custom_object(old, CRDS["TrainingRuntime"])
+    two = yaml.safe_load(yaml.safe_dump(runtime))
+    two["spec"]["mlPolicy"]["mpi"] = {}  # CEL: at most one framework
+    with pytest.raises(ValueError, match="filter"):
+        cluster.validate_custom_object(two, CRDS["TrainingRuntime"])
+    typo = yaml.safe_load(yaml.safe_dump(runtime))
+    typo["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["hostIPCs"] = True
+    with pytest.raises(ValueError, match="hostIPCs"):
+        cluster.validate_custom_object(typo, CRDS["TrainingRuntime"])
+
+
+def test_structural_semantics_honour_preserve_unknown_fields_nullable_and_int_or_string():
+    import jsonschema
+
+    schema = cluster._structural({"type": "object", "properties": {
+        "open": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"a": {"type": "string"}}},
+        "closed": {"type": "object", "properties": {"a": {"type": "string"}}},
+        "empty": {"type": "object"},
+        "maybe": {"type": "string", "nullable": True},
+        "qty": {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}}})
+    ok = {"open": {"a": "x", "anything": {"deep": 1}}, "closed": {"a": "x"}, "empty": {}, "maybe": None, "qty": 3}
+    jsonschema.Draft7Validator(schema).validate(ok)
+    jsonschema.Draft7Validator(schema).validate({**ok, "qty": "3Gi"})
+    for bad in [{**ok, "closed": {"a": "x", "b": 1}}, {**ok, "empty": {"b": 1}}, {**ok, "open": {"a": 1}},
+                {**ok, "extra": 1}, {**ok, "qty": 1.5}]:
+        assert not jsonschema.Draft7Validator(schema).is_valid(bad), bad
+
+
 def test_strict_validation_catches_a_typo():
     o = yaml.safe_load((REPO / "manifests" / "base" / "workspace-pvc.yaml").read_text())
     o["spec"]["accesModes"] = o["spec"].pop("accessModes")
