@@ -128,7 +128,10 @@ CASES = [  # B, Hq, Hkv, D, S_max, S, col, starts
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("window", [None, 7, 40])
-def test_decode_attention_matches_reference_and_sdpa(case, window):
+@pytest.mark.parametrize("blocks", [(64, 0), (16, 0), (64, 64), (16, 32)], ids=lambda b: f"block{b[0]}-split{b[1]}")
+def test_decode_attention_matches_reference_and_sdpa(case, window, blocks, monkeypatch):
+    monkeypatch.setattr(K, "BLOCK_N", blocks[0])
+    monkeypatch.setattr(K, "SPLIT_CHUNK", blocks[1])  # 0: one pass; else flash-decoding splits + combine
     B, Hq, Hkv, D, S_max, S, col, starts = case
     g = _gen(2)
     q = torch.randn(B, Hq, D, generator=g)

@@ -72,6 +72,13 @@ def test_kernels_compile_for_sm80_and_sm90(compiled_module, dt, tmp_path):
          dict(G=3, D=64, BLOCK_G=16, BLOCK_D=64, BLOCK_N=K.BLOCK_N, HAS_WINDOW=True,
               **dict(zip(("QK_PRECISION", "PV_PRECISION"),
                          K._dot_precisions(torch.float32 if dt == "fp32" else torch.bfloat16))))),
+        (T.attention_split_kernel, dict(q=p, kc=p, vc=p, start_ptr="*i64", col_ptr="*i64", part_m="*fp32",
+                                        part_l="*fp32", part_o="*fp32", scale="fp32"),
+         dict(G=3, D=64, BLOCK_G=16, BLOCK_D=64, BLOCK_N=K.BLOCK_N, CHUNK=2 * K.BLOCK_N, HAS_WINDOW=True,
+              **dict(zip(("QK_PRECISION", "PV_PRECISION"),
+                         K._dot_precisions(torch.float32 if dt == "fp32" else torch.bfloat16))))),
+        (T.attention_combine_kernel, dict(part_m="*fp32", part_l="*fp32", part_o="*fp32", out=p),
+         dict(HQ=9, NSP=5, D=64, BLOCK_S=8, BLOCK_D=64)),
         (T.act_mul_kernel, dict(gu=p, out=p), dict(ACT=0, BLOCK=1024)),
         (T.act_mul_kernel, dict(gu=p, out=p), dict(ACT=1, BLOCK=1024)),
     ]

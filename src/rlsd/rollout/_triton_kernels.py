@@ -121,3 +121,77 @@ def act_mul_kernel(gu, out, F, s_gb, s_ob, ACT: tl.constexpr, BLOCK: tl.constexp
         z = tl.minimum(tl.maximum(z, -20.0), 20.0)
         a = g / (1.0 + tl.exp(-2.0 * z))
     tl.store(out + b * s_ob + f, (a * u).to(out.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def attention_split_kernel(q, kc, vc, start_ptr, col_ptr, part_m, part_l, part_o, S, window, scale,
+                           s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs,
+                           G: tl.constexpr, D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
+                           BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                           QK_PRECISION: tl.constexpr, PV_PRECISION: tl.constexpr):
+    # flash-decoding's first pass: program (row, KV head, split) covers columns [split * CHUNK, + CHUNK) of
+    # the live range and writes its running max, sum and unnormalised output (float32) for the combine pass.
+    b = tl.program_id(0).to(tl.int64)
+    hk = tl.program_id(1)
+    sp = tl.program_id(2)
+    nsp = tl.num_programs(2)
+    g = tl.arange(0, BLOCK_G)
+    d = tl.arange(0, BLOCK_D)
+    n = tl.arange(0, BLOCK_N)
+    mg = g < G
+    md = d < D
+    qh = hk * G + g
+    qv = tl.load(q + b * s_qb + qh[:, None] * s_qh + d[None, :], mask=mg[:, None] & md[None, :],
+                 other=0.0).to(tl.float32)
+    col = tl.load(col_ptr)
+    hi = tl.minimum(tl.minimum(col, S - 1), sp * CHUNK + CHUNK - 1)
+    lo = tl.load(start_ptr + b)
+    if HAS_WINDOW:
+        lo = tl.maximum(lo, col - window + 1)
+    lo = tl.maximum(lo, sp * CHUNK)
+    m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
+    l_i = tl.full((BLOCK_G,), 0.0, tl.float32)
+    acc = tl.full((BLOCK_G, BLOCK_D), 0.0, tl.float32)
+    kbase = kc + b * s_kb + hk * s_kh
+    vbase = vc + b * s_vb + hk * s_vh
+    for n0 in range(lo, hi + 1, BLOCK_N):
+        cols = n0 + n
+        mn = cols <= hi
+        kt = tl.load(kbase + cols[None, :] * s_ks + d[:, None], mask=md[:, None] & mn[None, :],
+                     other=0.0).to(tl.float32)
+        s = tl.dot(qv, kt, input_precision=QK_PRECISION, out_dtype=tl.float32) * scale
+        s = tl.where(mn[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.reduce(s, 1, _MAX))
+        alpha = tl.where(m_new > float("-inf"), tl.exp(m_i - m_new), 0.0)
+        p = tl.exp(s - m_new[:, None])
+        l_i = l_i * alpha + tl.reduce(p, 1, _SUM)
+        v = tl.load(vbase + cols[:, None] * s_vs + d[None, :], mask=mn[:, None] & md[None, :],
+                    other=0.0).to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PV_PRECISION, out_dtype=tl.float32)
+        m_i = m_new
+    row = (b * (tl.num_programs(1) * G) + qh) * nsp + sp  # part_m / part_l: (B, Hq, nsp); part_o: (.., D)
+    tl.store(part_m + row, m_i, mask=mg)
+    tl.store(part_l + row, l_i, mask=mg)
+    tl.store(part_o + row[:, None] * D + d[None, :], acc, mask=mg[:, None] & md[None, :])
+
+
+@triton.jit
+def attention_combine_kernel(part_m, part_l, part_o, out, s_ob, s_oh, HQ: tl.constexpr, NSP: tl.constexpr,
+                             D: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    # flash-decoding's second pass: one program per (row, query head) rescales the splits to a common max.
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    i = tl.arange(0, BLOCK_S)
+    d = tl.arange(0, BLOCK_D)
+    mi = i < NSP
+    md = d < D
+    base = (b * HQ + h) * NSP
+    m = tl.load(part_m + base + i, mask=mi, other=float("-inf"))
+    lsum = tl.load(part_l + base + i, mask=mi, other=0.0)
+    o = tl.load(part_o + (base + i)[:, None] * D + d[None, :], mask=mi[:, None] & md[None, :], other=0.0)
+    mx = tl.reduce(m, 0, _MAX)
+    w = tl.where(m > float("-inf"), tl.exp(m - mx), 0.0)
+    total = tl.reduce(lsum * w, 0, _SUM)
+    r = tl.reduce(o * w[:, None], 0, _SUM)
+    r = tl.where(total > 0, r / tl.maximum(total, 1e-30), 0.0)
+    tl.store(out + b * s_ob + h * s_oh + d, r.to(out.dtype.element_ty), mask=md)

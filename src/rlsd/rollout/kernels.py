@@ -48,6 +48,9 @@ ACTIVATIONS = {"silu": 0, "swish": 0, "gelu_pytorch_tanh": 1, "gelu_new": 1}
 _K: dict[str, Any] | None = None  # the jit-compiled kernels, built on first use
 _INTERPRETED = False  # whether _K was built in Triton's interpreter (TRITON_INTERPRET=1)
 BLOCK_N = 64  # cache columns per attention block (a power of two, >= 16 for tl.dot)
+SPLIT_CHUNK = 0  # > 0: flash-decoding over splits of this many columns (a multiple of BLOCK_N) plus a combine pass
+NUM_WARPS = 4
+NUM_STAGES = 2
 
 
 def _next_pow2(n: int) -> int:
@@ -103,7 +106,8 @@ def build() -> dict[str, Any]:
     from rlsd.rollout import _triton_kernels as T  # defines the @triton.jit kernels on import
 
     _INTERPRETED = T.INTERPRETED
-    _K = {"rope": T.rope_cache_kernel, "attention": T.attention_kernel, "act_mul": T.act_mul_kernel}
+    _K = {"rope": T.rope_cache_kernel, "attention": T.attention_kernel, "act_mul": T.act_mul_kernel,
+          "attention_split": T.attention_split_kernel, "attention_combine": T.attention_combine_kernel}
     return _K
 
 
@@ -199,12 +203,26 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     _last_contiguous(q=q, k_cache=k_cache, v_cache=v_cache, out=out)
     G = Hq // Hkv
     qk_precision, pv_precision = _dot_precisions(k_cache.dtype)
-    k = build()["attention"]
-    k[(B, Hkv)](q, k_cache, v_cache, start, col, out, int(S), int(window or 0), float(scale),
-                q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-                v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1),
-                G=G, D=D, BLOCK_G=max(16, _next_pow2(G)), BLOCK_D=max(16, _next_pow2(D)), BLOCK_N=BLOCK_N,
-                HAS_WINDOW=window is not None, QK_PRECISION=qk_precision, PV_PRECISION=pv_precision)
+    blocks = dict(G=G, D=D, BLOCK_G=max(16, _next_pow2(G)), BLOCK_D=max(16, _next_pow2(D)), BLOCK_N=BLOCK_N,
+                  HAS_WINDOW=window is not None, QK_PRECISION=qk_precision, PV_PRECISION=pv_precision,
+                  num_warps=NUM_WARPS, num_stages=NUM_STAGES)
+    if SPLIT_CHUNK <= 0:
+        build()["attention"][(B, Hkv)](
+            q, k_cache, v_cache, start, col, out, int(S), int(window or 0), float(scale),
+            q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+            v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1), **blocks)
+        return
+    chunk = max(BLOCK_N, SPLIT_CHUNK // BLOCK_N * BLOCK_N)
+    nsp = -(-int(S) // chunk)
+    part_m = torch.empty((B, Hq, nsp), dtype=torch.float32, device=q.device)
+    part_l = torch.empty_like(part_m)
+    part_o = torch.empty((B, Hq, nsp, D), dtype=torch.float32, device=q.device)
+    build()["attention_split"][(B, Hkv, nsp)](
+        q, k_cache, v_cache, start, col, part_m, part_l, part_o, int(S), int(window or 0), float(scale),
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), CHUNK=chunk, **blocks)
+    build()["attention_combine"][(B, Hq)](part_m, part_l, part_o, out, out.stride(0), out.stride(1), HQ=Hq, NSP=nsp,
+                                          D=D, BLOCK_S=_next_pow2(nsp), BLOCK_D=_next_pow2(D))
 
 
 def decode_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, start: torch.Tensor,
