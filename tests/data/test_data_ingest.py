@@ -106,11 +106,14 @@ def test_duplicates_across_exports_latest_wins_and_store_order(tmp_path):
     # A later ingest of an older version of T-1 is quarantined against the stored one.
     rep2 = ingest(cfg, tickets=[b], store=st)
     assert rep2["unchanged"] and rep2["sources"][0]["reasons"] == {"older than stored version": 1}
+    # same records, but its quarantine is named by a manifest: a snapshot with the previous index
+    assert rep2["snapshot_written"] and rep2["previous"] == rep["snapshot_id"]
+    assert st.read_manifest()["quarantine"] == rep2["quarantine"] and rep2["quarantine"]
     # A newer version updates it (one new ticket object + its one new index shard + one new manifest).
     c = tmp_path / "c.jsonl"
     c.write_text(json.dumps(_t(1, updated="2024-06-01T00:00:00Z", title="C")) + "\n")
     rep3 = ingest(cfg, tickets=[c], store=st)
-    assert rep3["counts"]["updated_tickets"] == 1 and rep3["objects_written"] == 2 and rep3["previous"] == rep["snapshot_id"]
+    assert rep3["counts"]["updated_tickets"] == 1 and rep3["objects_written"] == 2 and rep3["previous"] == rep2["snapshot_id"]
 
 
 MD = """Intro text before any heading.

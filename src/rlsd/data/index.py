@@ -159,14 +159,14 @@ class WorkIndex:
                         (tid, self._seq, digest, updated, ts, src, at, int(verified)))
 
     def winners_against_stored(self) -> Iterator[tuple]:
-        """(id, digest, updated, ts, src, at, verified, stored_updated, stored_ts) per winner, in the order
+        """(id, digest, updated, ts, src, at, verified, stored_updated, stored_ts, stored_digest) per winner, in the order
         ids were first read; stored_* are None for a ticket new to the store. Materialised in a table
         first, so the caller may write to the index while iterating."""
         self.db.execute("DROP TABLE IF EXISTS resolved")
         self.db.execute("""CREATE TABLE resolved AS SELECT w.seq, w.id, w.digest, w.updated, w.ts, w.src, w.at,
-                           w.verified, t.updated AS s_updated, t.ts AS s_ts
+                           w.verified, t.updated AS s_updated, t.ts AS s_ts, t.digest AS s_digest
                            FROM winners w LEFT JOIN tickets t ON t.id = w.id""")
-        yield from self.db.execute("""SELECT id, digest, updated, ts, src, at, verified, s_updated, s_ts
+        yield from self.db.execute("""SELECT id, digest, updated, ts, src, at, verified, s_updated, s_ts, s_digest
                                       FROM resolved ORDER BY seq""")
 
     def put_ticket(self, tid: str, digest: str, updated: str, ts: int) -> None:

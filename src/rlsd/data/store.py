@@ -182,6 +182,17 @@ class Store(ABC):
     def list_snapshots(self) -> list[str]:
         return sorted(k.rsplit("/", 1)[-1][: -len(".json")] for k in self._list("snapshots/") if k.endswith(".json"))
 
+    def named_key(self, name: str) -> bytes:
+        """A random 32-byte key kept at ``keys/<name>``, created on first use (the fallback key of
+        rlsd.data.redact's id hashing when $RLSD_ID_HASH_KEY is not set)."""
+        _check_folder_name(name)
+        try:
+            return self._get(f"keys/{name}")
+        except StoreNotFound:
+            key = os.urandom(32)
+            self._put(f"keys/{name}", key)
+            return key
+
     # -- folders (a trained model, a checkpoint) --------------------------------------------------
     def upload_folder(self, folder: str | Path, name: str, *, chunk_bytes: int = FOLDER_CHUNK_BYTES) -> dict[str, Any]:
         """Push every file under ``folder`` as one immutable folder snapshot named ``name``.
