@@ -44,7 +44,8 @@ def test_spec_validates_against_the_vendored_crd_and_carries_the_config():
     assert t["image"] == "reg.corp/rlsd-train:1" and t["numNodes"] == 4 and t["numProcPerNode"] == 8
     assert t["command"] == ["torchrun", "--module", "rlsd", "train", "--config", "/workspace/j/config.yaml",
                             "--output", "/workspace/j/output"]
-    assert t["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "8"}, "requests": {"nvidia.com/gpu": "8"}}
+    assert t["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "8", "memory": "64Gi"},
+                                     "requests": {"nvidia.com/gpu": "8", "cpu": "4", "memory": "32Gi"}}
     env = {e["name"]: e for e in t["env"]}
     assert env["HF_HUB_OFFLINE"]["value"] == "1" and env["GX_ANALYTICS_ENABLED"]["value"] == "false"
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "rlsd-minio", "key": "secretkey"}

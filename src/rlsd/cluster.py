@@ -58,6 +58,9 @@ TRAINER_LABELS = {"app.kubernetes.io/name": "rlsd-trainer", "app.kubernetes.io/p
 TRAINER_SERVICE_ACCOUNT = "rlsd-trainer"
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 SHM_SIZE = "16Gi"
+# CPU and memory of each node's container besides its GPUs (as in manifests/base/training-runtime.yaml).
+NODE_REQUESTS = {"cpu": "4", "memory": "32Gi"}
+NODE_LIMITS = {"memory": "64Gi"}
 
 
 class TrainJobFailed(RuntimeError):
@@ -109,7 +112,8 @@ def trainjob_spec(cfg: RLSDConfig, *, name: str, config_path: str, output_dir: s
     if p.gpus_per_node > 0:
         trainer["numProcPerNode"] = p.gpus_per_node
         gpus = str(p.gpus_per_node)  # a resource.Quantity is a string in the API
-        trainer["resourcesPerNode"] = {"limits": {GPU_RESOURCE: gpus}, "requests": {GPU_RESOURCE: gpus}}
+        trainer["resourcesPerNode"] = {"limits": {GPU_RESOURCE: gpus, **NODE_LIMITS},
+                                       "requests": {GPU_RESOURCE: gpus, **NODE_REQUESTS}}
     # Whatever runtime is named, its pods get the rank-to-rank label, the tokenless identity, the
     # shared workspace and a memory-backed /dev/shm (NCCL and DataLoader workers need more than 64 MiB).
     pod_patch: dict[str, Any] = {
