@@ -280,11 +280,12 @@ def kernel_checks(device: str, B: int = 256) -> None:
             o = torch.empty_like(q)
             t = {"torch_ref": _time_call(lambda: K.decode_attention_ref(q, kc, vc, start, c, S, 0.125, None, o),
                                          device)}
+            block_n = K.BLOCK_N
             for bn in (16, 32, 64):
                 K.BLOCK_N = bn
                 t[f"triton_block{bn}"] = _time_call(lambda: K.decode_attention(q, kc, vc, start, c, S, 0.125, None, o),
                                                     device)
-            K.BLOCK_N = 32
+            K.BLOCK_N = block_n
             qo = torch.empty(B, Hq, D, device=device, dtype=dtype)
             t["rope_triton"] = _time_call(lambda: K.rope_cache_write(qkv, cos, sin, kc, vc, c, qo), device)
             t["rope_torch_ref"] = _time_call(lambda: K.rope_cache_write_ref(qkv, cos, sin, kc, vc, c, qo), device)

@@ -115,8 +115,8 @@ class RolloutConfig:
     # auto: our engine where the architecture is supported, transformers' generate otherwise.
     engine: Literal["auto", "graph", "generate"] = "auto"
     # Decode-step kernels of rlsd's engine: torch ops; triton = rlsd.rollout.kernels for rope + cache write,
-    # attention and act * mul; mixed = those Triton kernels but torch's attention; auto = mixed on CUDA (measured
-    # fastest on an H200, benchmarks/results/gpu_h200_2026-11-29), torch elsewhere. Triton settings fail where
+    # attention and act * mul; mixed = those Triton kernels but torch's attention; auto = triton on CUDA (measured
+    # fastest on an H200, benchmarks/results/gpu_h200_2026-11-30), torch elsewhere. Triton settings fail where
     # Triton cannot run.
     kernels: Literal["auto", "triton", "mixed", "torch"] = "auto"
     # Old log-probs in the PPO ratio: recomputed by the trainer (default) or taken from the sampler.

@@ -238,7 +238,7 @@ def test_engine_kernel_setting_auto_on_cpu_is_torch_and_bad_values_fail():
 
     model, _ = tiny("llama")
     eng = E.Engine(model)
-    assert eng.kernels_setting == "auto" and not eng.use_kernels  # CPU: torch ops unless asked (CUDA: mixed)
+    assert eng.kernels_setting == "auto" and not eng.use_kernels  # CPU: torch ops unless asked (CUDA: triton)
     eng.set_kernels("triton")
     assert eng.use_kernels == "triton"
     eng.set_kernels("mixed")

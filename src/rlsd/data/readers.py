@@ -689,9 +689,24 @@ def count_records(path: str | Path, fmt: str, limit: int) -> int:
         return max(0, sum(1 for _ in spans) - 1) if fmt == "csv" else 0
 
 
+def _id_hint(header: list[str], lines: list[str] | None) -> str:
+    """The id column of a damaged CSV record's first line, read with its quotes dropped (best effort)."""
+    if not lines:
+        return ""
+    try:
+        row = next(csv.reader([lines[0].replace('"', "").rstrip("\r\n")]), [])
+    except csv.Error:
+        return ""
+    for i, name in enumerate(header):
+        if _ALIAS.get(re.sub(r"[\s.\-]+", "_", str(name).strip().lower().lstrip("\ufeff"))) == "id" and i < len(row):
+            return row[i].strip()
+    return ""
+
+
 def _iter_raw_tickets(fh: Any, fmt: str, limit: int, rep: SourceReport
-                      ) -> Iterator[tuple[str, dict[str, Any] | None, str, str]]:
-    """Yields (where, raw record or None, raw text, error reason), reading one line (JSONL) or one record
+                      ) -> Iterator[tuple[str, dict[str, Any] | None, str, str, str]]:
+    """Yields (where, raw record or None, raw text, error reason, id of a refused record when it can be told),
+    reading one line (JSONL) or one record
     span (CSV) at a time; undecodable bytes are replaced and counted in ``rep.replaced_bytes``."""
 
     def text_of(n: int, line: bytes) -> str:
@@ -704,7 +719,7 @@ def _iter_raw_tickets(fh: Any, fmt: str, limit: int, rep: SourceReport
     if fmt == "jsonl":
         for n, line, size in _iter_lines(fh, limit):
             if line is None:
-                yield f"line {n}", None, "", _too_long(n, size, limit)
+                yield f"line {n}", None, "", _too_long(n, size, limit), ""
                 continue
             text = text_of(n, line).rstrip("\r\n")
             if not text.strip():
@@ -712,57 +727,56 @@ def _iter_raw_tickets(fh: Any, fmt: str, limit: int, rep: SourceReport
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                yield f"line {n}", None, text, f"invalid JSON: {e.msg} at column {e.colno}"
+                yield f"line {n}", None, text, f"invalid JSON: {e.msg} at column {e.colno}", ""
                 continue
             except RecursionError:
-                yield f"line {n}", None, text, "invalid JSON: nested too deeply"
+                yield f"line {n}", None, text, "invalid JSON: nested too deeply", ""
                 continue
             if not isinstance(obj, dict):
-                yield f"line {n}", None, text, f"not a JSON object: {type(obj).__name__}"
+                yield f"line {n}", None, text, f"not a JSON object: {type(obj).__name__}", ""
                 continue
-            yield f"line {n}", obj, text, ""
+            yield f"line {n}", obj, text, "", ""
         return
     header: list[str] | None = None
-    header_where = ""
+    header_where, header_why = "", ""
     for span in csv_spans(fh, limit, text_of):
         if span.blank:
             continue
         where = _where(span.first, span.last)
         raw = "".join(span.lines or [])
-        if header is None and not header_where:
+        if header is None and not header_where:  # the header is not a record (count_records agrees)
             header_where = where
             if not span.damage:
                 try:
                     rows = list(csv.reader(span.lines or []))
                     header = rows[0] if len(rows) == 1 else None
-                except csv.Error:
-                    header = None
-            if header is None:  # every record after it is quarantined: nothing to map its fields to
-                yield where, None, raw, f"unreadable CSV header: {span.damage or 'not one CSV row'}"
+                except csv.Error as e:
+                    header_why = f"malformed CSV: {e}"
+            header_why = header_why or span.damage or "not one CSV row"
             continue
-        if header is None:
-            yield where, None, raw, f"no usable CSV header (the header at {header_where} is unreadable)"
+        if header is None:  # every record is quarantined: nothing to map its fields to
+            yield where, None, raw, f"no usable CSV header: the header at {header_where} is unreadable ({header_why})", ""
             continue
         if span.damage:
-            yield where, None, raw, span.damage
+            yield where, None, raw, span.damage, _id_hint(header, span.lines)
             continue
         try:
             rows = list(csv.reader(span.lines or []))
         except csv.Error as e:
-            yield where, None, raw, f"malformed CSV: {e}"
+            yield where, None, raw, f"malformed CSV: {e}", _id_hint(header, span.lines)
             continue
         if len(rows) != 1:
-            yield where, None, raw, f"malformed CSV: {len(rows)} rows in one record span"
+            yield where, None, raw, f"malformed CSV: {len(rows)} rows in one record span", ""
             continue
         row = rows[0]
         if not any(c.strip() for c in row):
-            yield where, None, raw, "empty row: every field is blank"
+            yield where, None, raw, "empty row: every field is blank", ""
             continue
         if len(row) > len(header):
-            yield where, None, raw, f"row has {len(row)} fields, header has {len(header)}"
+            yield where, None, raw, f"row has {len(row)} fields, header has {len(header)}", _id_hint(header, span.lines)
             continue
         rec = dict(zip(header, row + [""] * (len(header) - len(row))))
-        yield where, rec, raw, ""
+        yield where, rec, raw, "", ""
 
 
 def quarantine_entry(redactor: Redactor, source: str, where: str, rid: str, reason: str, raw: str | None = None
@@ -806,9 +820,8 @@ def iter_tickets(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, rep
         return
     unknown_cols: set[str] = set()
     with p.open("rb") as fh:
-        for where, rec, raw_text, err in _iter_raw_tickets(fh, rep.format, cfg.max_ticket_line_bytes, rep):
+        for where, rec, raw_text, err, rid in _iter_raw_tickets(fh, rep.format, cfg.max_ticket_line_bytes, rep):
             rep.read += 1
-            rid = ""
             if rec is not None:
                 mapped, unknown = _map_keys(rec)
                 unknown_cols.update(unknown)

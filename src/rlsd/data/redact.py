@@ -76,7 +76,9 @@ _PROSE = {"not", "required", "reset", "changed", "set", "wrong", "incorrect", "i
           "locked", "unknown", "available", "updated", "displayed", "masked", "hidden", "protected", "strong", "weak",
           "long", "short", "given", "entered", "typed", "used", "saved", "lost", "forgotten", "compromised",
           "generated", "rotated", "managed", "known", "this", "that", "it", "be", "been", "none", "null", "***",
-          "[redacted]"}
+          "[redacted]", "open", "click", "see", "go", "use", "enter", "type", "choose", "select", "contact", "ask",
+          "follow", "call", "reset", "change", "press", "tap", "run", "at", "in", "on", "for", "of", "to", "and", "or",
+          "field", "prompt", "policy", "manager", "reset.", "n/a", "tbd"}
 _BEARER = re.compile(r"(?i:\bbearer)\s+(?P<v>[A-Za-z0-9\-._~+/]{8,}=*)")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _AWS_SECRET_BARE = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")

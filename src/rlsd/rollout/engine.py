@@ -21,8 +21,8 @@ module runs the model's forward pass itself, over the model's own live parameter
   output index live in device tensors that the captured step advances itself, so a decode loop is a
   sequence of ``replay()`` calls. Checked on an H200 (benchmarks/gpu_rollout_check.sh: graphs equal eager,
   greedy tokens equal generate in float32, bf16 log-prob gap 4.6e-3 mean).
-- decode kernels (``rollout.kernels``: auto | torch | mixed | triton; ``Engine.set_kernels``; auto = mixed
-  on CUDA, the fastest on an H200 so far, torch ops elsewhere): ``mixed`` uses the Triton rope + cache
+- decode kernels (``rollout.kernels``: auto | torch | mixed | triton; ``Engine.set_kernels``; auto = triton
+  on CUDA, the fastest on an H200, torch ops elsewhere): ``mixed`` uses the Triton rope + cache
   write and act * mul kernels around torch's attention; with ``triton`` a decode layer is 9 launches: RMSNorm, QKV GEMM,
   ``rlsd.rollout.kernels.rope_cache_write`` (rotation + cache write), ``decode_attention`` (grouped KV
   heads, float32 online softmax over the live columns only), O GEMM + residual, RMSNorm, gate/up GEMM,
@@ -30,8 +30,8 @@ module runs the model's forward pass itself, over the model's own live parameter
   for the 135M shape, ``benchmarks/results/rollout_ops.md``). The prefill is the same either way. The
   kernels are tested on CPU in Triton's interpreter (float32: same greedy tokens, log-probs within 1e-5)
   and compiled for sm_80 / sm_90 in CI; on an H200 they agree with the torch ops (log-probs within 1e-5 in
-  float32), and the 135M decode step takes 2.85 ms (mixed), 3.46 (torch), 5.78 (triton) at batch 256: the
-  Triton attention kernel is 10x off its memory bound (benchmarks/results/gpu_h200_2026-11-29).
+  float32), and the 135M decode step takes 2.35 ms (triton), 2.80 (mixed), 3.46 (torch) at batch 256
+  (benchmarks/results/gpu_h200_2026-11-30).
 
 ZeRO: under DeepSpeed ZeRO 0-2 every rank holds full parameters, which are read in place (a
 DeepSpeedEngine is unwrapped through ``.module``). Under ZeRO-3 parameters are partitioned: ``sample``
@@ -262,10 +262,10 @@ class Engine:
 
     def set_kernels(self, setting: str) -> None:
         """``torch``: torch ops; ``triton``: every decode kernel of rlsd.rollout.kernels; ``mixed``: the
-        Triton rope + cache write and act * mul kernels with torch's attention; ``auto``: mixed on CUDA where
-        Triton runs, torch ops otherwise. Measured on an H200, 135M shape, bf16, batch 256 (1024): mixed
-        2.85 ms (6.61) per decode step, torch 3.46 (7.45), triton 5.78 (19.0): the Triton attention kernel is
-        the slow part (benchmarks/results/gpu_h200_2026-11-29). Triton settings raise, naming the fix, where
+        Triton rope + cache write and act * mul kernels with torch's attention; ``auto``: triton on CUDA where
+        Triton runs, torch ops otherwise. Measured on an H200, 135M shape, bf16, batch 256 (1024): triton
+        2.35 ms (5.68) per decode step, mixed 2.80 (6.60), torch 3.46 (7.36)
+        (benchmarks/results/gpu_h200_2026-11-30). Triton settings raise, naming the fix, where
         the kernels cannot run (on CPU only in Triton's interpreter, for tests). Captured graphs are dropped
         on change."""
         from rlsd.rollout import kernels as K
@@ -277,7 +277,7 @@ class Engine:
         if setting in ("triton", "mixed") and not K.available(self.device):
             raise ValueError(f"rollout.kernels={setting} cannot run on {self.device}: {K.unavailable_reason(self.device)}")
         if setting == "auto":
-            use = "mixed" if self.device.type == "cuda" and K.available(self.device) else False
+            use = "triton" if self.device.type == "cuda" and K.available(self.device) else False
         else:
             use = setting if setting in ("triton", "mixed") else False
         self.kernels_setting = setting

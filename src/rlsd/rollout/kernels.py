@@ -21,8 +21,11 @@ Departures from the torch path of the engine (all in rounding only; float32 resu
 the rotation and ``act(g) * u`` are computed in float32 and rounded once to the model dtype (the torch
 path rounds after every op in 16-bit); attention keeps the softmax weights in float32 for P @ V (the torch
 path casts them to the model dtype first). A row with no live column gets a zero output (the engine never
-makes one: column ``col`` is always live). No split over S across programs (flash-decoding's second pass):
-with B x Hkv programs a decode batch of 64+ rows already fills the GPU; unmeasured.
+makes one: column ``col`` is always live). A split over S across programs (flash-decoding's second pass,
+``SPLIT_CHUNK`` > 0) exists and is tested, but is off: on an H200 at batch 256 and 1024 the one-pass kernel
+with BLOCK_N 32, one warp, two stages was the fastest of 48 settings (29.8 us at batch 256, 40% of the memory
+bound; 83 us at 1024, 58%; the torch ops 45.7 / 128 us; benchmarks/gpu_attention_probe.py,
+benchmarks/results/gpu_h200_2026-11-30/attention_probe).
 
 Triton is imported lazily and only basic ``tl`` operations are used (load/store/where/sum/max/exp,
 program_id, arange, constexpr block sizes), so the kernels run on older Triton releases bundled with
@@ -47,9 +50,9 @@ ACTIVATIONS = {"silu": 0, "swish": 0, "gelu_pytorch_tanh": 1, "gelu_new": 1}
 
 _K: dict[str, Any] | None = None  # the jit-compiled kernels, built on first use
 _INTERPRETED = False  # whether _K was built in Triton's interpreter (TRITON_INTERPRET=1)
-BLOCK_N = 64  # cache columns per attention block (a power of two, >= 16 for tl.dot)
+BLOCK_N = 32  # cache columns per attention block (a power of two, >= 16 for tl.dot)
 SPLIT_CHUNK = 0  # > 0: flash-decoding over splits of this many columns (a multiple of BLOCK_N) plus a combine pass
-NUM_WARPS = 4
+NUM_WARPS = 1
 NUM_STAGES = 2
 
 
