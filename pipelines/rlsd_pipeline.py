@@ -1,16 +1,24 @@
 """The RLSD pipeline: ingest -> validate -> build tasks -> [enough new tickets?] train -> evaluate -> register.
 
 Wiring only (components/ hold the steps, src/rlsd/ the behaviour). Kubernetes details are set
-here: MinIO keys and the MLflow token as env from secrets, retries with back-off on the I/O
+here: MinIO keys and MLflow's basic-auth user as env from secrets, retries with back-off on the I/O
 steps, caching off for ingest (it looks for new tickets; later steps are keyed on the snapshot id
-it returns), GPUs + node selector + toleration + the shared workspace volume on train.
-kfp.local ignores the Kubernetes settings and runs the same graph (rlsd.pipeline_local).
+it returns). Training has two routes, each its own branch:
+* single pod (nodes == 1): train requests the GPUs, with node selector, toleration, CPU/memory
+  requests and limits, a memory-backed /dev/shm, the shared workspace and a timeout;
+* multi-node (nodes > 1): train only launches and follows the Kubeflow Trainer TrainJob, so it
+  requests no GPU (holding GPUs while waiting deadlocks a small cluster); same timeout.
+The component images are configuration: platform.image / platform.train_image of
+configs/kubeflow.yaml (or $RLSD_IMAGE / $RLSD_TRAIN_IMAGE at compile time), applied with
+set_container_image. kfp.local ignores the Kubernetes settings and runs the same graph
+(rlsd.pipeline_local).
 
 Compile (and commit the result; tests/pipelines checks it is current):
     python -m pipelines.rlsd_pipeline
 """
 
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -22,7 +30,7 @@ from components.train import train
 from components.validate import validate
 from kfp import compiler, dsl, kubernetes
 
-from rlsd.config import PlatformConfig, RegistryConfig
+from rlsd.config import PlatformConfig, RegistryConfig, load_config
 
 HERE = Path(__file__).parent
 COMPILED = HERE / "rlsd_pipeline.yaml"
@@ -32,8 +40,29 @@ DEFAULT_CONFIG = json.dumps(yaml.safe_load((HERE.parent / "configs" / "kubeflow.
 STORE_SECRET = {"secret_name": PlatformConfig.store_secret,
                 "secret_key_to_env": {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}}
 TRACKING_SECRET = {"secret_name": PlatformConfig.tracking_secret,
-                   "secret_key_to_env": {"token": "MLFLOW_TRACKING_TOKEN"}, "optional": True}
+                   "secret_key_to_env": {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}}
 RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+_PLATFORM = load_config(HERE.parent / "configs" / "kubeflow.yaml").platform
+IMAGE = os.environ.get("RLSD_IMAGE") or _PLATFORM.image
+TRAIN_IMAGE = os.environ.get("RLSD_TRAIN_IMAGE") or _PLATFORM.train_image
+TRAIN_TIMEOUT_S = _PLATFORM.job_timeout_s + 3600  # the TrainJob's own deadline plus copying the model back
+SHM = {"volume_name": "dshm", "mount_path": "/dev/shm", "medium": "Memory", "size_limit": "16Gi"}
+
+
+def _train(gpu: bool, **inputs):
+    """One training route: the single-pod route holds the GPUs, the multi-node route launches a TrainJob."""
+    task = train(**inputs).set_container_image(TRAIN_IMAGE)
+    if gpu:
+        task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(inputs["gpus_per_node"])
+        task.set_cpu_request("4").set_memory_request("32G").set_cpu_limit("16").set_memory_limit("64G")
+        kubernetes.add_node_selector(task, label_key="nvidia.com/gpu.present", label_value="true")
+        kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+        kubernetes.empty_dir_mount(task, **SHM)
+    else:
+        task.set_cpu_request("500m").set_memory_request("1G").set_cpu_limit("2").set_memory_limit("4G")
+    kubernetes.mount_pvc(task, pvc_name=PlatformConfig.shared_pvc, mount_path="/workspace")
+    kubernetes.set_timeout(task, TRAIN_TIMEOUT_S)
+    return task
 
 
 @dsl.pipeline(name="rlsd-pipeline",
@@ -67,27 +96,32 @@ def rlsd_pipeline(
     # ingest's single return value (named "Output") is the gate: kfp.local 2.17 resolves a
     # condition's task outputs only under that name, so the snapshot id travels as artifact metadata.
     with dsl.If(ingest_task.outputs["Output"] >= min_new_tickets, name="enough-new-tickets"):
-        train_task = train(config_yaml=config_yaml, tasks=tasks_task.outputs["tasks"], base_model=base_model,
-                           algorithm=algorithm, steps=steps, nodes=nodes, gpus_per_node=gpus_per_node)
-        train_task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus_per_node)
-        train_task.set_cpu_request("4").set_memory_request("32G")
-        kubernetes.add_node_selector(train_task, label_key="nvidia.com/gpu.present", label_value="true")
-        kubernetes.add_toleration(train_task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
-        kubernetes.mount_pvc(train_task, pvc_name=PlatformConfig.shared_pvc, mount_path="/workspace")
+        inputs = {"config_yaml": config_yaml, "tasks": tasks_task.outputs["tasks"], "base_model": base_model,
+                  "algorithm": algorithm, "steps": steps, "nodes": nodes, "gpus_per_node": gpus_per_node}
+        routes = []
+        # each route is its own branch with its own evaluate and register (names: train, evaluate,
+        # register-and-promote on the single-pod route, which is the one kfp.local runs)
+        for gpu, branch in ((True, lambda: dsl.If(nodes == 1, name="single-pod")),
+                            (False, lambda: dsl.Else(name="multi-node"))):
+            with branch():
+                train_task = _train(gpu, **inputs)
+                eval_task = evaluate(config_yaml=config_yaml, model=train_task.outputs["model"],
+                                     tasks=tasks_task.outputs["tasks"], base_model=base_model)
+                register_task = register_and_promote(config_yaml=config_yaml, model=train_task.outputs["model"],
+                                                     evaluation=eval_task.outputs["evaluation"],
+                                                     promotion_margin=promotion_margin)
+                routes.append((train_task, eval_task, register_task))
 
-        eval_task = evaluate(config_yaml=config_yaml, model=train_task.outputs["model"],
-                             tasks=tasks_task.outputs["tasks"], base_model=base_model)
-        register_task = register_and_promote(config_yaml=config_yaml, model=train_task.outputs["model"],
-                                             evaluation=eval_task.outputs["evaluation"],
-                                             promotion_margin=promotion_margin)
+    for train_task, eval_task, register_task in routes:
         io_tasks.append(register_task)
-
+        for task in [train_task, eval_task, register_task]:
+            kubernetes.use_secret_as_env(task, **TRACKING_SECRET)
     for task in io_tasks:
         task.set_retry(**RETRY)
-    for task in io_tasks + [train_task, eval_task]:
+    for task in io_tasks + [t for route in routes for t in route[:2]]:
         kubernetes.use_secret_as_env(task, **STORE_SECRET)
-    for task in [train_task, eval_task, register_task]:
-        kubernetes.use_secret_as_env(task, **TRACKING_SECRET)
+        if task not in [route[0] for route in routes]:
+            task.set_container_image(IMAGE)
 
 
 def compile_pipeline(path: str | Path = COMPILED) -> Path:

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from pipelines.rlsd_pipeline import COMPILED, compile_pipeline
 
+from rlsd.config import load_config
+
 REPO = Path(__file__).resolve().parents[2]
 STUBS = Path(__file__).parent / "stubs"
 
@@ -28,37 +30,54 @@ def _docs():
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
+def _routes(spec):
+    """{"single-pod": dag tasks, "multi-node": dag tasks} found by their branch conditions."""
+    branches = spec["components"]["comp-condition-branches-2"]["dag"]["tasks"]
+    out = {}
+    for task in branches.values():
+        cond = task["triggerPolicy"]["condition"]
+        key = "multi-node" if cond.startswith("!(") else "single-pod"
+        assert "pipelinechannel--nodes" in cond and "== 1" in cond, cond
+        out[key] = spec["components"][task["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(out) == {"single-pod", "multi-node"}
+    return out
+
+
+def _executor(spec, tasks, name):
+    comp = next(t["componentRef"]["name"] for n, t in tasks.items() if n.startswith(name))
+    return spec["components"][comp]["executorLabel"]
+
+
 def test_compiled_pipeline_sets_the_cluster_details():
     spec, k8s = _docs()
     root = spec["root"]["dag"]["tasks"]
-    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    gate = spec["components"]["comp-condition-1"]["dag"]["tasks"]
     assert set(root) == {"ingest", "validate", "build-tasks", "condition-1"}
-    assert set(inner) == {"train", "evaluate", "register-and-promote"}
+    assert set(gate) == {"condition-branches-2"}
+    routes = _routes(spec)
+    assert set(routes["single-pod"]) == {"train", "evaluate", "register-and-promote"}  # the names kfp.local reads
+    assert {n.rsplit("-", 1)[0] for n in routes["multi-node"]} == {"train", "evaluate", "register-and-promote"}
     # the retraining gate
     assert root["condition-1"]["triggerPolicy"]["condition"] == (
         "int(inputs.parameter_values['pipelinechannel--ingest-Output']) >= "
         "int(inputs.parameter_values['pipelinechannel--min_new_tickets'])")
     # caching off for ingest only; retries with back-off on the I/O steps, not on train
     assert root["ingest"]["cachingOptions"] == {} and root["validate"]["cachingOptions"] == {"enableCache": True}
-    for name, tasks in [("ingest", root), ("validate", root), ("build-tasks", root), ("register-and-promote", inner)]:
-        assert tasks[name]["retryPolicy"] == {"maxRetryCount": 3, "backoffDuration": "30s", "backoffFactor": 2.0,
-                                              "backoffMaxDuration": "600s"}, name
-    assert "retryPolicy" not in inner["train"]
-    # GPUs, placement and the shared workspace on train
-    train_exec = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
-    assert train_exec["image"] == "registry.local/rlsd/rlsd-train:0.1.0"
-    assert train_exec["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert k8s["exec-train"]["nodeSelector"] == {"labels": {"nvidia.com/gpu.present": "true"}}
-    assert k8s["exec-train"]["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
-    assert k8s["exec-train"]["pvcMount"][0]["mountPath"] == "/workspace"
-    # secrets as env: MinIO keys everywhere the store is touched, the MLflow token where tracking is
-    for ex in ["exec-ingest", "exec-validate", "exec-build-tasks", "exec-train", "exec-evaluate",
-               "exec-register-and-promote"]:
+    retry = {"maxRetryCount": 3, "backoffDuration": "30s", "backoffFactor": 2.0, "backoffMaxDuration": "600s"}
+    for name, tasks in [("ingest", root), ("validate", root), ("build-tasks", root)]:
+        assert tasks[name]["retryPolicy"] == retry, name
+    for tasks in routes.values():
+        for name, task in tasks.items():
+            assert ("retryPolicy" in task) == name.startswith("register"), name
+    # secrets as env: MinIO keys everywhere the store is touched, MLflow's user where tracking is
+    executors = spec["deploymentSpec"]["executors"]
+    for ex in executors:
         envs = {k["envVar"]: s["secretName"] for s in k8s[ex]["secretAsEnv"] for k in s["keyToEnv"]}
         assert envs["AWS_ACCESS_KEY_ID"] == envs["AWS_SECRET_ACCESS_KEY"] == "rlsd-minio", ex
-        assert ("MLFLOW_TRACKING_TOKEN" in envs) == (ex in {"exec-train", "exec-evaluate", "exec-register-and-promote"})
+        tracked = ex.startswith(("exec-train", "exec-evaluate", "exec-register"))
+        assert (envs.get("MLFLOW_TRACKING_USERNAME") == envs.get("MLFLOW_TRACKING_PASSWORD") == "rlsd-mlflow") == tracked
     # no component installs packages at run time (the perimeter has no PyPI)
-    for ex in spec["deploymentSpec"]["executors"].values():
+    for ex in executors.values():
         assert "pip install" not in " ".join(ex["container"]["command"])
     # the operator's knobs
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -66,6 +85,53 @@ def test_compiled_pipeline_sets_the_cluster_details():
             "promotion_margin", "min_new_tickets", "manuals", "tickets", "nodes", "gpus_per_node"} == set(params)
     assert params["snapshot"]["defaultValue"] == "latest"
     assert yaml.safe_load(params["config_yaml"]["defaultValue"])["store"]["backend"] == "s3"
+
+
+def test_single_pod_route_holds_the_gpus_with_shm_limits_and_a_timeout():
+    spec, k8s = _docs()
+    ex = _executor(spec, _routes(spec)["single-pod"], "train")
+    res = spec["deploymentSpec"]["executors"][ex]["container"]["resources"]
+    assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert res["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}"
+    assert res["resourceCpuLimit"] and res["resourceMemoryLimit"]
+    assert k8s[ex]["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi",
+                                          "volumeName": "dshm"}]
+    assert int(k8s[ex]["activeDeadlineSeconds"]) > load_config(REPO / "configs" / "kubeflow.yaml").platform.job_timeout_s
+    assert k8s[ex]["nodeSelector"] == {"labels": {"nvidia.com/gpu.present": "true"}}
+    assert k8s[ex]["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert k8s[ex]["pvcMount"][0]["mountPath"] == "/workspace"
+
+
+def test_multi_node_route_launches_the_trainjob_without_gpus():
+    spec, k8s = _docs()
+    ex = _executor(spec, _routes(spec)["multi-node"], "train")
+    container = spec["deploymentSpec"]["executors"][ex]["container"]
+    assert "accelerator" not in container["resources"]
+    assert not any("gpu" in str(v).lower() for v in container["resources"].values())
+    assert "nodeSelector" not in k8s[ex] and "tolerations" not in k8s[ex]
+    assert container["resources"]["resourceMemoryLimit"] and int(k8s[ex]["activeDeadlineSeconds"]) > 0
+    assert k8s[ex]["pvcMount"][0]["mountPath"] == "/workspace"  # where the TrainJob reads and writes
+
+
+def test_images_come_from_the_configuration(tmp_path, monkeypatch):
+    spec, _ = _docs()
+    cfg = load_config(REPO / "configs" / "kubeflow.yaml").platform
+    images = {ex: e["container"]["image"] for ex, e in spec["deploymentSpec"]["executors"].items()}
+    assert {i for ex, i in images.items() if ex.startswith("exec-train")} == {cfg.train_image}
+    assert {i for ex, i in images.items() if not ex.startswith("exec-train")} == {cfg.image}
+    # another installation's registry without editing code: recompile with the values set
+    import subprocess
+    import sys
+
+    out = tmp_path / "p.yaml"
+    env = {**os.environ, "RLSD_IMAGE": "reg.example/ml/rlsd-cpu:9", "RLSD_TRAIN_IMAGE": "reg.example/ml/rlsd-train:9",
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")])}
+    code = f"from pipelines.rlsd_pipeline import compile_pipeline; compile_pipeline({str(out)!r})"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=REPO, timeout=120)
+    other, _ = yaml.safe_load_all(out.read_text())
+    got = {ex: e["container"]["image"] for ex, e in other["deploymentSpec"]["executors"].items()}
+    assert {i for ex, i in got.items() if ex.startswith("exec-train")} == {"reg.example/ml/rlsd-train:9"}
+    assert {i for ex, i in got.items() if not ex.startswith("exec-train")} == {"reg.example/ml/rlsd-cpu:9"}
 
 
 def _local_env(monkeypatch, tmp_path):
