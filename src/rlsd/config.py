@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -415,6 +416,9 @@ class PlatformConfig:
     allow_hosts: tuple[str, ...] = ()
     # Scheduled retraining: skip training when ingest found fewer new verified tickets than this.
     min_new_tickets: int = 1
+    # Code verifier isolation: bwrap (bubblewrap sandbox; where it cannot run, the verifier refuses to
+    # run code) or process (weaker: rlimits and Python guards only; an explicit operator choice).
+    code_sandbox: Literal["bwrap", "process"] = "bwrap"
     # Kubernetes placement of the training step (see rlsd.cluster).
     namespace: str = "rlsd"
     image: str = "registry.local/rlsd/rlsd-cpu:0.1.0"
@@ -709,4 +713,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     _check(isinstance(tree, dict), lambda: f"config must be a YAML mapping of sections, got {type(tree).__name__}")
     for o in overrides:
         _set_dotted(tree, o)
-    return _build(RLSDConfig, tree, "")
+    cfg = _build(RLSDConfig, tree, "")
+    os.environ["RLSD_CODE_SANDBOX"] = cfg.platform.code_sandbox  # read by rlsd.verifiers.sandbox at each run
+    return cfg

@@ -24,6 +24,7 @@ from rlsd.verifiers.json_answer import json_answer
 from rlsd.verifiers.label import label
 from rlsd.verifiers.numeric import numeric
 from rlsd.verifiers.pycode import python_code
+from rlsd.verifiers.sandbox import CodeSandboxUnavailable
 from rlsd.verifiers.sql import sql
 
 Verifier = Callable[[str, Task], "float | None"]
@@ -48,6 +49,8 @@ def score(task: Task, completion: str) -> float | None:
         raise KeyError(f"task {task.id!r} names unknown verifier {task.verifier!r}; known: {sorted(VERIFIERS)}")
     try:
         s = fn(completion, task)
+    except CodeSandboxUnavailable:  # a refusal to run code unconfined is the operator's to see, not a 0
+        raise
     except Exception:  # a verifier must never take training down on a strange output
         return None
     if s is None or s != s:  # None or NaN

@@ -5,9 +5,12 @@ answer (tag / answer line, itself possibly fenced). ``verifier_args``:
 - ``tests``: a list of Python snippets (or one string), each run after the program in a copy of its
   globals; a snippet passes when it runs without raising (typically ``assert f(2) == 4``);
 - ``all_or_nothing`` (default false): score = fraction of tests passed (default) or 1/0;
-- ``timeout_s`` (10), ``per_test_s`` (soft per-test alarm, default 0 = off), ``memory_mb`` (512).
-See rlsd.verifiers.sandbox for what is enforced. None when the task has no tests or the sandbox
-cannot start; 0 when no program is found or it fails to load.
+- ``timeout_s`` (10), ``per_test_s`` (time limit per test, default 0 = none), ``memory_mb`` (512).
+Each test's verdict is decided by a trusted runner outside the program's process, and the program
+runs in a bubblewrap sandbox (rlsd.verifiers.sandbox says what is enforced and why). None when the
+task has no tests; 0 when no program is found or it fails to load. Where the sandbox cannot run,
+the verifier raises CodeSandboxUnavailable (it never runs code unconfined) unless the operator chose
+the weaker process isolation (``platform.code_sandbox: process``).
 """
 
 from __future__ import annotations
@@ -39,8 +42,6 @@ def python_code(completion: str, task: Task) -> float | None:
         return 0.0
     res = run_python_tests(code, tests, timeout_s=float(args.get("timeout_s", 10.0)),
                            per_test_s=float(args.get("per_test_s", 0.0)), memory_mb=int(args.get("memory_mb", 512)))
-    if res.error and not res.loaded and res.returncode is None and not res.timed_out:
-        return None  # the sandbox itself could not run
     if args.get("all_or_nothing", False):
         return 1.0 if all(res.passed) else 0.0
     return res.fraction_passed

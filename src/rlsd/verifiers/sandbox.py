@@ -1,50 +1,66 @@
-"""A sandbox for running untrusted Python (model-written code) against unit tests.
+"""Run model-written Python against a task's tests so that the program cannot write its own verdict.
 
-``run_python_tests(code, tests, ...)`` runs ``code`` and then each test snippet in a separate
-process and returns which tests passed. What is enforced, layer by layer:
+``run_python_tests(code, tests, ...)`` returns which tests passed. Two processes take part, and the
+verdict comes from the one the program cannot reach:
 
-1. Process: a fresh ``python -I -S -B`` (isolated mode: no PYTHON* variables, no user site, no
-   site-packages, no bytecode writes) in its own session, started in a throw-away temporary working
-   folder that is deleted afterwards; the environment is scrubbed to PATH, HOME/TMPDIR (the work
-   folder), LANG. A wall-time limit kills the whole process group (and, with namespaces, the whole
-   PID namespace) with SIGKILL.
-2. Resource limits (``resource.setrlimit`` in ``preexec_fn``; hard = soft so the program cannot
-   raise them): RLIMIT_AS (address space, ``memory_mb``), RLIMIT_CPU (CPU seconds), RLIMIT_FSIZE
-   (largest file, also caps the captured stdout/stderr), RLIMIT_NOFILE, RLIMIT_CORE = 0, and
-   RLIMIT_NPROC. Linux counts RLIMIT_NPROC per user over the whole machine, so the limit set before
-   exec is the user's current task count plus a margin (:data:`HOST_NPROC_MARGIN`); inside a user
-   namespace the harness then lowers it to ``nproc`` tasks counted within the namespace.
-3. Kernel isolation, when ``unshare`` with unprivileged user namespaces and ``setpriv`` work on this
-   host (probed once, :func:`namespaces_available`): new user, network, PID and mount namespaces.
-   The network namespace has only a loopback interface (down): no route anywhere. In the mount
-   namespace every mount is remounted read-only except the work folder (bind-mounted on itself),
-   so writes to /tmp, $HOME or the project fail with EROFS; /proc is the namespace's own. All
-   capabilities are then dropped (bounding set cleared, no_new_privs) before Python starts, so the
-   program cannot undo the remounts.
-4. Python guards in the child (``python_guards=True``), installed before the solution runs: the
-   ``socket`` module's constructors and resolvers are replaced by functions that raise
-   PermissionError, and an audit hook (which cannot be removed) refuses socket creation, process
-   creation (fork, exec, subprocess, posix_spawn, system), signalling other processes, ctypes,
-   frame/gc introspection (used to protect the result channel), rlimit changes and any write,
-   delete, rename or mkdir outside the work folder. This is defence in depth, not a boundary on its
-   own: without namespaces (e.g. a container that forbids user namespaces) a determined program
-   could bypass Python-level hooks via C extensions; the rlimits and the kill still apply.
+- the **program's process** (``_sandbox_child.py``) loads the program and then only answers
+  requests: call this function with these plain-data arguments, get this attribute, iterate this;
+  its answers are plain data (JSON: numbers, strings, lists, dicts, sets, Fractions, namedtuples...)
+  or handles to its objects (``_sandbox_wire.py``);
+- the **trusted runner** (``_sandbox_runner.py``), a separate process, runs each test snippet with
+  the program's names bound to those values and handles, rebuilds every answer from JSON into its
+  own built-in types, compares with its own ``==``, and alone writes the verdict lines the host reads.
 
-Result channel: a pipe (fd inherited by the child) where each line starts with a random nonce given
-on stdin; the program's own stdout/stderr go to a size-capped file whose tail is returned.
-Not defended against: a program that games the tests themselves (e.g. returns an object whose
-``__eq__`` is always True); the tests are the task author's responsibility.
+So there is no verdict channel and no secret in the program's memory: replacing ``builtins.exec``,
+patching the harness, reading /proc/self/mem, printing "pass" lines or ``os._exit(0)`` change only
+the program's own answers. A program-defined object never equals a value of the test's own (an
+always-true ``__eq__`` fails ``assert f(1) == 2``); see _sandbox_runner.py for what the program still
+decides (how its own objects compare with each other) and what cannot cross (lambdas).
+
+Isolation: bubblewrap (mode ``"bwrap"``, the default). Why bwrap: it is a small, maintained,
+audited tool (Flatpak's sandbox) packaged by Debian (``apt-get install bubblewrap``) that works
+unprivileged wherever user namespaces do -- pods included, unless the runtime forbids them. nsjail
+is not packaged by Debian 12 and needs a build; gVisor needs a runtime the pod does not choose;
+Landlock (PyPI bindings exist) restricts files only, not network, PIDs or signals, and needs a
+5.13+ kernel with the LSM enabled. Each of the two processes gets its own ``bwrap`` with:
+
+- new user, PID, network, IPC, UTS and cgroup namespaces, ``--disable-userns``, all capabilities
+  dropped: no network at all (only a loopback of its own), no other process visible, so no signal
+  reaches the trainer and no /proc/<ppid>/environ exists; the environment is cleared;
+- a root made only of the Python runtime (the interpreter, its standard library without
+  site-packages, the shared libraries ``ldd`` names for it and its extension modules, all
+  read-only), the harness files, a private /proc and a minimal read-only /dev; the root itself is
+  remounted read-only, so the only writable place is /box, a tmpfs of ``disk_mb`` (total disk
+  writes; RLIMIT_FSIZE caps each file) holding the program's file;
+- a seccomp filter that refuses fork, vfork, and clone without CLONE_THREAD (clone3 answers ENOSYS
+  so the C library falls back to clone): one process, threads only. With it no shell, no setsid
+  child, no fork bomb; memory (RLIMIT_AS, ``memory_mb``) and CPU (RLIMIT_CPU) limits are per process,
+  hence totals. The filter also refuses the memory that RLIMIT_AS does not count (System V shared
+  memory and message queues, POSIX message queues, memfd). ``--die-with-parent`` and a process-group
+  SIGKILL at the wall-clock limit end it; a PID namespace dies with its first process, so nothing
+  outlives the call.
+
+Fail closed: when bwrap is missing or does not work here (:func:`bwrap_problem`), the verifier
+refuses with :class:`CodeSandboxUnavailable` unless the operator chose the weaker mode
+``"process"`` (``platform.code_sandbox: process`` in the recipe, which ``load_config`` exports as
+``RLSD_CODE_SANDBOX``; or :func:`configure`); an unknown mode is an error, never a fallback. That
+mode runs the same two processes without namespaces: verdicts are still decided by the runner, but
+the program is bounded only by rlimits, a process-group kill and Python audit hooks
+(_sandbox_guards.py) that C code can get past. Every result says which mode ran
+(``SandboxResult.mode``, ``enforced["mode"]``) and :func:`sandbox_stats` counts runs per mode.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
-import secrets
+import platform
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -53,21 +69,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+MODES = ("bwrap", "process")
+BWRAP = os.environ.get("RLSD_BWRAP", "bwrap")  # path or name of the bubblewrap binary
 HOST_NPROC_MARGIN = 64
-_CHILD = Path(__file__).with_name("_sandbox_child.py")
-_NS_CMD = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount",
-           "--mount-proc"]
-# Runs as root of the new user namespace: make the work folder its own mount, remount every other
-# mount read-only, drop every capability, then exec Python.
-_NS_SETUP = r"""
-w="$1"; shift
-mount --bind "$w" "$w" || exit 97
-while read -r _ _ _ _ mp _; do
-  [ "$mp" = "$w" ] && continue
-  mount -o remount,bind,ro "$mp" 2>/dev/null
-done < /proc/self/mountinfo
-exec setpriv --bounding-set=-all --inh-caps=-all --no-new-privs -- "$@"
-"""
+_HERE = Path(__file__).resolve().parent
+_FILES = ("_sandbox_child.py", "_sandbox_runner.py", "_sandbox_wire.py", "_sandbox_guards.py")
+_RUNS: collections.Counter = collections.Counter()
+_mode: str | None = None  # set by configure(); else $RLSD_CODE_SANDBOX (load_config sets it), else bwrap
+
+
+class CodeSandboxUnavailable(RuntimeError):
+    """The configured isolation cannot run here; the verifier refuses rather than run code unconfined."""
 
 
 @dataclass
@@ -75,36 +87,191 @@ class SandboxResult:
     """passed[i]: test i ran and passed (tests not reached count as failed)."""
 
     passed: list[bool]
-    loaded: bool  # the solution itself ran without raising
+    loaded: bool  # the program itself ran without raising
     timed_out: bool
     returncode: int | None
     output_tail: str
     wall_s: float
     enforced: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None  # why the program failed to load, or why the sandbox could not run it
-    done: bool = False  # the harness reported the end of the test list
+    error: str | None = None  # why the program failed to load
+    done: bool = False  # the runner reported the end of the test list
+    mode: str = ""  # "bwrap" or "process": which isolation ran
+    runner_log: str = ""  # the trusted runner's notes: why each failing test failed
 
     @property
     def fraction_passed(self) -> float:
         return sum(self.passed) / len(self.passed) if self.passed else 0.0
 
 
-@functools.lru_cache(maxsize=1)
-def namespaces_available() -> bool:
-    """True when unprivileged user+net+pid+mount namespaces and setpriv work here (probed once)."""
-    if not (shutil.which("unshare") and shutil.which("setpriv") and shutil.which("mount")):
-        return False
+def configure(mode: str | None) -> None:
+    """Set the process-wide isolation: "bwrap" (refuse when unavailable) or "process"; None: back to
+    $RLSD_CODE_SANDBOX (which ``rlsd.config.load_config`` sets from ``platform.code_sandbox``), else bwrap."""
+    global _mode
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"code sandbox mode must be one of {' | '.join(MODES)}, got {mode!r}")
+    _mode = mode
+
+
+def configured_mode() -> str:
+    return _mode or os.environ.get("RLSD_CODE_SANDBOX") or "bwrap"
+
+
+def sandbox_stats() -> dict[str, int]:
+    """Runs so far in this process, per isolation mode (for metrics)."""
+    return {f"code_sandbox_runs_{m}": _RUNS[m] for m in MODES}
+
+
+# ------------------------------------------------------------------------------------------------
+# The bubblewrap sandbox: runtime tree, seccomp filter, probe
+# ------------------------------------------------------------------------------------------------
+
+_ARCH = {  # machine -> (AUDIT_ARCH, clone, clone3, refused: fork, vfork, shmget, shmat, shmctl, msgget,
+    #                      mq_open, memfd_create; x32 bit)
+    "x86_64": (0xC000003E, 56, 435, (57, 58, 29, 30, 31, 68, 240, 319), 0x40000000),
+    "aarch64": (0xC00000B7, 220, 435, (194, 196, 195, 186, 180, 279), 0),
+}
+
+
+def seccomp_filter(machine: str | None = None) -> bytes:
+    """A classic-BPF seccomp program: no new processes (threads allowed), and no memory outside the
+    address-space limit (System V shared memory and message queues, POSIX queues, memfd)."""
+    arch, clone, clone3, refused, x32 = _ARCH[machine or platform.machine()]
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, kill = 0x7FFF0000, 0x80000000
+    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
+    clone_thread = 0x00010000
+    prog: list[tuple] = [("ld", ld, 4), ("jmp", jeq, arch, "+0", "kill"), ("ld", ld, 0)]
+    if x32:
+        prog.append(("jmp", jge, x32, "eperm", "+0"))
+    prog.append(("jmp", jeq, clone3, "enosys", "+0"))
+    for nr in refused:
+        prog.append(("jmp", jeq, nr, "eperm", "+0"))
+    prog += [("jmp", jeq, clone, "+0", "allow"), ("ld", ld, 16),  # args[0] (flags), low 32 bits
+             ("jmp", jset, clone_thread, "allow", "eperm"),
+             ("label", "allow"), ("ret", ret, allow), ("label", "eperm"), ("ret", ret, eperm),
+             ("label", "enosys"), ("ret", ret, enosys), ("label", "kill"), ("ret", ret, kill)]
+    labels, n = {}, 0
+    for p in prog:
+        if p[0] == "label":
+            labels[p[1]] = n
+        else:
+            n += 1
+    out, i = [], 0
+    for p in prog:
+        if p[0] == "label":
+            continue
+        if p[0] == "jmp":
+            _, code, k, jt, jf = p
+            off = [0 if t == "+0" else labels[t] - (i + 1) for t in (jt, jf)]
+            out.append(struct.pack("=HBBI", code, off[0], off[1], k))
+        else:
+            out.append(struct.pack("=HBBI", p[1], 0, 0, p[2]))
+        i += 1
+    return b"".join(out)
+
+
+def _base_python() -> str:
+    exe = getattr(sys, "_base_executable", None) or sys.executable
+    return os.path.realpath(exe)
+
+
+@functools.lru_cache(maxsize=4)
+def runtime_tree(exe: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(paths to bind read-only, folders to hide): the interpreter, its stdlib, the libraries it loads."""
+    r = subprocess.run([exe, "-I", "-S", "-c", "import sys, json; print(json.dumps([sys.prefix, sys.path]))"],
+                       capture_output=True, text=True, timeout=30, check=True)
+    prefix, path = json.loads(r.stdout)
+    binds = {exe}
+    hide = set()
+    for d in path:
+        if os.path.isdir(d) or os.path.isfile(d):
+            binds.add(d)
+            sp = os.path.join(d, "site-packages")
+            if os.path.isdir(sp):
+                hide.add(sp)
+    dyn = [os.path.join(d, f) for d in path if os.path.isdir(d) and d.endswith("lib-dynload")
+           for f in sorted(os.listdir(d)) if f.endswith(".so") and not f.startswith("_tkinter")]
+    out = subprocess.run(["ldd", exe, *dyn], capture_output=True, text=True, timeout=60).stdout
+    for line in out.splitlines():
+        line = line.strip()
+        lib = line.split("=>", 1)[1].strip().split(" (")[0] if "=>" in line else line.split(" (")[0]
+        if lib.startswith("/") and os.path.exists(lib):
+            binds.add(lib)
+    if os.path.exists("/etc/ld.so.cache"):
+        binds.add("/etc/ld.so.cache")
+    # a library inside a bound folder needs no bind of its own
+    folders = [b for b in binds if os.path.isdir(b)]
+    binds = {b for b in binds if not any(b != f and b.startswith(f + "/") for f in folders)}
+    return tuple(sorted(binds)), tuple(sorted(hide))
+
+
+def _bwrap_cmd(bwrap: str, exe: str, disk_bytes: int, seccomp_fd: int, extra: list[str],
+               py_args: list[str]) -> list[str]:
+    binds, hide = runtime_tree(exe)
+    cmd = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+           "--cap-drop", "ALL", "--uid", "65534", "--gid", "65534", "--hostname", "sandbox", "--clearenv",
+           "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", "/box", "--setenv", "TMPDIR", "/box",
+           "--setenv", "PATH", "/nonexistent"]
+    for b in binds:
+        cmd += ["--ro-bind", b, b]
+    for h in hide:
+        cmd += ["--size", "4096", "--tmpfs", h, "--remount-ro", h]
+    cmd += ["--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc", "--size", str(disk_bytes), "--tmpfs", "/box"]
+    for f in _FILES:
+        cmd += ["--ro-bind", str(_HERE / f), f"/rlsd/{f}"]
+    cmd += [*extra, "--remount-ro", "/", "--chdir", "/box", "--seccomp", str(seccomp_fd), exe, "-I", "-S", "-B", "-u", *py_args]
+    return cmd
+
+
+@functools.lru_cache(maxsize=8)
+def _bwrap_problem(bwrap: str, exe: str) -> str | None:
+    path = shutil.which(bwrap)
+    if path is None:
+        return f"bubblewrap ({bwrap!r}) is not installed"
+    if platform.machine() not in _ARCH:
+        return f"no seccomp filter for machine {platform.machine()!r}"
     try:
-        with tempfile.TemporaryDirectory(prefix="rlsd-nsprobe-") as d:
-            r = subprocess.run(_NS_CMD + ["sh", "-c", _NS_SETUP, "sh", d, "sh", "-c", f"touch {d}/ok && ! touch /tmp/.rlsd-ro-probe 2>/dev/null"],
-                               capture_output=True, timeout=20, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-            return r.returncode == 0 and os.path.exists(os.path.join(d, "ok"))
-    except (OSError, subprocess.SubprocessError):
-        return False
+        runtime_tree(exe)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        return f"cannot list the Python runtime of {exe}: {e}"
+    rfd = _filter_fd()
+    try:
+        probe = "import os\ntry:\n    os.fork()\nexcept OSError:\n    print('ok')"
+        cmd = _bwrap_cmd(path, exe, 1 << 20, rfd, [], ["-c", probe])
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, pass_fds=(rfd,), env=_env())
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"bubblewrap could not start: {e}"
+    finally:
+        os.close(rfd)
+    if r.returncode != 0 or r.stdout.strip() != "ok":
+        return f"bubblewrap does not work here (exit {r.returncode}): {(r.stderr or r.stdout).strip()[-300:]}"
+    return None
+
+
+def bwrap_problem() -> str | None:
+    """Why the bubblewrap sandbox cannot run here (None: it works). Probed once per binary."""
+    return _bwrap_problem(BWRAP, _base_python())
+
+
+def _filter_fd() -> int:
+    prog = seccomp_filter()
+    r, w = os.pipe()
+    os.write(w, prog)
+    os.close(w)
+    return r
+
+
+def _env() -> dict[str, str]:
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Running a program against its tests
+# ------------------------------------------------------------------------------------------------
 
 
 def _user_tasks() -> int:
-    """Tasks (processes and threads) of this user on the machine: what RLIMIT_NPROC counts."""
+    """Tasks of this user on the machine: what RLIMIT_NPROC counts (process mode only)."""
     uid, n = os.getuid(), 0
     try:
         for p in os.listdir("/proc"):
@@ -119,14 +286,15 @@ def _user_tasks() -> int:
     return n
 
 
-def _limits(memory_mb: int, cpu_s: int, fsize_bytes: int, nproc: int):
+def _limits(memory_mb: int, cpu_s: int, fsize_bytes: int, nproc: int | None):
     import resource
 
     plan = [(resource.RLIMIT_AS, memory_mb * 1024 * 1024), (resource.RLIMIT_CPU, cpu_s),
-            (resource.RLIMIT_FSIZE, fsize_bytes), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 256),
-            (resource.RLIMIT_NPROC, nproc)]
+            (resource.RLIMIT_FSIZE, fsize_bytes), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 256)]
+    if nproc is not None:
+        plan.append((resource.RLIMIT_NPROC, nproc))
 
-    def apply() -> None:  # runs in the child between fork and exec: setrlimit calls only
+    def apply() -> None:  # between fork and exec: setrlimit calls only
         for what, value in plan:
             try:
                 resource.setrlimit(what, (value, value))
@@ -138,101 +306,169 @@ def _limits(memory_mb: int, cpu_s: int, fsize_bytes: int, nproc: int):
 
 def run_python_tests(code: str, tests: list[str], *, timeout_s: float = 10.0, per_test_s: float = 0.0,
                      memory_mb: int = 512, cpu_s: int | None = None, max_output_bytes: int = 1 << 20,
-                     nproc: int = 16, isolation: str = "auto", python_guards: bool = True) -> SandboxResult:
-    """Run ``code`` then each snippet of ``tests`` (a test passes when it runs without raising).
+                     disk_mb: int = 16, isolation: str | None = None) -> SandboxResult:
+    """Run ``code`` and decide each test of ``tests`` in the trusted runner (a test passes when its
+    snippet runs without raising).
 
-    timeout_s: wall-clock limit for the whole run; per_test_s: a soft per-test alarm (0 = none);
-    memory_mb: address-space limit; cpu_s: CPU-seconds limit (default ceil(timeout_s) + 1);
-    max_output_bytes: largest file the program may write, stdout/stderr included;
-    nproc: tasks allowed inside the namespace; isolation: "auto" (namespaces when available),
-    "namespaces" (required; error result when unavailable) or "process" (no namespaces).
+    timeout_s: wall-clock limit for everything; per_test_s: time limit per test (0 = none; each call
+    into the program is also interrupted at this limit); memory_mb: address space of each process;
+    cpu_s: CPU seconds of each process (default ceil(timeout_s) + 1); max_output_bytes: largest file
+    (the program's captured output included); disk_mb: total writable space (bwrap mode);
+    isolation: "bwrap" | "process" (default: :func:`configured_mode`).
+    Raises CodeSandboxUnavailable when the mode is bwrap and bwrap cannot run here.
     """
+    mode = isolation or configured_mode()
+    if mode not in MODES:
+        raise ValueError(f"isolation must be one of {' | '.join(MODES)}, got {mode!r}")
+    exe = _base_python()
+    if mode == "bwrap":
+        problem = bwrap_problem()
+        if problem:
+            raise CodeSandboxUnavailable(
+                f"the code verifier will not run model-written code without its sandbox: {problem}. Install "
+                "bubblewrap (apt-get install bubblewrap; user namespaces must be allowed), or accept the weaker "
+                "process isolation explicitly with platform.code_sandbox: process (RLSD_CODE_SANDBOX=process).")
     t0 = time.monotonic()
-    use_ns = isolation == "namespaces" or (isolation == "auto" and namespaces_available())
-    if isolation == "namespaces" and not namespaces_available():
-        return SandboxResult([False] * len(tests), False, False, None, "", 0.0,
-                             error="namespaces requested but unshare/user namespaces are unavailable here")
-    work = tempfile.mkdtemp(prefix="rlsd-sbx-")
-    rfd = wfd = -1
+    n = len(tests)
+    cpu = int(cpu_s if cpu_s is not None else int(timeout_s) + 1)
+    disk = int(disk_mb) << 20
+    fds: list[int] = []
+    procs: list[subprocess.Popen] = []
+    work = tempfile.mkdtemp(prefix="rlsd-sbx-") if mode == "process" else None
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
     try:
-        os.chmod(work, 0o700)
-        job_path = os.path.join(work, "job.json")
-        with open(job_path, "w", encoding="utf-8") as f:
-            json.dump({"code": code, "tests": list(tests), "workdir": work, "per_test_s": per_test_s,
-                       "guards": python_guards, "nproc": nproc if use_ns else 0}, f)
-        rfd, wfd = os.pipe()
-        py = [sys.executable, "-I", "-S", "-B", str(_CHILD), str(wfd), job_path]
-        cmd = (_NS_CMD + ["sh", "-c", _NS_SETUP, "sh", work] + py) if use_ns else py
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"}
-        cpu = int(cpu_s if cpu_s is not None else int(timeout_s) + 1)
-        preexec = _limits(memory_mb, cpu, max_output_bytes, _user_tasks() + HOST_NPROC_MARGIN)
-        out_path = os.path.join(work, ".stdout")
-        with open(out_path, "wb") as out:
-            try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, cwd=work,
-                                        env=env, pass_fds=(wfd,), start_new_session=True, preexec_fn=preexec,
-                                        close_fds=True)
-            except OSError as e:
-                return SandboxResult([False] * len(tests), False, False, None, "", time.monotonic() - t0,
-                                     error=f"could not start the sandbox: {e}")
-        os.close(wfd)
-        wfd = -1
-        nonce = secrets.token_hex(16)
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        fds += [req_r, req_w, resp_r, resp_w]
+        per = f"{max(0.0, per_test_s):g}"
+        if mode == "bwrap":
+            src = tempfile.TemporaryFile()
+            src.write(code.encode("utf-8", "surrogatepass"))
+            src.flush()
+            src.seek(0)
+            f_child, f_runner = _filter_fd(), _filter_fd()
+            fds += [f_child, f_runner]
+            child_cmd = _bwrap_cmd(BWRAP, exe, disk, f_child, ["--file", str(src.fileno()), "/box/solution.py"],
+                                   ["/rlsd/_sandbox_child.py", str(req_r), str(resp_w), "/box/solution.py", per, "0"])
+            runner_cmd = _bwrap_cmd(BWRAP, exe, disk, f_runner, [], ["/rlsd/_sandbox_runner.py", str(req_w), str(resp_r)])
+            child_fds, runner_fds = (req_r, resp_w, f_child, src.fileno()), (req_w, resp_r, f_runner)
+            cwd_child = cwd_runner = None
+            nproc = None
+        else:
+            src = None
+            os.chmod(work, 0o700)
+            os.makedirs(os.path.join(work, "p"))
+            os.makedirs(os.path.join(work, "r"))
+            path = os.path.join(work, "p", "solution.py")
+            with open(path, "w", encoding="utf-8", errors="surrogatepass") as f:
+                f.write(code)
+            child_cmd = [exe, "-I", "-S", "-B", "-u", str(_HERE / "_sandbox_child.py"), str(req_r), str(resp_w), path, per, "1"]
+            runner_cmd = [exe, "-I", "-S", "-B", str(_HERE / "_sandbox_runner.py"), str(req_w), str(resp_r)]
+            child_fds, runner_fds = (req_r, resp_w), (req_w, resp_r)
+            cwd_child, cwd_runner = os.path.join(work, "p"), os.path.join(work, "r")
+            nproc = _user_tasks() + HOST_NPROC_MARGIN
+        limits = _limits(memory_mb, cpu, max_output_bytes, nproc)
+        env = _env() if mode == "bwrap" else {**_env(), "HOME": cwd_child, "TMPDIR": cwd_child}
         try:
-            proc.stdin.write((nonce + "\n").encode())
-            proc.stdin.close()
+            runner = subprocess.Popen(runner_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                      cwd=cwd_runner, env=env, pass_fds=runner_fds, start_new_session=True,
+                                      preexec_fn=limits)
+            procs.append(runner)
+            child = subprocess.Popen(child_cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     cwd=cwd_child, env=env, pass_fds=child_fds, start_new_session=True,
+                                     preexec_fn=limits)
+            procs.append(child)
+        except OSError as e:
+            raise CodeSandboxUnavailable(f"could not start the code sandbox ({mode}): {e}") from e
+        finally:
+            if src is not None:
+                src.close()
+        for fd in fds:
+            os.close(fd)
+        fds.clear()
+        _RUNS[mode] += 1
+        try:
+            runner.stdin.write(json.dumps({"tests": list(tests), "per_test_s": per_test_s}).encode())
+            runner.stdin.close()
         except OSError:
             pass
-        buf, timed_out = bytearray(), False
-        deadline = t0 + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select([rfd], [], [], min(left, 0.5))
-            if ready:
-                chunk = os.read(rfd, 65536)
-                if not chunk:
-                    break  # every writer closed: the harness (and anything it spawned) is gone
-                if len(buf) < 1 << 20:
-                    buf += chunk
-        _kill(proc)
-        try:
-            rc = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            rc = None
-        res = _parse(bytes(buf), nonce, len(tests))
+        raw, timed_out = _read_until(runner.stdout.fileno(), t0 + timeout_s)
+        for p in procs:
+            _kill(p)
+        rcs = []
+        for p in procs:
+            try:
+                rcs.append(p.wait(timeout=5))
+            except subprocess.TimeoutExpired:
+                rcs.append(None)
+        res = _parse(raw, n)
         res.timed_out = timed_out and not res.done
-        res.returncode = rc
+        res.returncode = rcs[1] if len(rcs) > 1 else None
         res.wall_s = time.monotonic() - t0
-        res.output_tail = _tail(out_path)
-        res.enforced.update({"namespaces": use_ns, "python_guards": python_guards, "memory_mb": memory_mb,
-                             "cpu_s": cpu, "wall_s": timeout_s, "fsize_bytes": max_output_bytes,
-                             "nproc_in_namespace": nproc if use_ns else None})
+        res.output_tail = _tail(out)
+        res.mode = mode
+        res.runner_log = _tail(err, 4000)
+        if not res.done and not res.timed_out and not raw:
+            res.error = res.error or f"the test runner failed: {_tail(err, 1000).strip()[-500:]}"
+        res.enforced.update({"mode": mode, "memory_mb": memory_mb, "cpu_s": cpu, "wall_s": timeout_s,
+                             "fsize_bytes": max_output_bytes, "disk_bytes": disk if mode == "bwrap" else None,
+                             "processes": 1 if mode == "bwrap" else nproc,
+                             "network": "none" if mode == "bwrap" else "python guards only"})
         return res
     finally:
-        for fd in (rfd, wfd):
-            if fd >= 0:
-                os.close(fd)
-        _rmtree(work)
+        for p in procs:
+            if p.poll() is None:
+                _kill(p)
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+            for s in (p.stdin, p.stdout):
+                if s is not None:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+        for fd in fds:
+            os.close(fd)
+        out.close()
+        err.close()
+        if work:
+            _rmtree(work)
+
+
+def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
+    buf = bytearray()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return bytes(buf), True
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return bytes(buf), False
+            if len(buf) < 1 << 20:
+                buf += chunk
+            if buf.endswith(b"done\n"):
+                return bytes(buf), False
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    """SIGKILL the child's process group (with namespaces, killing unshare kills the PID namespace)."""
+    """SIGKILL the process group (bwrap: the PID namespace dies with it, --die-with-parent)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def _tail(path: str, n: int = 4000) -> str:
+def _tail(f, n: int = 4000) -> str:
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - n))
-            return f.read().decode("utf-8", "replace")
-    except OSError:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - n))
+        return f.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
         return ""
 
 
@@ -248,20 +484,12 @@ def _rmtree(path: str) -> None:
     shutil.rmtree(path, onerror=fix)
 
 
-def _parse(raw: bytes, nonce: str, n_tests: int) -> SandboxResult:
+def _parse(raw: bytes, n_tests: int) -> SandboxResult:
     passed = [False] * n_tests
-    loaded, done, error, enforced = False, False, None, {}
+    loaded, done, error = False, False, None
     for line in raw.decode("utf-8", "replace").splitlines():
-        if not line.startswith(nonce + " "):
-            continue
-        parts = line[len(nonce) + 1:].split(" ", 1)
-        kind, rest = parts[0], (parts[1] if len(parts) > 1 else "")
-        if kind == "probe":
-            try:
-                enforced = json.loads(rest)
-            except ValueError:
-                pass
-        elif kind == "loaded":
+        kind, _, rest = line.partition(" ")
+        if kind == "loaded":
             loaded = True
         elif kind == "load_error":
             error = f"the program raised {rest} while loading"
@@ -271,4 +499,4 @@ def _parse(raw: bytes, nonce: str, n_tests: int) -> SandboxResult:
                 passed[int(i)] = verdict == "pass"
         elif kind == "done":
             done = True
-    return SandboxResult(passed, loaded, False, None, "", 0.0, enforced, error, done)
+    return SandboxResult(passed, loaded, False, None, "", 0.0, {}, error, done)
