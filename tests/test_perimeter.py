@@ -15,7 +15,8 @@ import urllib.request
 import pytest
 
 from rlsd.config import load_config
-from rlsd.perimeter import Guard, PerimeterError, RefusedConnection, allowed_destinations, guard, step
+from rlsd.perimeter import (Guard, PerimeterError, RefusedConnection, allowed_destinations, guard,
+                            operator_allow_list, step)
 
 PLANTED = ("192.0.2.1", 80)
 
@@ -44,7 +45,8 @@ def test_planted_connection_is_refused_and_reported(tmp_path):
     assert socket.socket.connect is real_connect, "the guard must restore the socket module"
     rec = json.loads(log.read_text())
     assert rec["refused"] == 1 and rec["attempts"] == 1
-    assert rec["log"][0] | {"time": 0} == {"time": 0, "op": "create_connection", "host": "192.0.2.1", "port": 80,
+    # create_connection resolves first: refused at the lookup, before any socket exists
+    assert rec["log"][0] | {"time": 0} == {"time": 0, "op": "getaddrinfo", "host": "192.0.2.1", "port": 80,
                                            "allowed": False, "refused": True, "reason": "not in the allow-list"}
 
 
@@ -55,7 +57,7 @@ def test_refusal_swallowed_by_a_library_still_fails_the_step(tmp_path):
                 urllib.request.urlopen("http://192.0.2.1:8080/upload", timeout=0.2)
             except urllib.error.URLError:
                 pass  # a careless library carries on
-    assert "192.0.2.1:8080" in str(ei.value) and "platform.allow_hosts" in str(ei.value)
+    assert "192.0.2.1:8080" in str(ei.value) and "RLSD_EGRESS_ALLOW" in str(ei.value)
 
 
 def test_raw_socket_connect_is_refused_with_a_clear_error():
@@ -74,14 +76,15 @@ def test_raw_socket_connect_is_refused_with_a_clear_error():
 def test_loopback_is_allowed_and_recorded(tmp_path):
     srv, t = _echo_server()
     port = srv.getsockname()[1]
-    with guard([], mode="strict", log_path=tmp_path / "c.json") as g:
+    with guard(["loopback"], mode="strict", log_path=tmp_path / "c.json") as g:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
             c.sendall(b"ping")
             assert c.recv(16) == b"ping"
     t.join(5)
     srv.close()
     assert g.refused == [] and g.outside == []
-    assert [(e["op"], e["host"], e["port"], e["allowed"]) for e in g.log][:1] == [("create_connection", "127.0.0.1", port, True)]
+    assert [(e["op"], e["host"], e["port"], e["allowed"]) for e in g.log][:2] == [
+        ("getaddrinfo", "127.0.0.1", port, True), ("connect", "127.0.0.1", port, True)]
 
 
 def test_dns_lookup_of_an_outside_name_is_refused_before_the_query():
@@ -94,7 +97,7 @@ def test_dns_lookup_of_an_outside_name_is_refused_before_the_query():
 def test_udp_and_legacy_lookups_are_guarded_too():
     real = (socket.socket.sendto, socket.gethostbyname)
     with pytest.raises(PerimeterError) as ei:
-        with guard([], mode="strict") as g:
+        with guard(["loopback"], mode="strict") as g:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 with pytest.raises(RefusedConnection):
                     s.sendto(b"telemetry", ("192.0.2.1", 8125))  # a statsd-style UDP ping
@@ -109,8 +112,15 @@ def test_udp_and_legacy_lookups_are_guarded_too():
     assert "stopped: 192.0.2.1:8125, metrics.example.com. Allowed: loopback" in str(ei.value)
 
 
+def test_loopback_is_allowed_only_when_the_operator_lists_it():
+    g = Guard(["127.0.0.1:5000"], mode="record")
+    assert g.permits("127.0.0.1", 5000)[0] and g.permits("localhost", 5000)[0]   # a loopback name, the listed port
+    assert not g.permits("127.0.0.1", 5001)[0] and not g.permits("::1", 22)[0]
+    assert Guard(["loopback"]).permits("::1", 22)[0]
+
+
 def test_decisions_host_port_and_record_mode():
-    g = Guard(["minio.rlsd.svc:9000", "mlflow.rlsd.svc", "[fd00::5]:443"], mode="record")
+    g = Guard(["minio.rlsd.svc:9000", "mlflow.rlsd.svc", "[fd00::5]:443", "loopback"], mode="record")
     assert g.permits("minio.rlsd.svc", 9000) == (True, "allow-list")
     assert g.permits("minio.rlsd.svc", 9001)[0] is False      # port pinned
     assert g.permits("MLflow.rlsd.svc", 5000)[0] is True        # any port, case-insensitive
@@ -122,13 +132,18 @@ def test_decisions_host_port_and_record_mode():
         Guard([], mode="lenient")
 
 
-def test_allow_list_comes_from_the_config():
+def test_allow_list_comes_from_the_operator_never_from_the_run(tmp_path):
     cfg = load_config(text="store: {backend: s3, endpoint: 'minio.rlsd.svc:9000'}\n"
                            "tracking: {uri: 'https://mlflow.rlsd.svc/'}\nplatform: {allow_hosts: [pypi.internal]}")
-    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
-    assert allowed_destinations(cfg, env=env) == ["minio.rlsd.svc:9000", "mlflow.rlsd.svc:443", "10.96.0.1:443",
-                                                  "pypi.internal"]
-    assert allowed_destinations(load_config(), env={}) == []  # embedded defaults: local store, sqlite MLflow
+    allow_file = tmp_path / "egress-allow"
+    allow_file.write_text("# set by the operator\nminio.rlsd.svc:9000  # the store\nmlflow.rlsd.svc:443\n")
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443",
+           "RLSD_EGRESS_ALLOW": "loopback", "RLSD_EGRESS_ALLOW_FILE": str(allow_file)}
+    assert allowed_destinations(cfg, env=env) == ["loopback", "minio.rlsd.svc:9000", "mlflow.rlsd.svc:443",
+                                                  "10.96.0.1:443"]  # pypi.internal (a run parameter) is not in it
+    none = {"RLSD_EGRESS_ALLOW_FILE": str(tmp_path / "absent")}
+    assert operator_allow_list(none) == ["loopback"]  # a laptop: this machine only
+    assert allowed_destinations(cfg, env=none) == ["loopback"]  # whatever the config names
 
 
 def test_step_sets_offline_switches_and_guards(tmp_path, monkeypatch):

@@ -411,8 +411,9 @@ class PlatformConfig:
     # Network guard around every step: strict refuses destinations outside the allow-list and
     # fails the step; record only logs them; off disables the guard (not for production).
     perimeter: Literal["strict", "record", "off"] = "strict"
-    # Extra allowed destinations, "host" or "host:port" (store, tracking server, cluster API and
-    # loopback are allowed automatically).
+    # Destinations this run expects to reach, "host" or "host:port". They do NOT widen the egress
+    # allow-list: that comes only from the operator (RLSD_EGRESS_ALLOW / RLSD_EGRESS_ALLOW_FILE, see
+    # rlsd.perimeter); a step whose hosts here (or store.endpoint, tracking.uri) lie outside it is refused.
     allow_hosts: tuple[str, ...] = ()
     # Scheduled retraining: skip training when ingest found fewer new verified tickets than this.
     min_new_tickets: int = 1

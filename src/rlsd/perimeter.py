@@ -1,23 +1,54 @@
-"""The perimeter: no data leaves the network, and every attempt to do so is on record.
+"""The perimeter: no data leaves the network, and every attempt this process tree makes is on record.
 
 Two layers run around every pipeline step (``step()``):
 
 1. ``rlsd.offline.apply()``: hub, telemetry and analytics switches off (transformers, datasets,
    MLflow, Great Expectations) before any of them is imported.
-2. An in-process network guard (``guard()``) that patches ``socket.socket.connect`` /
-   ``connect_ex`` / ``sendto`` (UDP), ``socket.create_connection`` and the name lookups
-   ``socket.getaddrinfo`` / ``gethostbyname`` / ``gethostbyname_ex``. Every outbound attempt
-   is recorded; a destination outside the allow-list (store endpoint, tracking server, cluster
-   API, loopback, ``platform.allow_hosts``) is refused *before* any packet is sent (and before a
-   DNS query names it). In ``strict`` mode the step then fails with a message naming each refused
-   destination, even when a library caught the socket error and carried on; ``record`` mode only
-   logs; ``off`` disables the guard. The connection log is written as JSON (an artifact per step).
+2. An in-process egress guard (``guard()``). The hard boundary on a cluster is the NetworkPolicies in
+   manifests/ (default-deny egress, allowed only to the listed services); this guard makes an attempt
+   visible, refuses it before the packet is sent and fails the step that made it.
 
-Limits, said plainly: the guard covers Python code in this process (all of urllib3, requests,
-httpx, minio, mlflow and boto go through these calls); child processes (the DeepSpeed launcher's
-workers) get the environment switches but not the guard, and C extensions that open sockets
-themselves bypass it. On a cluster the NetworkPolicies in manifests/ are the hard boundary; this
-guard makes a leak visible and fails the run that caused it.
+**The allow-list comes only from the operator**, never from run parameters: ``RLSD_EGRESS_ALLOW``
+(entries separated by commas or spaces) and the file named by ``RLSD_EGRESS_ALLOW_FILE`` (default
+``/etc/rlsd/egress-allow``, one entry a line, ``#`` comments), both set in the pod spec, plus the cluster
+API (``KUBERNETES_SERVICE_HOST``, set by the kubelet). An entry is ``host``, ``host:port`` or
+``loopback``. With none of them set (a laptop) the list is ``loopback``. The run's own destinations
+(``store.endpoint``, ``tracking.uri``, ``platform.allow_hosts``), which anyone launching a run from the UI
+can set, no longer widen it: a step whose config names a destination outside it is refused at once, with
+a message naming the field.
+
+What the guard covers (Python 3.8+ audit hooks, ``sys.addaudithook``, one per process, installed once):
+
+- every ``socket.connect`` / ``connect_ex``, ``sendto`` and ``sendmsg`` with an address, and the resolvers
+  ``getaddrinfo``, ``gethostbyname(_ex)``, ``gethostbyaddr`` and ``getnameinfo``, *at the ``_socket``
+  level*: the events are raised by the C module, so ``_socket.socket().connect(...)``, a socket opened
+  before the guard was installed, and any library that skips the ``socket`` module's Python wrappers are
+  all seen. Refused before the packet (or the DNS query) leaves, with ``RefusedConnection`` (an OSError).
+- every thread: the hook is process-wide while a block is open; threads started inside a block and still
+  alive when it closes stay under that block's policy (refused and appended to its log) for their life.
+- Python child processes: inside a block the environment carries ``RLSD_EGRESS_CHILD`` (mode, allow-list,
+  a shared log file) and a ``sitecustomize`` bootstrap on ``PYTHONPATH``; every Python child that reads its
+  environment and imports ``site`` (subprocess, multiprocessing spawn/forkserver, the DeepSpeed launcher's
+  workers, their children) installs the same guard and appends its attempts to the shared file; forked
+  children inherit the hook directly. When the block closes the children's lines are merged into the
+  step's log (with their pid) and, in strict mode, **any refused attempt anywhere fails the step**.
+- the log also records every child process started (``subprocess.Popen``, ``os.system``, ``os.exec*``,
+  ``os.posix_spawn``, ``os.spawn*``) with ``guarded: false`` where the guard cannot follow it.
+
+What an in-process guard **cannot** cover, said plainly (the NetworkPolicies enforce these):
+
+- code that calls the C library itself: ``ctypes`` / ``cffi`` calls to ``connect()``, C extensions and
+  native threads that open sockets without going through CPython's ``_socket``;
+- non-Python programs (``os.system("curl ...")``, any binary started by subprocess) and Python children
+  started with ``-I``, ``-E`` or ``-S`` or with a cleaned environment (the rlsd verifiers' children run
+  ``-I -S``: the code sandbox refuses sockets itself and runs in a network namespace where the host
+  allows it; the SQL child only talks to SQLite) -- their starts are logged, their traffic is not;
+- connections already open before the block (a ``send`` on them raises no event);
+- threads started inside a block and attempts after it ends: refused and logged, but the step has
+  already returned, so they cannot fail it.
+
+An empty connection log therefore means "no Python code in this process tree tried", not "no data
+left the network"; only the NetworkPolicies (and their flow logs) say the latter.
 """
 
 from __future__ import annotations
@@ -27,17 +58,27 @@ import ipaddress
 import json
 import os
 import socket
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from rlsd import offline
-from rlsd.config import RLSDConfig, load_config
+
+if TYPE_CHECKING:
+    from rlsd.config import RLSDConfig
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", ""}
+ALLOW_ENV = "RLSD_EGRESS_ALLOW"
+ALLOW_FILE_ENV = "RLSD_EGRESS_ALLOW_FILE"
+DEFAULT_ALLOW_FILE = "/etc/rlsd/egress-allow"
+CHILD_ENV = "RLSD_EGRESS_CHILD"
+BOOTSTRAP_DIR = str(Path(__file__).with_name("_egress_boot"))
+_HOSTNAME = socket.gethostname().lower()
 
 
 class PerimeterError(RuntimeError):
@@ -45,12 +86,12 @@ class PerimeterError(RuntimeError):
 
 
 class RefusedConnection(ConnectionRefusedError):
-    """Raised inside the patched socket call; an OSError so callers treat it as a network error."""
+    """Raised inside the audited socket call; an OSError so callers treat it as a network error."""
 
 
 def _is_loopback(host: str) -> bool:
     h = host.strip("[]").lower()
-    if h in LOOPBACK_NAMES or h == socket.gethostname().lower():  # this machine's own name
+    if h in LOOPBACK_NAMES or h == _HOSTNAME:  # this machine's own name
         return True
     try:
         return ipaddress.ip_address(h.split("%")[0]).is_loopback
@@ -78,44 +119,83 @@ def _split_hostport(entry: str) -> tuple[str, int | None]:
     return e.lower(), None  # a bare name or a bare IPv6 address
 
 
-def allowed_destinations(cfg: RLSDConfig, env: dict[str, str] | None = None) -> list[str]:
-    """The run's allow-list: store endpoint, tracking server, cluster API and ``platform.allow_hosts``.
+# ----------------------------------------------------------------------------------------------
+# The allow-list: the operator's, and what a run names
+# ----------------------------------------------------------------------------------------------
 
-    >>> from rlsd.config import load_config
-    >>> allowed_destinations(load_config(text="store: {backend: s3, endpoint: 'minio:9000'}"), env={})
-    ['minio:9000']
+
+def operator_allow_list(env: Mapping[str, str] | None = None) -> list[str]:
+    """The platform's allow-list, set by the operator: ``RLSD_EGRESS_ALLOW``, the allow file, the cluster API.
+
+    >>> operator_allow_list({"RLSD_EGRESS_ALLOW": "loopback, minio.rlsd.svc:9000", "RLSD_EGRESS_ALLOW_FILE": "/nonexistent"})
+    ['loopback', 'minio.rlsd.svc:9000']
+    >>> operator_allow_list({"RLSD_EGRESS_ALLOW_FILE": "/nonexistent"})
+    ['loopback']
     """
     env = os.environ if env is None else env
     out: list[str] = []
-    if cfg.store.backend == "s3":
-        out.append(cfg.store.endpoint)
-    if cfg.tracking.enabled and urlsplit(cfg.tracking.uri).scheme in ("http", "https"):
-        u = urlsplit(cfg.tracking.uri)
-        out.append(f"{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}")
+    configured = False
+    if env.get(ALLOW_ENV) is not None:
+        configured = True
+        out += env[ALLOW_ENV].replace(",", " ").split()
+    f = Path(env.get(ALLOW_FILE_ENV) or DEFAULT_ALLOW_FILE)
+    if f.is_file():
+        configured = True
+        for line in f.read_text(encoding="utf-8").splitlines():
+            out += line.split("#", 1)[0].replace(",", " ").split()
     if env.get("KUBERNETES_SERVICE_HOST"):
         out.append(f"{env['KUBERNETES_SERVICE_HOST']}:{env.get('KUBERNETES_SERVICE_PORT', '443')}")
-    out.extend(cfg.platform.allow_hosts)
+    return out if configured else ["loopback", *out]
+
+
+def run_destinations(cfg: RLSDConfig) -> list[tuple[str, str]]:
+    """(field, destination) pairs a run's config names: they must lie inside the operator's allow-list."""
+    out: list[tuple[str, str]] = []
+    if cfg.store.backend == "s3":
+        out.append(("store.endpoint", cfg.store.endpoint))
+    if cfg.tracking.enabled and urlsplit(cfg.tracking.uri).scheme in ("http", "https"):
+        out.append(("tracking.uri", cfg.tracking.uri))
+    out += [("platform.allow_hosts", h) for h in cfg.platform.allow_hosts]
     return out
 
 
+def allowed_destinations(cfg: RLSDConfig | None = None, env: Mapping[str, str] | None = None) -> list[str]:
+    """The allow-list a step runs under: the operator's only (``cfg`` is accepted and ignored, on purpose)."""
+    return operator_allow_list(env)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decisions and the log
+# ----------------------------------------------------------------------------------------------
+
+
 class Guard:
-    """Decides and records. ``allow`` entries are 'host' (any port) or 'host:port'."""
+    """Decides and records. ``allow`` entries are 'host' (any port), 'host:port' or 'loopback'."""
 
     def __init__(self, allow: Iterable[str], mode: str = "strict"):
         if mode not in ("strict", "record", "off"):
             raise ValueError(f"perimeter mode must be strict | record | off, got {mode!r}")
         self.mode = mode
-        self.allow = [_split_hostport(a) for a in allow]
+        self.allow_entries = [a.strip() for a in allow if a.strip()]
+        self.allow = [_split_hostport(a) for a in self.allow_entries if a.lower() != "loopback"]
+        self.loopback = any(a.lower() == "loopback" for a in self.allow_entries)
         self.resolved: set[str] = set()  # IPs returned by getaddrinfo for an allowed name
         self.log: list[dict[str, Any]] = []
+        self.pid = os.getpid()
+        self.child_log: str | None = None   # the file Python children (and forks) append their attempts to
+        self.log_path: str | Path | None = None
+        self.closed = False
         self._lock = threading.Lock()
 
     def permits(self, host: str, port: int | None) -> tuple[bool, str]:
         h = (host or "").strip("[]").lower()
-        if _is_loopback(h):
+        loop = _is_loopback(h)
+        if loop and self.loopback:
             return True, "loopback"
         for ah, ap in self.allow:
-            if ah == h and (ap is None or port in (None, 0) or ap == port):
+            same = ah == h or (loop and _is_loopback(ah) and ah not in LOOPBACK_NAMES | {_HOSTNAME} and
+                               h in LOOPBACK_NAMES | {_HOSTNAME})
+            if same and (ap is None or port in (None, 0) or ap == port):
                 return True, "allow-list"
         if h in self.resolved:
             return True, "resolved from an allowed name"
@@ -124,124 +204,287 @@ class Guard:
     def check(self, op: str, host: str, port: int | None) -> None:
         ok, why = self.permits(host, port)
         refused = not ok and self.mode == "strict"
-        with self._lock:
-            self.log.append({"time": round(time.time(), 3), "op": op, "host": host, "port": port,
-                             "allowed": ok, "refused": refused, "reason": why})
+        self.record({"op": op, "host": host, "port": port, "allowed": ok, "refused": refused, "reason": why})
         if refused:
             raise RefusedConnection(f"rlsd perimeter: {op} of {_dest(host, port)} refused ({why}); "
-                                    f"allowed: loopback, {', '.join(self._allow_text()) or 'nothing else'}. "
-                                    "Add it to platform.allow_hosts if it is inside your network.")
+                                    f"allowed: {', '.join(self.allow_entries) or 'nothing'}. "
+                                    f"The allow-list is the platform's ({ALLOW_ENV} / {ALLOW_FILE_ENV}), "
+                                    "set by the operator.")
 
-    def _allow_text(self) -> list[str]:
-        return [f"{h}:{p}" if p else h for h, p in self.allow]
+    def record(self, entry: dict[str, Any]) -> None:
+        entry = {"time": round(time.time(), 3), **entry}
+        if os.getpid() != self.pid:  # a forked child: its memory dies with it, the shared file does not
+            entry["pid"] = os.getpid()
+            _append_line(self.child_log, entry)
+            return
+        with self._lock:
+            self.log.append(entry)
+        if self.closed:  # a thread started in the block, acting after it: keep the written log complete
+            entry["after_block"] = True
+            _write(self, self.log_path)
 
     @property
     def refused(self) -> list[dict[str, Any]]:
-        return [e for e in self.log if e["refused"]]
+        return [e for e in self.log if e.get("refused")]
 
     @property
     def outside(self) -> list[dict[str, Any]]:
         """Attempts to leave the allow-list (refused in strict mode, only recorded in record mode)."""
-        return [e for e in self.log if not e["allowed"]]
+        return [e for e in self.log if e.get("allowed") is False]
 
     def summary(self) -> dict[str, Any]:
-        return {"mode": self.mode, "allow": self._allow_text(), "attempts": len(self.log),
-                "outside_allow_list": len(self.outside), "refused": len(self.refused), "log": self.log}
+        with self._lock:
+            log = list(self.log)
+        return {"mode": self.mode, "allow": self.allow_entries, "attempts": sum("allowed" in e for e in log),
+                "outside_allow_list": sum(e.get("allowed") is False for e in log),
+                "refused": sum(bool(e.get("refused")) for e in log),
+                "children_unguarded": sum(e.get("op") == "spawn" and not e.get("guarded") for e in log), "log": log}
+
+
+def _append_line(path: str | None, entry: dict[str, Any]) -> None:
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (json.dumps(entry, default=str) + "\n").encode())  # one write: lines never interleave
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------
+# The audit hook (one per process, installed once, inert while no guard applies)
+# ----------------------------------------------------------------------------------------------
+
+_ACTIVE: list[Guard] = []          # open blocks in this process, innermost last
+# thread ident -> (the block it was started in, its Thread object) once that block has closed. The object
+# tells a reused ident (a later thread, after the first one died) from the thread itself; a raw _thread
+# thread has no object and keeps its ident's binding.
+_LATE: dict[int, tuple[Guard, Any]] = {}
+_CHILD: list[Guard] = []           # in a child process: the guard from RLSD_EGRESS_CHILD
+_BUSY = threading.local()          # re-entrancy: the hook's own work raises no decisions
+_INSTALLED = False
+_INSTALL_LOCK = threading.Lock()
+
+_SPAWN_EVENTS = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+                 "os.forkpty"}
 
 
 def _sockaddr(address: Any) -> tuple[str, int | None] | None:
-    if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[0], str):
-        return address[0], int(address[1])
-    return None  # AF_UNIX paths and the like stay on this machine
+    if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[0], (str, bytes)):
+        h = address[0].decode(errors="replace") if isinstance(address[0], bytes) else address[0]
+        return h, int(address[1]) if isinstance(address[1], int) else None
+    return None  # AF_UNIX paths, netlink and the like stay on this machine
+
+
+def _port(port: Any) -> int | None:
+    if isinstance(port, bytes):
+        port = port.decode(errors="replace")
+    if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
+        return int(port)
+    return None  # None or a service name
+
+
+def _current() -> Guard | None:
+    if _LATE:
+        ident = threading.get_ident()
+        late = _LATE.get(ident)
+        if late is not None:
+            if late[1] is None or late[1] is _thread_object(ident):
+                return late[0]
+            _LATE.pop(ident, None)  # the ident was reused by a thread started after the block
+    if _ACTIVE:
+        return _ACTIVE[-1]
+    return _CHILD[0] if _CHILD else None
+
+
+def _thread_object(ident: int) -> Any:
+    return getattr(threading, "_active", {}).get(ident)
+
+
+def _spawn_entry(event: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    """Is the child going to run the guard? Python, not isolated, with the bootstrap in its environment."""
+    if event == "subprocess.Popen":
+        exe, argv, env = args[0], list(args[1] or []) if not isinstance(args[1], (str, bytes)) else [args[1]], args[3]
+    elif event in ("os.exec", "os.posix_spawn"):
+        exe, argv, env = args[0], list(args[1] or []), args[2] if len(args) > 2 else None
+    elif event == "os.spawn":  # (mode, path, args, env)
+        exe, argv, env = args[1], list(args[2] or []), args[3] if len(args) > 3 else None
+    else:  # os.system(command), os.fork()
+        if event.startswith("os.fork"):
+            return {"op": "spawn", "event": event, "guarded": True, "why": "forked: inherits the hook"}
+        return {"op": "spawn", "event": event, "command": str(args[0])[:200], "guarded": False,
+                "why": "a shell command: not Python, not covered in-process (the NetworkPolicies apply)"}
+    argv = [a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in argv]
+    prog = os.path.basename(str(exe if exe is not None else (argv[0] if argv else "")))
+    python = prog.startswith("python") or (exe is not None and os.path.realpath(str(exe)) == os.path.realpath(sys.executable))
+    flags = "".join(a[1:] for a in argv[1:] if a.startswith("-") and not a.startswith("--") and a not in ("-c", "-m"))
+    envd = None if env is None else {(k.decode() if isinstance(k, bytes) else k): v for k, v in dict(env).items()}
+    if not python:
+        why, ok = "not a Python program: not covered in-process (the NetworkPolicies apply)", False
+    elif any(f in flags for f in "IES"):
+        why, ok = "Python with -I/-E/-S: the bootstrap does not run", False
+    elif envd is not None and CHILD_ENV not in envd:
+        why, ok = "Python with an environment lacking the guard bootstrap", False
+    else:
+        why, ok = "Python: the bootstrap installs the guard", True
+    return {"op": "spawn", "event": event, "command": " ".join(argv)[:200], "guarded": ok, "why": why}
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    if not event.startswith(("socket.", "subprocess.", "os.")):
+        return
+    if getattr(_BUSY, "on", False):
+        return
+    g = _current()
+    if g is None or g.mode == "off":
+        return
+    _BUSY.on = True
+    try:
+        if event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
+            hp = _sockaddr(args[1]) if len(args) > 1 else None
+            if hp is not None:
+                g.check(event[7:], *hp)
+        elif event == "socket.getaddrinfo":
+            host, port = args[0], args[1]
+            if host is not None:
+                name = host.decode(errors="replace") if isinstance(host, bytes) else str(host)
+                g.check("getaddrinfo", name, _port(port))
+        elif event in ("socket.gethostbyname", "socket.gethostbyaddr"):
+            g.check(event[7:], str(args[0]), None)
+        elif event == "socket.getnameinfo":
+            hp = _sockaddr(args[0])
+            if hp is not None:
+                g.check("getnameinfo", *hp)
+        elif event in _SPAWN_EVENTS:
+            g.record(_spawn_entry(event, args))
+    finally:
+        _BUSY.on = False
+
+
+def _install_hook() -> None:
+    global _INSTALLED
+    with _INSTALL_LOCK:
+        if not _INSTALLED:
+            sys.addaudithook(_hook)
+            _INSTALLED = True
+
+
+def _child_bootstrap() -> None:
+    """Run by ``_egress_boot/sitecustomize.py`` in a Python child: the parent's guard, reporting to its file."""
+    spec = json.loads(os.environ[CHILD_ENV])
+    g = Guard(spec["allow"], spec["mode"])
+    g.child_log = spec["log"]
+    g.pid = -1  # never the child's pid: every entry goes to the shared file
+    _CHILD[:] = [g]
+    _install_hook()
+
+
+# ----------------------------------------------------------------------------------------------
+# The block
+# ----------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def guard(allow: Iterable[str], *, mode: str = "strict", log_path: str | Path | None = None) -> Iterator[Guard]:
-    """Patch the socket module for the duration of the block; write the log to ``log_path``.
+    """Guard this process (all threads) and its Python children for the block; write the log to ``log_path``.
 
-    In strict mode, leaving the block raises :class:`PerimeterError` if any attempt was refused.
+    ``allow`` is the operator's list (:func:`operator_allow_list`); include ``loopback`` to allow this
+    machine. In strict mode, leaving the block raises :class:`PerimeterError` if any attempt was refused,
+    here or in a child, even when a library caught the socket error and carried on.
     """
     g = Guard(allow, mode)
+    g.log_path = log_path
     if mode == "off":
         try:
             yield g
         finally:
             _write(g, log_path)
         return
-    orig_connect, orig_connect_ex, orig_sendto = socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto
-    orig_create, orig_gai = socket.create_connection, socket.getaddrinfo
-    orig_ghbn, orig_ghbn_ex = socket.gethostbyname, socket.gethostbyname_ex
-
-    def connect(self: socket.socket, address: Any) -> Any:
-        hp = _sockaddr(address)
-        if hp is not None:
-            g.check("connect", *hp)
-        return orig_connect(self, address)
-
-    def connect_ex(self: socket.socket, address: Any) -> Any:
-        hp = _sockaddr(address)
-        if hp is not None:
-            g.check("connect", *hp)
-        return orig_connect_ex(self, address)
-
-    def sendto(self: socket.socket, data: Any, *args: Any) -> Any:
-        hp = _sockaddr(args[-1]) if args else None  # sendto(data, address) / sendto(data, flags, address)
-        if hp is not None:
-            g.check("sendto", *hp)
-        return orig_sendto(self, data, *args)
-
-    def lookup(orig: Any, op: str) -> Any:
-        def wrapped(name: str) -> Any:
-            g.check(op, name, None)
-            return orig(name)
-        return wrapped
-
-    def create_connection(address: Any, *args: Any, **kwargs: Any) -> Any:
-        g.check("create_connection", str(address[0]), int(address[1]))
-        return orig_create(address, *args, **kwargs)
+    _install_hook()
+    fd, g.child_log = tempfile.mkstemp(prefix="rlsd-egress-", suffix=".jsonl")
+    os.close(fd)
+    saved = {k: os.environ.get(k) for k in (CHILD_ENV, "PYTHONPATH")}
+    os.environ[CHILD_ENV] = json.dumps({"mode": mode, "allow": g.allow_entries, "log": g.child_log})
+    os.environ["PYTHONPATH"] = os.pathsep.join([BOOTSTRAP_DIR, *([saved["PYTHONPATH"]] if saved["PYTHONPATH"] else [])])
+    orig_gai = socket.getaddrinfo
 
     def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        infos = orig_gai(host, port, *args, **kwargs)  # the hook has decided on the name already
         name = host.decode() if isinstance(host, bytes) else (host or "")
-        p = int(port) if isinstance(port, int) or (isinstance(port, str) and port.isdigit()) else None
-        g.check("getaddrinfo", name, p)
-        infos = orig_gai(host, port, *args, **kwargs)
-        with g._lock:
-            g.resolved.update(str(i[4][0]).lower() for i in infos)
+        if g.permits(name, None)[0] and not _is_loopback(name):
+            with g._lock:
+                g.resolved.update(str(i[4][0]).lower() for i in infos)
         return infos
 
-    socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto = connect, connect_ex, sendto  # type: ignore[method-assign]
-    socket.create_connection, socket.getaddrinfo = create_connection, getaddrinfo  # type: ignore[assignment]
-    socket.gethostbyname = lookup(orig_ghbn, "gethostbyname")  # type: ignore[assignment]
-    socket.gethostbyname_ex = lookup(orig_ghbn_ex, "gethostbyname_ex")  # type: ignore[assignment]
+    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+    before = set(sys._current_frames())
+    _ACTIVE.append(g)
     try:
         yield g
+    except PerimeterError:
+        raise
     except Exception as exc:  # a library may have wrapped the refusal: say what really happened
+        _close(g, before, saved, orig_gai)
         if g.refused:
             raise PerimeterError(_message(g)) from exc
         raise
     else:
-        if g.refused:  # refused, but swallowed by a caller that carried on
+        _close(g, before, saved, orig_gai)
+        if g.refused:  # refused, but swallowed by a caller that carried on (or refused in a child)
             raise PerimeterError(_message(g))
     finally:
-        socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto = (  # type: ignore[method-assign]
-            orig_connect, orig_connect_ex, orig_sendto)
-        socket.create_connection, socket.getaddrinfo = orig_create, orig_gai  # type: ignore[assignment]
-        socket.gethostbyname, socket.gethostbyname_ex = orig_ghbn, orig_ghbn_ex  # type: ignore[assignment]
+        if not g.closed:
+            _close(g, before, saved, orig_gai)
         _write(g, log_path)
+
+
+def _close(g: Guard, before: set[int], saved: dict[str, str | None], orig_gai: Any) -> None:
+    if g.closed:
+        return
+    if g in _ACTIVE:
+        _ACTIVE.remove(g)
+    socket.getaddrinfo = orig_gai  # type: ignore[assignment]
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    for ident in set(sys._current_frames()) - before:  # started in the block, still running
+        _LATE[ident] = (g, _thread_object(ident))
+    for ident in [i for i in _LATE if i not in sys._current_frames()]:  # dead since: forget them
+        _LATE.pop(ident, None)
+    if g.child_log:
+        try:
+            lines = Path(g.child_log).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            lines = []
+        for ln in lines:
+            try:
+                g.log.append({**json.loads(ln), "child": True})
+            except ValueError:
+                continue
+        with contextlib.suppress(OSError):
+            os.unlink(g.child_log)
+        g.child_log = None
+    g.closed = True
 
 
 def _message(g: Guard) -> str:
     dests = sorted({_dest(e["host"], e["port"]) for e in g.refused})
+    kids = sum(1 for e in g.refused if e.get("child"))
     return (f"rlsd perimeter (strict): this step tried to reach {len(dests)} destination(s) outside the "
-            f"allow-list and was stopped: {', '.join(dests)}. Allowed: loopback, {', '.join(g._allow_text()) or '-'}. "
-            "If a destination is inside your network add it to platform.allow_hosts; otherwise find what "
-            "calls out (the connection log lists every attempt).")
+            f"allow-list and was stopped: {', '.join(dests)}"
+            f"{f' ({kids} attempt(s) from child processes)' if kids else ''}. "
+            f"Allowed: {', '.join(g.allow_entries) or '-'}. The allow-list is the platform's ({ALLOW_ENV} / "
+            f"{ALLOW_FILE_ENV}, set by the operator); find what calls out (the connection log lists every attempt).")
 
 
 def _write(g: Guard, log_path: str | Path | None) -> None:
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(log_path).write_text(json.dumps(g.summary(), indent=2), encoding="utf-8")
+        tmp = Path(str(log_path) + ".tmp")
+        tmp.write_text(json.dumps(g.summary(), indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, log_path)
 
 
 def overrides_from(params: Mapping[str, Any]) -> list[str]:
@@ -251,6 +494,23 @@ def overrides_from(params: Mapping[str, Any]) -> list[str]:
     ['store.endpoint="minio:9000"', 'train.steps=3']
     """
     return [f"{k}={json.dumps(v)}" for k, v in params.items() if v is not None and v != ""]
+
+
+def check_run_destinations(g: Guard, cfg: RLSDConfig) -> None:
+    """Refuse (strict) or record a config that names a destination outside the operator's allow-list."""
+    for field, dest in run_destinations(cfg):
+        host, port = _split_hostport(dest)
+        ok, _ = g.permits(host, port)
+        if ok:
+            continue
+        g.record({"op": "config", "field": field, "host": host, "port": port, "allowed": False,
+                  "refused": g.mode == "strict", "reason": "a run parameter names a host outside the allow-list"})
+        if g.mode == "strict":
+            raise PerimeterError(
+                f"rlsd perimeter (strict): {field} names {_dest(host, port)}, which is outside the platform "
+                f"allow-list ({', '.join(g.allow_entries) or '-'}). Run parameters cannot widen it: ask the "
+                f"operator to add it to {ALLOW_ENV} or the allow file ({ALLOW_FILE_ENV}), or point {field} at "
+                "an allowed service.")
 
 
 @contextlib.contextmanager
@@ -264,7 +524,11 @@ def step(config_yaml: str, params: Mapping[str, Any] | None = None, *,
     ...     cfg.train.steps
     2
     """
+    from rlsd.config import load_config
+
     offline.apply()
     cfg = load_config(text=config_yaml, overrides=overrides_from(params or {}))
-    with guard(allowed_destinations(cfg), mode=cfg.platform.perimeter, log_path=log_path):
+    with guard(operator_allow_list(), mode=cfg.platform.perimeter, log_path=log_path) as g:
+        if g.mode != "off":
+            check_run_destinations(g, cfg)
         yield cfg

@@ -28,6 +28,13 @@ from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 CONFIG = "store: {backend: s3, endpoint: 'minio.rlsd.svc:9000', bucket: rlsd}\ntrain: {steps: 7}\n"
 
 
+@pytest.fixture(autouse=True)
+def _operator_allow_list(monkeypatch):
+    """The platform's egress allow-list, as the operator sets it in the pod spec: run parameters (the store
+    endpoints below) must lie inside it; they no longer widen it (rlsd.perimeter)."""
+    monkeypatch.setenv("RLSD_EGRESS_ALLOW", "loopback minio.rlsd.svc:9000 minio.prod:9000")
+
+
 class Recorder:
     def __init__(self, result):
         self.result, self.calls = result, []
@@ -75,7 +82,9 @@ def test_ingest(tmp_path, monkeypatch):
     assert out == 12 and snap.metadata["snapshot_id"] == "snap-20260101-0001"
     assert json.loads(Path(snap.path).read_text())["manuals"] == 3
     log = connection_log(conn)
-    assert log["mode"] == "strict" and log["refused"] == 0 and log["allow"] == ["minio.prod:9000"]
+    # the operator's list, not the run's endpoint
+    assert log["mode"] == "strict" and log["refused"] == 0 and log["allow"] == ["loopback", "minio.rlsd.svc:9000",
+                                                                               "minio.prod:9000"]
 
 
 def test_validate_logs_numeric_results(tmp_path, monkeypatch):

@@ -1,0 +1,1 @@
+"""Holds the sitecustomize bootstrap of rlsd.perimeter (this folder goes on a guarded child's PYTHONPATH)."""
