@@ -53,10 +53,8 @@ def test_dockerfile_pins_agree_non_root_and_offline(dockerfile):
     # every package==version written in the Dockerfile agrees with pyproject
     for name, version in re.findall(r"\b([A-Za-z][\w.-]*)==([\w.+]+)", text):
         assert canonicalize_name(name) in reqs and reqs[canonicalize_name(name)].specifier.contains(version), name
-    assert "pip install -r /tmp/requirements.txt" in text and "pip install --no-deps ." in text
-    # base image pinned to a tag
-    base = next(i for i in instructions if i.startswith("FROM ")).split()[1]
-    assert ":" in base and not base.endswith(":latest"), base
+    assert "pip install --no-deps ." in text
+    _assert_constrained_and_by_digest(text, instructions)
     # non-root: the last USER is a non-zero uid and comes after the last RUN
     users = [i for i, ins in enumerate(instructions) if ins.startswith("USER ")]
     runs = [i for i, ins in enumerate(instructions) if ins.startswith("RUN ")]
@@ -68,11 +66,41 @@ def test_dockerfile_pins_agree_non_root_and_offline(dockerfile):
     assert env["PIP_INDEX_URL"] == ""  # no package index reachable at run time
 
 
+def _assert_constrained_and_by_digest(text, instructions):
+    """Every package install goes through requirements/constraints.txt (torch comes by its exact pin from
+    its own index); the base image is a build argument that must carry a digest."""
+    assert "COPY requirements/constraints.txt /tmp/constraints" in text
+    installs = re.findall(r"pip install ([^&\n]*)", " ".join(instructions))
+    for args in installs:
+        if "--no-deps ." in args or args.strip().endswith("torch==2.13.0"):
+            continue
+        assert "-c /tmp/constraints.txt" in args, args
+    assert any("-r /tmp/requirements" in a for a in installs) or "mlflow==" in text
+    assert instructions[instructions.index(next(i for i in instructions if i.startswith("FROM ")))] == \
+        "FROM ${BASE_IMAGE}"
+    assert 'case "${BASE_IMAGE}" in *@sha256:*) ;; *)' in text and "exit 1" in text  # a tag alone fails the build
+
+
+def test_trainer_image_prebuilds_deepspeed_ops_for_a100_and_h100():
+    text = (REPO / "containers" / "Dockerfile.train").read_text()
+    arch = re.search(r'TORCH_CUDA_ARCH_LIST="([^"]+)"', text).group(1).split(";")
+    assert {"8.0", "9.0"} <= set(arch)
+    build = text[text.index('TORCH_CUDA_ARCH_LIST='):]
+    build = build[:build.index("\n    && python")]
+    for op in ("DS_BUILD_FUSED_ADAM=1", "DS_BUILD_CPU_ADAM=1"):
+        assert op in build and "pip install --no-build-isolation" in build and "deepspeed==" in build, op
+
+
 def test_mlflow_server_image_uses_the_project_mlflow():
     text = (REPO / "containers" / "Dockerfile.mlflow").read_text()
     pins = {canonicalize_name(n): v for n, v in re.findall(r"\b([A-Za-z][\w.-]*)==([\w.+]+)", text)}
     assert pins["mlflow"] == image_pins()["mlflow"]
-    assert set(pins) == {"mlflow", "psycopg2-binary", "boto3"}  # only the server's own extras besides mlflow
+    assert set(pins) == {"mlflow", "psycopg2-binary", "boto3", "flask-wtf"}  # the server's own extras besides mlflow
+    constraints = dict(line.split("==", 1) for line in (REPO / "requirements" / "constraints.txt").read_text().split()
+                       if "==" in line)
+    assert pins["flask-wtf"] == constraints["flask-wtf"]  # the basic-auth app the tests start
+    instructions = [re.sub(r"\\\n\s*", " ", b).strip() for b in re.split(r"\n(?=[A-Z]+ )", text) if b.strip()]
+    _assert_constrained_and_by_digest(text, [i for i in instructions if not i.startswith("#")])
     assert re.search(r"(?m)^USER 1000$", text) and f"-t registry.local/rlsd/mlflow:{pins['mlflow']} ." in text
     manifest = (REPO / "manifests" / "base" / "mlflow.yaml").read_text()
     assert f"image: registry.local/rlsd/mlflow:{pins['mlflow']}" in manifest
