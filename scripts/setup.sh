@@ -4,6 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# bubblewrap: the code verifier's sandbox (rlsd.verifiers.sandbox refuses to run model-written code
+# without it). Installed here where we can (root + apt), else said loudly; CI (CI=true) requires it.
+if ! command -v bwrap >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  if command -v apt-get >/dev/null 2>&1 && { [ -z "$SUDO" ] || sudo -n true 2>/dev/null; }; then
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q bubblewrap >/dev/null; }
+  elif [ "${CI:-}" = true ]; then
+    echo "setup: bubblewrap (bwrap) is required in CI and cannot be installed here (not root or no apt-get)" >&2
+    exit 1
+  else
+    echo "setup: WARNING: bubblewrap (bwrap) is not installed: the code verifier will refuse to run code" \
+      "(install it: sudo apt-get install bubblewrap; or accept weaker isolation: platform.code_sandbox: process)" >&2
+  fi
+fi
 stamp=.venv/.rlsd-installed-$(cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-16)
 if [ -f "$stamp" ]; then exit 0; fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
