@@ -8,21 +8,51 @@ Tickets (JSONL or CSV exports) become **tickets**::
 
     {"id", "created", "updated" (ISO-8601 UTC), "title", "body", "status", "resolution",
      "resolution_verified" (bool), "links" ([section ids]), "answer", "answer_type"
-     ("numeric" | "label" | "json" | ""), "notes" ([what ingest changed: truncation, bad bytes])}
+     ("numeric" | "label" | "json" | ""), "notes" ([what ingest changed: truncation, bad bytes]),
+     "supersedes" (only on a same-time edit: the digest of the version it replaces)}
 
-Every source file reconciles: ``read == stored + quarantined``; each quarantined record carries its
-file, line or row, and a reason. Messy exports are expected: a UTF-8 BOM, CRLF, quoted newlines,
-extra or reordered columns and header aliases (``ticket_id``, ``subject``, ``description``...),
-bytes that are not UTF-8 (replaced by U+FFFD and counted), bodies over ``ingest.max_body_chars``
-(truncated with a note, or quarantined with ``long_body: refuse``), and the same ticket id in
-several exports or already in the store: the latest ``updated`` wins (ties: the later file), the
-others are quarantined as superseded. An update is incremental: a snapshot is the previous one
-plus what this ingest adds; a manual that is ingested again replaces all of its sections.
+The format readers (manuals, JSONL and CSV exports) live in rlsd.data.readers; this module turns what
+they yield into a snapshot.
 
-Redaction (rlsd.data.redact) runs on every text field before anything is hashed or stored,
-including the quarantined raw records.
+**No record lost.** Every source file reconciles, checked in code before anything visible is written:
+records read by the parser == records counted by an independent pass over the file
+(readers.count_records: non-blank lines of a JSONL file; for CSV the record spans of a quote-aware
+splitter that does not use the csv module) == stored + quarantined. A file that does not reconcile fails
+the ingest with IngestError and no manifest is written. Each quarantined record carries its file, line
+or line range, the id when it can be told, the raw text (redacted) and a reason. A stray CSV quote (a
+field that opens a quote that never closes) costs the line range of its own record, quarantined as
+``stray quote``; reading resumes at the next line (readers.csv_spans). Messy exports are expected: a
+UTF-8 BOM, CRLF, quoted newlines, extra or reordered columns and header aliases (``ticket_id``,
+``subject``, ``description``...), bytes that are not UTF-8 (replaced by U+FFFD and counted), bodies over
+``ingest.max_body_chars`` (truncated with a note, or quarantined with ``long_body: refuse``).
 
-Memory is bounded whatever the input size: ticket exports are read one line at a time (a line over
+**Versions by content, not by time alone.** The same ticket id in several exports or already in the
+store: the latest ``updated`` wins (ties: the later file), the others are quarantined as superseded.
+The same id and ``updated`` with other content (compared by the SHA-256 of the normalised record) is an
+edit: with ``ingest.same_time_edit: new_version`` (default) it is stored as a new version whose record
+names the object it replaces (``"supersedes": <digest>``; ingesting the same edit again changes
+nothing), with ``conflict`` it is quarantined as a conflict and the stored version stands. Never
+ignored, never counted as stored when dropped. An update is incremental: a snapshot is the previous
+one plus what this ingest adds; a manual that is ingested again replaces all of its sections.
+
+**Every quarantine on record.** An ingest whose records equal the previous snapshot's (``unchanged``)
+but that quarantined something or skipped a file still writes a snapshot: same index and
+``content_hash``, ``records_unchanged: true``, its own ``quarantine`` chunks and ``skipped`` files, and
+``previous`` set, so every quarantine chunk of every ingest is named by a manifest reachable from
+``refs/latest``. Only an ingest that brings nothing at all writes nothing.
+
+**Manuals folders.** A symlink is followed only when its resolved target lies inside the named folder's
+resolved path; one that leaves it (file or folder) is refused and recorded as a quarantined source of
+format ``symlink``, its target never read. A file with a text suffix whose content is binary (NUL bytes,
+>10% bytes not UTF-8, >10% control characters) is quarantined. Files of an unsupported type found in a
+folder are listed in the manifest (``skipped``: path, SHA-256, bytes).
+
+Redaction (rlsd.data.redact) runs on every text field before anything is hashed or stored: ticket
+bodies, titles, resolutions, answers, statuses and links, section texts and headings, document ids,
+source paths, quarantine reasons and raw text, column names; a ticket id that holds personal data becomes
+a keyed hash. The report and its printed form are built from the redacted values only.
+
+Memory is bounded whatever the input size: ticket exports are read one record at a time (a line over
 ``ingest.max_ticket_line_bytes`` is quarantined, skipped in 1 MiB reads), a manual over
 ``ingest.max_manual_bytes`` is quarantined unread, and objects are written in batches of
 ``FLUSH_BYTES`` / ``FLUSH_OBJECTS`` as files are parsed; what stays in memory is one file's sections, one
