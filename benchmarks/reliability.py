@@ -85,12 +85,13 @@ def data_plane(tmp: Path) -> dict:
     """The figures of issue 18 items 1-5, measured on inputs built here (the same as the tests build)."""
     import random
 
+    from tests.reliability.test_ingest_invariant import _accounted, torn_export
+    from tests.reliability.test_redaction_hostile import PLANTED, TRAPS
+
     from rlsd.config import IngestConfig, load_config
     from rlsd.data.ingest import ingest, load_snapshot
     from rlsd.data.redact import Redactor, luhn_ok
     from rlsd.data.store import LocalStore
-    from tests.reliability.test_ingest_invariant import _accounted, torn_export
-    from tests.reliability.test_redaction_hostile import PLANTED, TRAPS
 
     out: dict = {}
     # 1. the issue's torn export: 4,000 rows under a header, row 2 opens a quote that never closes

@@ -197,6 +197,24 @@ def test_a_count_that_disagrees_with_the_reader_fails_the_ingest(tmp_path, monke
     assert st_.latest() is None
 
 
+def test_a_splitter_that_loses_a_line_fails_the_ingest(tmp_path, monkeypatch):
+    # reader and count share the CSV splitter; a splitter bug that drops a line (so both would agree on one
+    # record fewer) is caught by the count's own check that the spans cover every physical line in order
+    p = torn_export(tmp_path / "e.csv", n=30, stray=(), pii=False)
+    real = readers.csv_spans
+
+    def skips_line_12(*a, **kw):
+        for span in real(*a, **kw):
+            if span.first != 12:
+                yield span
+
+    monkeypatch.setattr(readers, "csv_spans", skips_line_12)
+    st_ = LocalStore(tmp_path / "st")
+    with pytest.raises(IngestError, match=r"not contiguous: lines 13-13 after line 11"):
+        ingest(load_config(), tickets=[p], store=st_)
+    assert st_.latest() is None
+
+
 def test_independent_count_matches_the_reader_on_messy_files(tmp_path):
     p = tmp_path / "m.jsonl"
     p.write_bytes(b"\xef\xbb\xbf{}\n\n  \r\n{\"id\": 1}\n\xff\xfe\nnot json\n" + b"x" * 3000 + b"\n")

@@ -346,8 +346,11 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
                 blobs.update(pending)
                 pending.clear()
                 flush()
-        rep.records = count_records(f, rep.format, cfg.ingest.max_ticket_line_bytes) if rep.format != "unsupported" \
-            else 1
+        try:
+            rep.records = 1 if rep.format == "unsupported" else count_records(f, rep.format,
+                                                                               cfg.ingest.max_ticket_line_bytes)
+        except ValueError as e:
+            raise IngestError(f"{rep.path}: {e}; no snapshot was written") from None
         if bar:
             bar.update()
     if bar:

@@ -684,9 +684,23 @@ def count_records(path: str | Path, fmt: str, limit: int) -> int:
                     line = line[3:]
                 total += bool(decode_text(line)[0].strip())
             return total
-        spans = (s for s in csv_spans(fh, limit, lambda n, b: decode_text(b[3:] if n == 1 and b.startswith(
-            b"\xef\xbb\xbf") else b)[0]) if not s.blank)
-        return max(0, sum(1 for _ in spans) - 1) if fmt == "csv" else 0
+        if fmt != "csv":
+            return 0
+        # every physical line must fall in exactly one span, in order: a splitter that skipped or repeated
+        # a line fails here instead of losing a record quietly
+        records, last = 0, 0
+        for span in csv_spans(fh, limit, lambda n, b: decode_text(b[3:] if n == 1 and b.startswith(
+                b"\xef\xbb\xbf") else b)[0]):
+            if span.first != last + 1 or span.last < span.first:
+                raise ValueError(f"CSV record spans are not contiguous: lines {span.first}-{span.last} after line "
+                                 f"{last} (a bug in rlsd's CSV splitter)")
+            last = span.last
+            records += not span.blank
+        fh.seek(0)
+        lines = sum(1 for _ in _iter_lines(fh, limit))
+        if last != lines:
+            raise ValueError(f"CSV record spans cover {last} of {lines} lines (a bug in rlsd's CSV splitter)")
+        return max(0, records - 1)
 
 
 def _id_hint(header: list[str], lines: list[str] | None) -> str:
