@@ -246,6 +246,7 @@ def test_an_edit_that_keeps_updated_at_becomes_a_new_version_with_lineage(tmp_pa
     # the same edit again: nothing new (the stored version is this content plus its lineage)
     r3 = ingest(load_config(), tickets=[b], store=st_)
     assert r3["unchanged"] and not r3["snapshot_written"] and r3["counts"]["same_time_edits"] == 0
+    assert r3["objects_written"] == 0
     assert r1["snapshot_id"] != r2["snapshot_id"] == r3["snapshot_id"]
 
 

@@ -371,8 +371,10 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
                 held.pop("supersedes", None)
                 if sha256(canonical_json(held)) == d:
                     rep.stored += 1  # the stored version is this content plus its lineage
+                    pending.pop(d, None)
                     continue
                 if same_time_edit == "conflict":
+                    pending.pop(d, None)
                     refuse(rep, where, tid, f"conflict: {tid!r} has the same updated time {updated} as the stored "
                                             "version but other content (ingest.same_time_edit=conflict; give the "
                                             "edit a newer updated time)")
