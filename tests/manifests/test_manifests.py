@@ -328,7 +328,19 @@ def test_manifests_agree_with_the_config_and_the_trainjob():
     runtime = by_kind(objs, "TrainingRuntime")["rlsd-torch-distributed"]
     pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["node"]  # the container a TrainJob patches
-    cfg = load_config(text="platform: {nodes: 2, gpus_per_node: 4, runtime: rlsd-torch-distributed, runtime_kind: TrainingRuntime}")
+    cfg = load_config(text="platform: {nodes: 2, gpus_per_node: 4}")  # the defaults name the project's runtime
     job = cluster.trainjob_spec(cfg, name="rlsd-x", config_path="/workspace/c.yaml", output_dir="/workspace/o")
     cluster.validate_trainjob(job, CRDS["TrainJob"])
     assert job["spec"]["runtimeRef"]["name"] in by_kind(objs, "TrainingRuntime")
+    assert job["spec"]["runtimeRef"]["kind"] == "TrainingRuntime"
+    # the TrainJob's pod patch names the runtime's container and service account
+    patch = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    assert patch["name"] == runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["name"]
+    assert patch["template"]["spec"]["template"]["spec"]["serviceAccountName"] in by_kind(objs, "ServiceAccount")
+    # the MLflow user the steps and TrainJobs read is the one the server bootstraps
+    mlflow = by_kind(objs, "Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"][0]
+    admin = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mlflow["env"] if e["name"].startswith("MLFLOW_AUTH_ADMIN")}
+    steps = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in job["spec"]["trainer"]["env"]
+             if e["name"].startswith("MLFLOW_TRACKING_")}
+    assert admin["MLFLOW_AUTH_ADMIN_USERNAME"] == steps["MLFLOW_TRACKING_USERNAME"]
+    assert admin["MLFLOW_AUTH_ADMIN_PASSWORD"] == steps["MLFLOW_TRACKING_PASSWORD"]
