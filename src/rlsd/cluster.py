@@ -235,8 +235,13 @@ def _cel(validator: Any, rules: Any, instance: Any, schema: Any) -> Any:
         check = CEL_RULES.get(r["rule"])
         if check is None:
             yield jsonschema.ValidationError(f"CEL rule not implemented offline (fail closed): {r['rule']}")
-        elif not check(instance):
-            yield jsonschema.ValidationError(f"{r.get('message') or 'failed rule'} ({r['rule']})")
+        else:
+            try:
+                ok = check(instance)
+            except (TypeError, AttributeError):  # a value of the wrong type, reported by its type check too
+                ok = False
+            if not ok:
+                yield jsonschema.ValidationError(f"{r.get('message') or 'failed rule'} ({r['rule']})")
 
 
 def _list_map_keys(validator: Any, keys: Any, instance: Any, schema: Any) -> Any:
