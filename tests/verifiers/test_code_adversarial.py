@@ -422,6 +422,46 @@ def test_no_memory_outside_the_address_space_limit():
     assert run(program) == 0.0
 
 
+def test_raw_process_syscalls_are_refused():
+    """fork, vfork, clone (without CLONE_THREAD) and clone3 called directly, not through the C library."""
+    program = """
+        import ctypes, os, platform
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        calls = {'x86_64': [(57,), (58,), (56, 17, 0, 0, 0, 0)], 'aarch64': [(220, 17, 0, 0, 0, 0)]}[platform.machine()]
+        args = (ctypes.c_ulonglong * 11)(17 << 32)  # struct clone_args with exit_signal = SIGCHLD (little end.)
+        calls.append((435, ctypes.addressof(args), 88))
+        made = []
+        for call in calls:
+            pid = libc.syscall(*call)
+            if pid == 0:
+                os._exit(0)
+            if pid > 0:
+                made.append((call[0], pid))
+        print('made', made)
+        if made:
+            def add(a, b):
+                return a + b
+        """
+    assert run(program) == 0.0
+
+
+def test_a_lost_or_hung_program_fails_the_test_even_if_the_test_catches_everything():
+    tests = ["try:\n    add(2, 3)\nexcept BaseException:\n    pass", "try:\n    add(2, 3)\nexcept:\n    pass"]
+    hang = "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\ndef add(a, b):\n    while True:\n        pass"
+    assert run(hang, tests=tests, per_test_s=0.5, timeout_s=6) == 0.0
+    assert run("import os\ndef add(a, b):\n    os._exit(0)", tests=tests) == 0.0
+    assert run(ADD, tests=tests) == 1.0
+
+
+def test_prints_from_tests_or_modules_are_not_verdicts():
+    r = run_python_tests(ADD, ["print('test 1 pass')\nprint('done')", "assert add(2, 3) == 6",
+                               "import sys\nsys.stdout.write('test 1 pass\\n')"], timeout_s=5)
+    assert r.passed == [True, False, True], r.runner_log
+    r = run_python_tests("import this\nzen = this\n" + ADD, TESTS + ["zen"], timeout_s=5)
+    assert r.passed == [True] * 4 + [False], r.runner_log  # a module the runner will not import is left out
+
+
 def test_fork_bomb_is_contained():
     before = _ps_args().count("_sandbox_child")
     program = """

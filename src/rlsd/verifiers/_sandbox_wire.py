@@ -21,10 +21,8 @@ handle (program side) or is refused (runner side).
 """
 
 import collections
-import datetime
-import decimal
-import fractions
 import json
+import sys
 
 MAX_DEPTH = 64
 MAX_ITEMS = 2_000_000
@@ -96,23 +94,29 @@ def encode(x, make_ref, depth=0, budget=None):
         return {"$ba": bytearray.hex(x)}
     if t is complex:
         return {"$c": [x.real, x.imag]}
-    if t is fractions.Fraction:
+    if t is _loaded("fractions", "Fraction"):
         return {"$fr": [e(x.numerator), e(x.denominator)]}
-    if t is decimal.Decimal:
+    if t is _loaded("decimal", "Decimal"):
         return {"$dec": str(x)}
     if t is range:
         return {"$r": [e(x.start), e(x.stop), e(x.step)]}
     if t is collections.deque:
         return {"$dq": [[e(v) for v in x], x.maxlen]}
-    if t is datetime.timedelta:
+    if t is _loaded("datetime", "timedelta"):
         return {"$dt": ["timedelta", [x.days, x.seconds, x.microseconds]]}
-    if t is datetime.datetime and x.tzinfo is None:
+    if t is _loaded("datetime", "datetime") and x.tzinfo is None:
         return {"$dt": ["datetime", [x.year, x.month, x.day, x.hour, x.minute, x.second, x.microsecond]]}
-    if t is datetime.date:
+    if t is _loaded("datetime", "date"):
         return {"$dt": ["date", [x.year, x.month, x.day]]}
-    if t is datetime.time and x.tzinfo is None:
+    if t is _loaded("datetime", "time") and x.tzinfo is None:
         return {"$dt": ["time", [x.hour, x.minute, x.second, x.microsecond]]}
     return _ref_or_raise(x, make_ref)
+
+
+def _loaded(module, name):
+    """A class of a module only if that module is already imported (none of its objects exist otherwise):
+    keeps fractions, decimal and datetime out of every sandbox's start-up."""
+    return getattr(sys.modules.get(module), name, None)
 
 
 def _is_enum(t):
@@ -127,7 +131,6 @@ def _ref_or_raise(x, make_ref):
 
 _FACTORIES = (int, list, set, dict, str, float, tuple, frozenset)
 _FACTORY_BY_NAME = {f.__name__: f for f in _FACTORIES}
-_DT = {"timedelta": datetime.timedelta, "datetime": datetime.datetime, "date": datetime.date, "time": datetime.time}
 _NT_CACHE = {}
 
 
@@ -171,17 +174,25 @@ def decode(v, resolve, depth=0):
     if "$c" in v:
         return complex(float(v["$c"][0]), float(v["$c"][1]))
     if "$fr" in v:
-        return fractions.Fraction(d(v["$fr"][0]), d(v["$fr"][1]))
+        from fractions import Fraction
+
+        return Fraction(d(v["$fr"][0]), d(v["$fr"][1]))
     if "$dec" in v:
-        return decimal.Decimal(str(v["$dec"]))
+        from decimal import Decimal
+
+        return Decimal(str(v["$dec"]))
     if "$r" in v:
         return range(*(d(w) for w in v["$r"]))
     if "$dq" in v:
         items, maxlen = v["$dq"]
         return collections.deque((d(w) for w in items), maxlen if type(maxlen) is int else None)
     if "$dt" in v:
+        import datetime
+
         kind, args = v["$dt"]
-        return _DT[kind](*[int(a) for a in args])
+        cls = {"timedelta": datetime.timedelta, "datetime": datetime.datetime, "date": datetime.date,
+               "time": datetime.time}[kind]
+        return cls(*[int(a) for a in args])
     if "$nt" in v:
         name, fields, vals = v["$nt"]
         key = (str(name), tuple(str(f) for f in fields))

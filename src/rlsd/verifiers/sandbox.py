@@ -36,9 +36,10 @@ Landlock (PyPI bindings exist) restricts files only, not network, PIDs or signal
   so the C library falls back to clone): one process, threads only. With it no shell, no setsid
   child, no fork bomb; memory (RLIMIT_AS, ``memory_mb``) and CPU (RLIMIT_CPU) limits are per process,
   hence totals. The filter also refuses the memory that RLIMIT_AS does not count (System V shared
-  memory and message queues, POSIX message queues, memfd). ``--die-with-parent`` and a process-group
-  SIGKILL at the wall-clock limit end it; a PID namespace dies with its first process, so nothing
-  outlives the call.
+  memory and message queues, POSIX message queues, memfd), kernel keyrings, ptrace, perf, bpf,
+  userfaultfd and io_uring (whose operations seccomp cannot see). ``--die-with-parent`` and a
+  process-group SIGKILL at the wall-clock limit end it; a PID namespace dies with its first process,
+  so nothing outlives the call.
 
 Fail closed: when bwrap is missing or does not work here (:func:`bwrap_problem`), the verifier
 refuses with :class:`CodeSandboxUnavailable` unless the operator chose the weaker mode
@@ -125,10 +126,12 @@ def sandbox_stats() -> dict[str, int]:
 # The bubblewrap sandbox: runtime tree, seccomp filter, probe
 # ------------------------------------------------------------------------------------------------
 
-_ARCH = {  # machine -> (AUDIT_ARCH, clone, clone3, refused: fork, vfork, shmget, shmat, shmctl, msgget,
-    #                      mq_open, memfd_create; x32 bit)
-    "x86_64": (0xC000003E, 56, 435, (57, 58, 29, 30, 31, 68, 240, 319), 0x40000000),
-    "aarch64": (0xC00000B7, 220, 435, (194, 196, 195, 186, 180, 279), 0),
+_ARCH = {  # machine -> (AUDIT_ARCH, clone, clone3, refused system calls, x32 bit). Refused: fork, vfork;
+    # shmget, shmat, shmctl, msgget, mq_open, memfd_create; add_key, request_key, keyctl; ptrace,
+    # perf_event_open, bpf, userfaultfd, io_uring_setup.
+    "x86_64": (0xC000003E, 56, 435, (57, 58, 29, 30, 31, 68, 240, 319, 248, 249, 250, 101, 298, 321, 323, 425),
+               0x40000000),
+    "aarch64": (0xC00000B7, 220, 435, (194, 196, 195, 186, 180, 279, 217, 218, 219, 117, 241, 280, 282, 425), 0),
 }
 
 
