@@ -2,6 +2,11 @@
 
 Every command takes the same ``--config`` / ``--set`` overrides; each one is a thin call into the
 library. Heavy modules are imported only by the command that needs them.
+
+Failures end in one line on stderr (``rlsd <command>: <what went wrong>``) and a non-zero exit: 2 for a
+bad command line or config, 1 for anything else (a missing or unreadable input, an unknown snapshot, an
+existing file where a folder is written, a store or registry that does not answer), 130 when
+interrupted. ``--debug`` (or ``RLSD_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from rlsd import offline
@@ -16,6 +22,9 @@ from rlsd.config import ConfigError, RLSDConfig, load_config
 
 
 def _cmd_train(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    for key, value in (("data.train_tasks", cfg.data.train_tasks), ("model.path", cfg.model.path)):
+        if not Path(value).exists():  # say so before the heavy imports and the model load
+            raise UsageError(f"{key} {value!r}: no such file or folder")
     from rlsd.train import train
 
     summary = train(cfg, output_dir=args.output)
@@ -182,6 +191,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="override one config value (repeatable), e.g. --set train.steps=3")
     p.add_argument("--output", help="output folder (overrides the recipe's)")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of a failure")
 
 
 def _cmd_push(cfg: RLSDConfig, args: argparse.Namespace) -> int:
@@ -275,16 +285,97 @@ def _strip_launcher_args(argv: list[str]) -> list[str]:
     return out
 
 
+class UsageError(Exception):
+    """A command-line value the command cannot use (a missing input, a file where a folder goes)."""
+
+
+# Arguments that name inputs which must exist before any work starts: (dest, kind) with kind file | dir | any.
+_INPUTS: dict[str, list[tuple[str, str]]] = {
+    "ingest": [("manuals", "any"), ("tickets", "any")],
+    "evaluate": [("candidate", "any"), ("baseline", "any"), ("tasks", "file")],
+    "validate": [("tasks", "dir")],
+    "register": [("model", "dir"), ("evaluation", "file")],
+    "promote": [("evaluation", "file")],
+    "push": [("folder", "dir")],
+    "track": [("output", "dir")],
+}
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    for dest, kind in _INPUTS.get(args.command, []):
+        values = getattr(args, dest, None)
+        for v in values if isinstance(values, list) else [values]:
+            if v is None:
+                continue
+            flag = "--" + dest.replace("_", "-")
+            p = Path(v)
+            if not p.exists():
+                raise UsageError(f"{flag} {v!r}: no such file or folder")
+            if kind == "file" and not p.is_file():
+                raise UsageError(f"{flag} {v!r} is {'a folder' if p.is_dir() else 'not a regular file'}; give a file")
+            if kind == "dir" and not p.is_dir():
+                raise UsageError(f"{flag} {v!r} is a file; give a folder")
+            if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
+                raise UsageError(f"{flag} {v!r}: permission denied")
+    out = getattr(args, "output", None)
+    if out and args.command != "track" and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--output {out!r} is an existing file; --output names a folder (give a new or existing folder)")
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _describe(exc: BaseException) -> str:
+    """One line that says what went wrong, for the failures a user can meet and fix."""
+    name = type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror and getattr(exc, "filename", None) is not None:
+        return f"{exc.strerror}: {exc.filename!r}"
+    if isinstance(exc, (ConnectionError, TimeoutError)) or any(w in name for w in ("Connection", "Timeout", "MaxRetry")):
+        return f"cannot reach a server ({name}: {_one_line(exc, 300)}); is that server up and reachable?"
+    if type(exc).__module__.startswith("mlflow"):
+        return f"tracking / registry error ({name}): {_one_line(exc, 300)}"
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return f"{_one_line(text)}" if text.strip() else name
+
+
 def main(argv: list[str] | None = None) -> int:
     offline.apply()
     parser, handlers = build_parser()
     args = parser.parse_args(_strip_launcher_args(sys.argv[1:] if argv is None else argv))
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("RLSD_DEBUG", "") not in ("", "0")
+    if argv is None and not debug and not sys.warnoptions:  # libraries' deprecation notices are not the user's business
+        import warnings
+
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
     try:
         cfg = load_config(args.config, args.set)
     except ConfigError as e:
-        print(f"rlsd {args.command}: config error: {e}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"rlsd {args.command}: config error: {_one_line(e)}", file=sys.stderr)
         return 2
-    return handlers[args.command](cfg, args)
+    try:
+        _check_inputs(args)
+        return handlers[args.command](cfg, args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"rlsd {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except UsageError as e:
+        if debug:
+            raise
+        print(f"rlsd {args.command}: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # every failure a user can meet ends in one line; --debug shows the traceback
+        if debug:
+            raise
+        kind = "config error: " if isinstance(e, ConfigError) else ""
+        print(f"rlsd {args.command}: {kind}{_describe(e)} (--debug shows the traceback)", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
 
 
 if __name__ == "__main__":
