@@ -243,6 +243,20 @@ def test_bwrap_that_does_not_work_is_refused(monkeypatch, tmp_path):
         run_python_tests("def add(a, b): return a + b", TESTS)
 
 
+@requires_bwrap
+def test_a_broken_sandbox_is_no_verdict(monkeypatch, tmp_path):
+    """When the runner itself never reports, the score is None (cannot verify), not a 0 for the program."""
+    import shutil
+
+    for f in ("_sandbox_child.py", "_sandbox_wire.py", "_sandbox_guards.py"):
+        shutil.copy(sandbox._HERE / f, tmp_path / f)
+    (tmp_path / "_sandbox_runner.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.setattr(sandbox, "_HERE", tmp_path)
+    r = run_python_tests("def add(a, b): return a + b", TESTS, timeout_s=5)
+    assert r.sandbox_failed and r.passed == [False] * 4
+    assert score(task(), fence("def add(a, b): return a + b")) is None
+
+
 def test_seccomp_filter_layout():
     """Hand-assembled BPF: 8-byte instructions, every jump inside the program, ends in returns."""
     import struct

@@ -2,15 +2,17 @@
 
 The program is the last ```python (or unlabelled) fenced block of the completion, else the stated
 answer (tag / answer line, itself possibly fenced). ``verifier_args``:
-- ``tests``: a list of Python snippets (or one string), each run after the program in a copy of its
-  globals; a snippet passes when it runs without raising (typically ``assert f(2) == 4``);
+- ``tests``: a list of Python snippets (or one string), each run by the trusted runner with the
+  program's top-level names bound (as plain data, or handles to its objects); a snippet passes when
+  it runs without raising (typically ``assert f(2) == 4``);
 - ``all_or_nothing`` (default false): score = fraction of tests passed (default) or 1/0;
 - ``timeout_s`` (10), ``per_test_s`` (time limit per test, default 0 = none), ``memory_mb`` (512).
 Each test's verdict is decided by a trusted runner outside the program's process, and the program
 runs in a bubblewrap sandbox (rlsd.verifiers.sandbox says what is enforced and why). None when the
-task has no tests; 0 when no program is found or it fails to load. Where the sandbox cannot run,
-the verifier raises CodeSandboxUnavailable (it never runs code unconfined) unless the operator chose
-the weaker process isolation (``platform.code_sandbox: process``).
+task has no tests or the sandbox broke before the runner reported; 0 when no program is found or it
+fails to load. Where the sandbox cannot run, the verifier raises CodeSandboxUnavailable (it never
+runs code unconfined) unless the operator chose the weaker process isolation
+(``platform.code_sandbox: process``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def python_code(completion: str, task: Task) -> float | None:
         return 0.0
     res = run_python_tests(code, tests, timeout_s=float(args.get("timeout_s", 10.0)),
                            per_test_s=float(args.get("per_test_s", 0.0)), memory_mb=int(args.get("memory_mb", 512)))
+    if res.sandbox_failed:
+        return None  # the sandbox broke before any verdict: not the program's fault, not a 0
     if args.get("all_or_nothing", False):
         return 1.0 if all(res.passed) else 0.0
     return res.fraction_passed

@@ -19,7 +19,10 @@ decides (how its own objects compare with each other) and what cannot cross (lam
 
 Isolation: bubblewrap (mode ``"bwrap"``, the default). Why bwrap: it is a small, maintained,
 audited tool (Flatpak's sandbox) packaged by Debian (``apt-get install bubblewrap``) that works
-unprivileged wherever user namespaces do -- pods included, unless the runtime forbids them. nsjail
+unprivileged wherever user namespaces do. In a pod that takes a node that allows unprivileged user
+namespaces and a seccomp profile that lets the pod create one (Docker's and containerd's default
+profiles refuse it to unprivileged containers); where either is missing the probe fails and the
+verifier refuses, as below. nsjail
 is not packaged by Debian 12 and needs a build; gVisor needs a runtime the pod does not choose;
 Landlock (PyPI bindings exist) restricts files only, not network, PIDs or signals, and needs a
 5.13+ kernel with the LSM enabled. Each of the two processes gets its own ``bwrap`` with:
@@ -98,6 +101,7 @@ class SandboxResult:
     done: bool = False  # the runner reported the end of the test list
     mode: str = ""  # "bwrap" or "process": which isolation ran
     runner_log: str = ""  # the trusted runner's notes: why each failing test failed
+    sandbox_failed: bool = False  # the runner never reported (the sandbox itself broke): no verdict at all
 
     @property
     def fraction_passed(self) -> float:
@@ -413,6 +417,7 @@ def run_python_tests(code: str, tests: list[str], *, timeout_s: float = 10.0, pe
         res.mode = mode
         res.runner_log = _tail(err, 4000)
         if not res.done and not res.timed_out and not raw:
+            res.sandbox_failed = True
             res.error = res.error or f"the test runner failed: {_tail(err, 1000).strip()[-500:]}"
         res.enforced.update({"mode": mode, "memory_mb": memory_mb, "cpu_s": cpu, "wall_s": timeout_s,
                              "fsize_bytes": max_output_bytes, "disk_bytes": disk if mode == "bwrap" else None,
