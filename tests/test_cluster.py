@@ -88,6 +88,19 @@ def test_embedded_core_types_round_trip_through_the_kubernetes_client_models():
     assert api.sanitize_for_serialization(obj) == obj
 
 
+@pytest.mark.parametrize("algorithm", ["grpo", "rlsd", "opsd", "grpo_opsd"])
+@pytest.mark.parametrize("nodes, gpus", [(2, 0), (2, 1), (3, 8), (16, 4)])
+@pytest.mark.parametrize("runtime", ["runtime: rlsd-torch-distributed",
+                                     "runtime: torch-distributed, runtime_kind: ClusterTrainingRuntime"])
+def test_every_generated_trainjob_validates_strictly(algorithm, nodes, gpus, runtime):
+    cfg = load_config(text=f"platform: {{nodes: {nodes}, gpus_per_node: {gpus}, {runtime}}}\n"
+                           f"algorithm: {{name: {algorithm}}}\n")
+    name = cluster.job_name(cfg, salt="tasks")
+    cluster.validate_trainjob(cluster.trainjob_spec(cfg, name=name, config_path=f"/workspace/{name}/config.yaml",
+                                                    output_dir=f"/workspace/{name}/output"), CRD)
+    cluster.validate_trainjob(__import__("yaml").safe_load(cluster.render(cfg)), CRD)
+
+
 def test_cpu_spec_has_no_gpu_request_and_still_validates():
     _, obj = spec("platform: {nodes: 2}")
     cluster.validate_trainjob(obj, CRD)

@@ -29,6 +29,7 @@ submitted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -260,6 +261,12 @@ def _list_map_keys(validator: Any, keys: Any, instance: Any, schema: Any) -> Any
 def crd_validator(crd_path: str | Path, version: str = VERSION) -> Any:
     """A validator for one version of a vendored CRD: strict structural schema, the root metadata
     as ObjectMeta, list-map keys unique, and the create-time CEL rules (see CEL_RULES)."""
+    path = Path(crd_path).resolve()
+    return _crd_validator(str(path), path.stat().st_mtime_ns, version)
+
+
+@functools.lru_cache(maxsize=8)
+def _crd_validator(crd_path: str, mtime_ns: int, version: str) -> Any:
     import jsonschema
 
     crd = yaml.safe_load(Path(crd_path).read_text(encoding="utf-8"))
