@@ -234,6 +234,9 @@ def main() -> int:
             print(v["tail"])
     if a.json:
         Path(a.json).write_text(json.dumps({"results": results, "hostile": hostile, "load": load, "data_plane": dp}, indent=1))
+    from benchmarks._perimeter_figures import report as perimeter_report  # issue 18 items 6-9
+
+    perimeter_report()
     return 1 if failed else 0
 
 

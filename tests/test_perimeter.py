@@ -15,8 +15,15 @@ import urllib.request
 import pytest
 
 from rlsd.config import load_config
-from rlsd.perimeter import (Guard, PerimeterError, RefusedConnection, allowed_destinations, guard,
-                            operator_allow_list, step)
+from rlsd.perimeter import (
+    Guard,
+    PerimeterError,
+    RefusedConnection,
+    allowed_destinations,
+    guard,
+    operator_allow_list,
+    step,
+)
 
 PLANTED = ("192.0.2.1", 80)
 

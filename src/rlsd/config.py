@@ -30,7 +30,6 @@ from typing import Any, Literal
 
 import yaml
 
-
 MAX_CONFIG_BYTES = 1_000_000   # a recipe is a few KB; anything near this is not a recipe
 MAX_MESSAGE_CHARS = 600
 MAX_YAML_DEPTH = 32

@@ -5,8 +5,8 @@ expected failure; stderr is exactly one line that names the command and the prob
 from __future__ import annotations
 
 import os
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
