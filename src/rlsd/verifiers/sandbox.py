@@ -226,8 +226,38 @@ def _bwrap_cmd(bwrap: str, exe: str, disk_bytes: int, seccomp_fd: int, extra: li
     cmd += ["--dev", "/dev", "--remount-ro", "/dev", "--proc", "/proc", "--size", str(disk_bytes), "--tmpfs", "/box"]
     for f in _FILES:
         cmd += ["--ro-bind", str(_HERE / f), f"/rlsd/{f}"]
+    pyc = _compiled(str(_HERE))
+    if pyc:
+        cmd += ["--ro-bind", pyc, "/rlsd/__pycache__"]
     cmd += [*extra, "--remount-ro", "/", "--chdir", "/box", "--seccomp", str(seccomp_fd), exe, "-I", "-S", "-B", "-u", *py_args]
     return cmd
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled(here: str) -> str | None:
+    """The harness files compiled once per process (unchecked-hash .pyc in a private folder bound
+    at /rlsd/__pycache__): each sandbox then starts without compiling them (about 40 ms less on a
+    busy 2-core machine). None (compile in the sandbox) if that fails."""
+    import atexit
+    import importlib.util
+    import py_compile
+
+    d = tempfile.mkdtemp(prefix="rlsd-sbx-pyc-")
+    atexit.register(shutil.rmtree, d, True)
+    try:
+        for f in _FILES:
+            cfile = os.path.join(d, os.path.basename(importlib.util.cache_from_source(f)))
+            py_compile.compile(os.path.join(here, f), cfile=cfile, doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        os.chmod(d, 0o755)
+        return d
+    except (OSError, py_compile.PyCompileError):
+        return None
+
+
+def _bootstrap(module: str) -> list[str]:
+    """python -c arguments that import a harness module (from its .pyc) and run its main()."""
+    return ["-c", f"import sys; sys.path.insert(0, '/rlsd'); import {module}; {module}.main()"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -357,8 +387,9 @@ def run_python_tests(code: str, tests: list[str], *, timeout_s: float = 10.0, pe
             f_child, f_runner = _filter_fd(), _filter_fd()
             fds += [f_child, f_runner]
             child_cmd = _bwrap_cmd(BWRAP, exe, disk, f_child, ["--file", str(src.fileno()), "/box/solution.py"],
-                                   ["/rlsd/_sandbox_child.py", str(req_r), str(resp_w), "/box/solution.py", per, "0"])
-            runner_cmd = _bwrap_cmd(BWRAP, exe, disk, f_runner, [], ["/rlsd/_sandbox_runner.py", str(req_w), str(resp_r)])
+                                   [*_bootstrap("_sandbox_child"), str(req_r), str(resp_w), "/box/solution.py", per, "0"])
+            runner_cmd = _bwrap_cmd(BWRAP, exe, disk, f_runner, [],
+                                    [*_bootstrap("_sandbox_runner"), str(req_w), str(resp_r)])
             child_fds, runner_fds = (req_r, resp_w, f_child, src.fileno()), (req_w, resp_r, f_runner)
             cwd_child = cwd_runner = None
             nproc = None
