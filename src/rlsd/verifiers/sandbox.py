@@ -44,6 +44,10 @@ Landlock (PyPI bindings exist) restricts files only, not network, PIDs or signal
   process-group SIGKILL at the wall-clock limit end it; a PID namespace dies with its first process,
   so nothing outlives the call.
 
+Where the trainer runs as root, the sandbox's user is root outside its namespace (bwrap maps the
+caller's uid): file access still stops at the read-only runtime tree, and it is the PID namespace
+that keeps its signals in (test_cannot_kill_the_parent). The images run as uid 1000.
+
 Fail closed: when bwrap is missing or does not work here (:func:`bwrap_problem`), the verifier
 refuses with :class:`CodeSandboxUnavailable` unless the operator chose the weaker mode
 ``"process"`` (``platform.code_sandbox: process`` in the recipe, which ``load_config`` exports as
