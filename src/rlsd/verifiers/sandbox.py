@@ -18,14 +18,15 @@ always-true ``__eq__`` fails ``assert f(1) == 2``); see _sandbox_runner.py for w
 decides (how its own objects compare with each other) and what cannot cross (lambdas).
 
 Isolation: bubblewrap (mode ``"bwrap"``, the default). Why bwrap: it is a small, maintained,
-audited tool (Flatpak's sandbox) packaged by Debian (``apt-get install bubblewrap``) that works
-unprivileged wherever user namespaces do. In a pod that takes a node that allows unprivileged user
-namespaces and a seccomp profile that lets the pod create one (Docker's and containerd's default
-profiles refuse it to unprivileged containers); where either is missing the probe fails and the
-verifier refuses, as below. nsjail
-is not packaged by Debian 12 and needs a build; gVisor needs a runtime the pod does not choose;
-Landlock (PyPI bindings exist) restricts files only, not network, PIDs or signals, and needs a
-5.13+ kernel with the LSM enabled. Each of the two processes gets its own ``bwrap`` with:
+audited tool (Flatpak's sandbox) packaged by Debian (``apt-get install bubblewrap``, 0.8.0 in Debian
+12) that works unprivileged wherever user namespaces do. The alternatives checked: nsjail is not in
+Debian 12 (a source build); gVisor is a container runtime the pod does not choose; Landlock restricts
+files only (not network, PIDs or signals), needs a 5.13+ kernel with the LSM on, and its PyPI
+bindings are a pre-release (``landlock`` 1.0.0.dev5) or young (landlockpy 0.2, py-landlock 0.1). In a pod,
+bwrap needs a node that allows unprivileged user namespaces and a seccomp profile that lets the pod
+create one (Docker's and containerd's default profiles refuse it to unprivileged containers); where
+either is missing the probe fails and the verifier refuses, as below. Each of the two processes gets
+its own ``bwrap`` with:
 
 - new user, PID, network, IPC, UTS and cgroup namespaces, ``--disable-userns``, all capabilities
   dropped: no network at all (only a loopback of its own), no other process visible, so no signal
