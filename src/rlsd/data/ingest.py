@@ -257,8 +257,8 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
 
     def refuse(rep: SourceReport, where: str, tid: str, reason: str) -> None:
         rep.quarantined += 1
-        rep.reasons[_reason_key(reason)] += 1
         rec, counts = quarantine_entry(redactor, rep.path, where, tid, reason)
+        rep.reasons[_reason_key(rec["reason"])] += 1
         rep.redactions.update(counts)
         quarantined.append(rec)
 

@@ -313,8 +313,8 @@ def parse_manual(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, doc
     def quarantine(reason: str, where: str = "file") -> tuple[list, list, SourceReport]:
         rep.read += 1
         rep.quarantined += 1
-        rep.reasons[redactor.redact(_reason_key(reason))[0]] += 1
         rec, counts = quarantine_entry(redactor, rep.path, where, doc_id, reason)
+        rep.reasons[_reason_key(rec["reason"])] += 1
         rep.redactions.update(counts)
         quarantined.append(rec)
         return [], quarantined, rep
@@ -796,14 +796,13 @@ def _iter_raw_tickets(fh: Any, fmt: str, limit: int, rep: SourceReport
 def quarantine_entry(redactor: Redactor, source: str, where: str, rid: str, reason: str, raw: str | None = None
                      ) -> tuple[dict[str, Any], Counter]:
     """A quarantine record with every free-text field redacted: the reason (it may quote a value), the raw
-    text (redacted first, then cut to 2,000 characters, so a secret is never cut in half and left), the id
-    (a keyed hash when it holds personal data) and the source path."""
+    text (redacted first, then cut to 2,000 characters, so a secret is never cut in half and left) and the
+    id (a keyed hash when it holds personal data). ``source`` is the report's path, redacted once per file
+    (SourceReport.path); ``where`` is written by the readers (a line range, a section id of redacted text)."""
     counts: Counter = Counter()
-    rec: dict[str, Any] = {}
-    for k, v, cap in (("source", source, 1000), ("where", where, 200), ("reason", reason, 500)):
-        red, c = redactor.redact(v)
-        counts.update(c)
-        rec[k] = red[:cap]
+    red, c = redactor.redact_repeated(reason)
+    counts.update(c)
+    rec: dict[str, Any] = {"source": source[:1000], "where": where[:200], "reason": red[:500]}
     rid_red, c = redactor.redact_id(rid[:1000]) if rid else ("", Counter())
     counts.update(c)
     rec["id"] = rid_red[:200]
@@ -822,8 +821,8 @@ def iter_tickets(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, rep
 
     def refuse(where: str, rid: str, reason: str, raw: str | None) -> None:
         rep.quarantined += 1
-        rep.reasons[redactor.redact(_reason_key(reason))[0]] += 1
         rec, counts = quarantine_entry(redactor, rep.path, where, rid, reason, raw)
+        rep.reasons[_reason_key(rec["reason"])] += 1
         rep.redactions.update(counts)
         quarantined.append(rec)
 
