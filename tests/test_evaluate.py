@@ -4,6 +4,7 @@ invariants of a real (random) tiny model run end to end."""
 import json
 import math
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,3 +289,81 @@ def test_run_evaluation_without_baseline_and_cli(tiny, tmp_path, monkeypatch):
     assert saved["baseline"] is None and saved["comparison"] is None
     assert not (tmp_path / "o" / "bootstrap.png").exists()
     assert (tmp_path / "o" / "per_type.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# candidate vs baseline on the same tasks, a known difference (issue 21: both models used to score 0,
+# so swapping them passed every test)
+# ----------------------------------------------------------------------------------------------
+
+KNOWN = [Task(id=f"k{i}", prompt=f"Q:{i}+{i}=?\n", privileged_context=str(2 * i), answer=str(2 * i))
+         for i in range(1, 5)]
+# samples that pass per task (n = 4): candidate 4, 3, 2, 1; baseline 2, 2, 2, 0
+# -> per-task pass@1 differences 0.5, 0.25, 0, 0.25: mean +0.25, never negative
+CAND_C, BASE_C = [4, 3, 2, 1], [2, 2, 2, 0]
+CAND_GREEDY, BASE_GREEDY = [True, True, True, True], [True, False, True, False]
+
+
+def _controlled_sampler(monkeypatch, tmp_path):
+    """A real tokenizer; 'models' that are their folder names; a sampler that answers by a fixed table."""
+    from types import SimpleNamespace
+
+    import rlsd.models
+    from rlsd.models import build_tiny_model
+
+    build_tiny_model(tmp_path / "tok")
+    monkeypatch.setattr(rlsd.models, "load_model", lambda path, **kw: SimpleNamespace(name=Path(path).name))
+    monkeypatch.setattr(rlsd.models, "load_tokenizer",
+                        lambda path, _real=rlsd.models.load_tokenizer: _real(tmp_path / "tok"))
+
+    def fake_sample(model, tokenizer, prompts, *, num_samples=1, greedy=False, **kw):
+        texts = []
+        for p in prompts:
+            i = next(j for j, t in enumerate(KNOWN) if p.startswith(t.prompt))
+            ans = KNOWN[i].answer
+            if greedy and "reference solution" in p:
+                texts.append(f"A:{ans}")  # the teacher is always right
+            elif greedy:
+                ok = (CAND_GREEDY if model.name == "cand" else BASE_GREEDY)[i]
+                texts.append(f"A:{ans}" if ok else "A:1000")
+            else:
+                c = (CAND_C if model.name == "cand" else BASE_C)[i]
+                texts.extend([f"A:{ans}"] * c + ["A:1000"] * (num_samples - c))
+        return Rollout(None, None, None, None, texts, None)
+
+    monkeypatch.setattr(rlsd.rollout, "sample", fake_sample)
+
+
+def test_candidate_and_baseline_differ_by_a_known_amount(tmp_path, monkeypatch):
+    _controlled_sampler(monkeypatch, tmp_path)
+    write_tasks(KNOWN, tmp_path / "eval.jsonl")
+    cfg = load_config(overrides=["eval.k=2", "eval.num_samples=4", "eval.bootstrap_samples=300", "eval.seed=5"])
+    res = run_evaluation(cfg, candidate=tmp_path / "cand", baseline=tmp_path / "base",
+                         tasks_path=tmp_path / "eval.jsonl", out_dir=tmp_path / "out")
+    cand, base, comp = res["candidate"], res["baseline"], res["comparison"]
+    assert cand["pass@1"] == pytest.approx((4 + 3 + 2 + 1) / 16) and base["pass@1"] == pytest.approx(6 / 16)
+    assert cand["greedy_pass@1"] == 1.0 and base["greedy_pass@1"] == 0.5
+    assert cand["pass@k"] == pytest.approx(sum(pass_at_k(4, c, 2) for c in CAND_C) / 4)
+    assert base["pass@k"] == pytest.approx(sum(pass_at_k(4, c, 2) for c in BASE_C) / 4)
+    assert cand["teacher_greedy_pass@1"] == 1.0 and cand["k"] == 2
+    assert Path(cand["model"]).name == "cand" and Path(base["model"]).name == "base"
+    assert comp["diff_pass1"] == pytest.approx(0.25) and comp["n_tasks"] == 4
+    # the interval is the bootstrap of exactly these per-task differences, candidate minus baseline
+    want = paired_bootstrap([c / 4 for c in BASE_C], [c / 4 for c in CAND_C], n_boot=300, seed=5)
+    assert (comp["ci_low"], comp["ci_high"]) == (pytest.approx(want["ci_low"]), pytest.approx(want["ci_high"]))
+    assert 0.0 <= comp["ci_low"] < 0.25 < comp["ci_high"] <= 0.5
+    assert res["leakage"]["teacher_student_gap"] == pytest.approx(0.0)
+    saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert saved["comparison"] == pytest.approx(comp)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "per_task.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["id"], r["c"]) for r in rows] == (
+        [("candidate", t.id, c) for t, c in zip(KNOWN, CAND_C)] + [("baseline", t.id, c) for t, c in zip(KNOWN, BASE_C)])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Paired bootstrap over 4 tasks: pass@1 difference +0.250" in md
+    assert "| candidate |" in md and "| baseline |" in md and "0.625" in md and "0.375" in md
+
+    # the same models the other way round: the difference flips sign, and a promotion gate would refuse it
+    swapped = run_evaluation(cfg, candidate=tmp_path / "base", baseline=tmp_path / "cand",
+                             tasks_path=tmp_path / "eval.jsonl", out_dir=tmp_path / "out2")
+    assert swapped["comparison"]["diff_pass1"] == pytest.approx(-0.25)
+    assert swapped["comparison"]["ci_high"] <= 0.0

@@ -321,3 +321,31 @@ def test_training_runs_in_bfloat16_on_the_cpu(setup, tmp_path):
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in rows)
     base, after = _weights(setup[0]), _weights(tmp_path / "final")
     assert any(not torch.equal(base[k].float(), after[k].float()) for k in base)
+
+
+def test_teacher_snapshot_equals_the_policy_exactly_at_the_tenth_optimizer_step(setup, tmp_path):
+    """Default sync_interval 10, five optimizer steps per batch (one update, five epochs): after batch 1
+    (optimizer step 5) the teacher is still the initial model; after batch 2 (step 10, the sync boundary)
+    it is the policy of that moment, weight for weight. A teacher re-synced after step 1 (or after every
+    step, or one step off) fails one of the two."""
+    from rlsd.train import train
+
+    out = tmp_path / "run"
+    train(_cfg(setup, **{"algorithm.name": "rlsd", "train.epochs_per_batch": 5, "train.steps": 3,
+                         "train.checkpoint_every": 1, "train.lr": 3e-3}), output_dir=out)
+    initial = _weights(setup[0])
+
+    def teacher_and_policy(step):
+        ck = out / "checkpoints" / f"step-{step}"
+        teacher = torch.load(ck / "teacher.pt", weights_only=True)
+        policy = torch.load(next(ck.glob("mp_rank_00_model_states.pt")), weights_only=False)["module"]
+        return teacher, policy
+
+    t1, p1 = teacher_and_policy(1)
+    assert all(torch.equal(t1[k], initial[k]) for k in initial if k in t1)
+    assert any(not torch.equal(p1[k].to(t1[k].dtype), t1[k]) for k in t1)  # the policy did move
+    t2, p2 = teacher_and_policy(2)
+    assert set(t2) == set(p2)
+    for k in t2:
+        torch.testing.assert_close(t2[k], p2[k].to(t2[k].dtype), atol=0, rtol=0)
+    assert [r["optimizer_step"] for r in _read(out / "metrics.jsonl")] == [5, 10, 15]

@@ -132,3 +132,49 @@ def test_lambda_schedule():
     assert lambda_schedule(5, warmup_steps=10) == pytest.approx(0.25)
     assert lambda_schedule(10, warmup_steps=10) == 0.5
     assert lambda_schedule(35, warmup_steps=10) == pytest.approx(0.25)
+
+
+def test_eps_keeps_a_near_constant_group_bounded():
+    # rewards 2e-6 and 0: mean 1e-6, unbiased std sqrt(2) * 1e-6; A = 1e-6 / (std + 1e-6) = 1 / (sqrt(2) + 1)
+    a = group_advantages(torch.tensor([2e-6, 0.0]), 2)
+    want = 1 / (math.sqrt(2) + 1)
+    assert a[0].item() == pytest.approx(want, rel=1e-3) and a[1].item() == pytest.approx(-want, rel=1e-3)
+
+
+def test_rlsd_metrics_by_hand():
+    # one sequence A = +1, four tokens with P_T / P_S = 1, 1.1, 1.5, 0.5; eps_w 0.2
+    ratios = [1.0, 1.1, 1.5, 0.5]
+    logps = torch.full((1, 4), -2.0)
+    tlogps = logps + torch.log(torch.tensor([ratios]))
+    _, m = rlsd_token_advantages(torch.tensor([1.0]), logps, tlogps, torch.ones(1, 4), lam=0.5)
+    deltas = [math.log(r) for r in ratios]
+    mean = sum(deltas) / 4
+    assert set(m) == {"delta_mean", "delta_std", "w_mean", "log_w_mean", "w_clipped_mean", "clip_low_frac",
+                      "clip_high_frac"}
+    assert m["delta_mean"] == pytest.approx(mean, abs=1e-6)
+    assert m["delta_std"] == pytest.approx(math.sqrt(sum((d - mean) ** 2 for d in deltas) / 4), rel=1e-5)
+    assert m["w_mean"] == pytest.approx(sum(ratios) / 4, rel=1e-5)
+    assert m["log_w_mean"] == pytest.approx(mean, abs=1e-6)
+    assert m["w_clipped_mean"] == pytest.approx((1.0 + 1.1 + 1.2 + 0.8) / 4, rel=1e-5)
+    assert m["clip_low_frac"] == pytest.approx(0.25) and m["clip_high_frac"] == pytest.approx(0.25)
+
+
+def test_rlsd_clip_fractions_do_not_count_ties():
+    # eps_w = 0: the clip range is [1, 1]; w == 1 exactly (A = 0, or equal log-probs) is inside, not clipped
+    logps = torch.zeros(2, 2)
+    _, m = rlsd_token_advantages(torch.tensor([0.0, 1.0]), logps, logps.clone(), torch.ones(2, 2), lam=0.5, eps_w=0.0)
+    assert m["clip_low_frac"] == 0.0 and m["clip_high_frac"] == 0.0 and m["w_clipped_mean"] == 1.0
+
+
+def test_log_w_is_clamped_at_plus_minus_50():
+    for sign, want in ((1.0, 50.0), (-1.0, -50.0)):
+        got, m = rlsd_token_advantages(torch.tensor([sign]), torch.tensor([[-1e4]]), torch.tensor([[0.0]]),
+                                       torch.ones(1, 1), lam=1.0)
+        assert m["log_w_mean"] == pytest.approx(want) and math.isfinite(m["w_mean"])
+        assert got.item() == pytest.approx(sign * (1.2 if sign > 0 else 0.8))
+
+
+def test_token_advantages_are_float32_whatever_the_mask_dtype():
+    got, _ = rlsd_token_advantages(torch.tensor([1.0]), torch.zeros(1, 2), torch.zeros(1, 2),
+                                   torch.ones(1, 2, dtype=torch.float64), lam=0.5)
+    assert got.dtype == torch.float32
