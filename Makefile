@@ -6,7 +6,7 @@ export OMP_NUM_THREADS := 1
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export DS_ACCELERATOR := cpu
 
-.PHONY: setup demo test test-fast lint pipeline-yaml tiny
+.PHONY: setup demo test test-fast lint pipeline-yaml tiny mutation
 
 setup:
 	@bash scripts/setup.sh
@@ -37,3 +37,10 @@ lint: setup
 
 pipeline-yaml: setup
 	$(VENV)/python -m pipelines.rlsd_pipeline
+
+# Mutation testing (mutmut) of core, verifiers, data, evaluate, registry and the trainer's helpers, one group
+# at a time in a temporary clone of HEAD; writes benchmarks/results/mutation.md. Not part of `make test`.
+# One group: `make mutation GROUPS="core evaluate"`. About an hour on 2 cores for all (benchmarks/README.md).
+mutation: setup
+	@$(VENV)/python -c 'import mutmut' 2>/dev/null || $(VENV)/pip install -q -e '.[mutation]'
+	$(VENV)/python scripts/mutation.py $(GROUPS)

@@ -1,0 +1,237 @@
+"""Mutation testing (mutmut 3) of the modules that pay rewards, guard data and gate promotion (issue 21).
+
+    python scripts/mutation.py [GROUP ...] [--keep]      # `make mutation` runs every group
+
+Each group is run on its own: a temporary ``git clone`` of HEAD (committed code only: the working tree,
+with other people's half-edited files, is never read or written), the group's [tool.mutmut] settings
+written into the clone's pyproject.toml, ``mutmut run`` limited to the group's mutant names, then the
+results read from the clone's mutants/*.meta. Every group writes benchmarks/results/mutation/<group>.json
+(the commit it measured, every mutant's status, each survivor's diff); benchmarks/results/mutation.md is
+rebuilt from all the JSON files, so groups measured on different commits keep their own line.
+
+A survivor is either killed by a new test or listed in EQUIVALENT below with the reason it cannot be
+killed (or is not worth a test); the report shows both. Costs on 2 cores: see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = ROOT / "benchmarks" / "results" / "mutation"
+REPORT = ROOT / "benchmarks" / "results" / "mutation.md"
+MUTMUT = Path(sys.executable).parent / "mutmut"
+
+# Per group: the source mutmut mutates, the tests it runs (its coverage map picks, per mutant, the tests
+# that call the mutated function), and which mutants are run ("names": fnmatch patterns of mutant names;
+# None = all of the source). Kept small enough for 2 cores; the slow end-to-end tests stay out.
+GROUPS: dict[str, dict] = {
+    "core": {
+        "source": ["src/rlsd/core/"],
+        "tests": ["tests/core/"],
+        "names": None,
+    },
+    "evaluate": {
+        "source": ["src/rlsd/evaluate.py"],
+        # the metric arithmetic, leakage and reports on controlled outputs; the random tiny-model runs and
+        # the CLI test are left out (slow, and they pin no value a mutant could change)
+        "tests": ["tests/test_evaluate.py", "-k",
+                  "not greedy_is_deterministic and not run_evaluation_files_and_keys and not without_baseline_and_cli"],
+        "names": None,
+    },
+    "registry": {
+        "source": ["src/rlsd/registry.py"],
+        # gates, the alias choice and the promotion protocol against an in-memory MLflow client; the
+        # MLflow round trips (register, load, _client, _await_ready) are tested against real servers in
+        # tests/test_registry.py and are not mutated here (each mutant would cost a server run)
+        "tests": ["tests/test_registry.py", "tests/test_registry_fake.py", "-k",
+                  "not integration and not embedded_sqlite"],
+        "names": ["rlsd.registry.x__num__*", "rlsd.registry.x_load_evaluation__*",
+                  "rlsd.registry.x_evaluation_tags__*", "rlsd.registry.x__tag_value__*",
+                  "rlsd.registry.x_check_gates__*", "rlsd.registry.x__pass1__*", "rlsd.registry.x__age__*",
+                  "rlsd.registry.x__read_state__*", "rlsd.registry.x__choose__*", "rlsd.registry.x__get_alias__*",
+                  "rlsd.registry.x__unreachable__*", "rlsd.registry.x_promote__*", "rlsd.registry.x__promote__*",
+                  "rlsd.registry.x__record__*", "rlsd.registry.x__set_champion__*"],
+    },
+    "train": {
+        "source": ["src/rlsd/train.py"],
+        # the batching helpers on the toy policy (no model, no DeepSpeed): the loop itself (train()) is
+        # covered end to end by tests/test_train*.py, far too slow to run once per mutant
+        "tests": ["tests/test_train_updates.py", "tests/test_train_helpers.py", "-k",
+                  "not micro_batched and not updates_per_batch_make and not resynced and not bfloat16"],
+        "names": ["rlsd.train.x_left_pad__*", "rlsd.train.x_update_rows__*", "rlsd.train.xǁBatchǁ*",
+                  "rlsd.train.x_logps_pass__*", "rlsd.train.x_policy_update__*", "rlsd.train.x__tasks_for_step__*",
+                  "rlsd.train.x__prompt_order__*", "rlsd.train.x__step_seed__*", "rlsd.train.x__all_reduce__*",
+                  "rlsd.train.x__weighted_mean__*", "rlsd.train.x_teacher_sync_due__*"],
+    },
+    "verifiers": {
+        "source": ["src/rlsd/verifiers/"],
+        "tests": ["tests/verifiers/", "tests/test_mutants_named.py", "-m", "not slow"],
+        "names": None,
+    },
+    "data": {
+        "source": ["src/rlsd/data/ingest.py", "src/rlsd/data/redact.py", "src/rlsd/data/store.py",
+                   "src/rlsd/data/index.py"],
+        "tests": ["tests/data/", "tests/test_mutants_named.py", "-m", "not slow"],
+        "names": None,
+    },
+}
+
+# Survivors that no test should kill, with the reason (mutant name -> reason). A name here that no
+# longer survives is dropped from the report by itself; mutant numbers change when a function changes.
+EQUIVALENT: dict[str, str] = {}
+
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious",
+          36: "timeout", 37: "caught by type check", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout",
+          -11: "segfault", -9: "segfault", None: "not checked"}
+
+
+def _toml_list(xs: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(x, ensure_ascii=False) for x in xs) + "]"
+
+
+def mutmut_table(group: dict) -> str:
+    return "\n".join([
+        "[tool.mutmut]",
+        f"source_paths = {_toml_list(group['source'])}",
+        f"pytest_add_cli_args_test_selection = {_toml_list(group['tests'])}",
+        'also_copy = ["tests/", "src/", "components/", "pipelines/"]',
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]',
+        "",
+    ])
+
+
+def _with_table(pyproject: str, table: str) -> str:
+    """pyproject.toml text with its [tool.mutmut] table replaced by ``table``."""
+    cut = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", pyproject)
+    return cut.rstrip("\n") + "\n\n" + table
+
+
+def run_group(name: str, keep: bool) -> dict:
+    g = GROUPS[name]
+    tmp = Path(tempfile.mkdtemp(prefix=f"rlsd-mutation-{name}-"))
+    repo = tmp / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    pp = repo / "pyproject.toml"
+    pp.write_text(_with_table(pp.read_text(), mutmut_table(g)))
+    log = tmp / "mutmut.log"
+    print(f"[{name}] mutmut on {commit[:10]} in {repo} (log {log})", flush=True)
+    t0 = dt.datetime.now()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    with log.open("w") as f:
+        p = subprocess.Popen([str(MUTMUT), "run", *(g["names"] or [])], cwd=repo, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)
+        for chunk in iter(lambda: p.stdout.read(65536), b""):  # the spinner writes megabytes of \r lines
+            f.write(chunk.replace(b"\r", b"\n").decode(errors="replace"))
+        p.wait()
+    minutes = (dt.datetime.now() - t0).total_seconds() / 60
+    statuses: dict[str, str] = {}
+    for meta in (repo / "mutants").rglob("*.meta"):
+        for key, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if g["names"] is None or any(fnmatch.fnmatch(key, pat) for pat in g["names"]):
+                statuses[key] = STATUS.get(code, "suspicious")
+    survivors = {}
+    for key in sorted(k for k, s in statuses.items() if s not in ("killed", "timeout")):
+        show = subprocess.run([str(MUTMUT), "show", key], cwd=repo, capture_output=True, text=True, env=env)
+        survivors[key] = {"status": statuses[key], "diff": show.stdout.strip()[-2500:]}
+    result = {"group": name, "commit": commit, "measured_at": t0.strftime("%Y-%m-%d %H:%M UTC"),
+              "minutes": round(minutes, 1), "source": g["source"], "tests": g["tests"], "names": g["names"],
+              "mutmut_exit": p.returncode, "counts": _counts(statuses), "survivors": survivors}
+    if p.returncode != 0 or not statuses:
+        print(f"[{name}] mutmut exited {p.returncode}; last lines:\n" + "\n".join(log.read_text().splitlines()[-30:]))
+    if not keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def _counts(statuses: dict[str, str]) -> dict[str, int]:
+    c: dict[str, int] = {}
+    for s in statuses.values():
+        c[s] = c.get(s, 0) + 1
+    return c
+
+
+def _rate(r: dict) -> tuple[int, int, int, float]:
+    c = r["counts"]
+    total = sum(c.values())
+    killed = c.get("killed", 0) + c.get("timeout", 0)
+    tested = total - c.get("skipped", 0)
+    return total, killed, total - killed, (100.0 * killed / tested if tested else 0.0)
+
+
+def write_report() -> None:
+    results = [json.loads(p.read_text()) for p in sorted(OUT_DIR.glob("*.json"))]
+    results.sort(key=lambda r: list(GROUPS).index(r["group"]) if r["group"] in GROUPS else 99)
+    lines = ["# Mutation testing (issue 21)", "",
+             "Written by `scripts/mutation.py` (`make mutation`; mutmut 3). A mutant is a one-token change of the",
+             "code (an operator, a constant, a string, a dropped argument); it is *killed* when a selected test fails.",
+             "Kill rate = (killed + timeout) / mutants. Target: >= 90% per group. Each group is measured on the",
+             "commit named in its row (a clone of HEAD at the time of the run).", "",
+             "| group | commit | measured | minutes | mutants | killed | survived | kill rate | equivalent (explained) "
+             "| kill rate, equivalents set aside |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        total, killed, surv, rate = _rate(r)
+        eq = sum(1 for k in r["survivors"] if k in EQUIVALENT)
+        adj = 100.0 * killed / (total - eq) if total - eq else 0.0
+        lines.append(f"| {r['group']} | `{r['commit'][:10]}` | {r['measured_at']} | {r['minutes']} | {total} | {killed} "
+                     f"| {surv} | {rate:.1f}% | {eq} | {adj:.1f}% |")
+    lines += ["", "Not measured: groups without a row (see benchmarks/README.md for how to run one).", ""]
+    for r in results:
+        lines += [f"## {r['group']}", "",
+                  f"Source: {', '.join('`' + s + '`' for s in r['source'])}. Tests: `{' '.join(r['tests'])}`."]
+        if r["names"]:
+            lines.append("Mutants run: " + ", ".join(f"`{n}`" for n in r["names"]) + ".")
+        lines.append(f"Status counts: {', '.join(f'{k} {v}' for k, v in sorted(r['counts'].items()))}.")
+        lines.append("")
+        if not r["survivors"]:
+            lines += ["No survivors.", ""]
+            continue
+        lines.append("Survivors:")
+        lines.append("")
+        for key, s in r["survivors"].items():
+            why = EQUIVALENT.get(key)
+            lines.append(f"- `{key}` ({s['status']}): " + (f"equivalent: {why}" if why else "**not explained**"))
+            diff = [ln for ln in s["diff"].splitlines() if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))]
+            lines += ["  ```diff"] + [f"  {ln}" for ln in diff[:8]] + ["  ```"]
+        lines.append("")
+    REPORT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {REPORT.relative_to(ROOT)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("groups", nargs="*", help=f"groups to run (default: all): {', '.join(GROUPS)}")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary clone (its mutants/ folder) to inspect")
+    ap.add_argument("--report-only", action="store_true", help="rebuild mutation.md from the saved JSON files")
+    a = ap.parse_args(argv)
+    unknown = [g for g in a.groups if g not in GROUPS]
+    if unknown:
+        ap.error(f"unknown group(s) {unknown}; known: {', '.join(GROUPS)}")
+    if not MUTMUT.exists():
+        ap.error(f"{MUTMUT} not found: pip install -e '.[mutation]' (make mutation does)")
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    if not a.report_only:
+        for name in a.groups or list(GROUPS):
+            r = run_group(name, a.keep)
+            (OUT_DIR / f"{name}.json").write_text(json.dumps(r, indent=1, ensure_ascii=False) + "\n")
+            total, killed, surv, rate = _rate(r)
+            print(f"[{name}] {total} mutants, {killed} killed, {surv} survived: {rate:.1f}% ({r['minutes']} min)")
+    write_report()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

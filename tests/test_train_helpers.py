@@ -1,0 +1,297 @@
+"""The trainer's batching helpers with exact expected values (issue 21: mutation testing of src/rlsd/train.py's
+helpers): padding, the Batch, the per-step data position, the cross-rank means, the teacher's and the
+policy's log-probs on a real tiny model, and one update of every algorithm on a one-vector toy policy."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from rlsd import core
+from rlsd.config import load_config
+from rlsd.tasks import Task
+from tests.test_train_updates import ToyEngine, ToyPolicy
+
+# ---------------------------------------------------------------------------------------------- small helpers
+
+
+def test_left_pad_exact():
+    from rlsd.train import left_pad
+
+    ids, mask = left_pad([[5, 6, 7], [8], []], pad_id=2)
+    assert ids.tolist() == [[5, 6, 7], [2, 2, 8], [2, 2, 2]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+    assert ids.dtype == torch.long and mask.dtype == torch.long
+    ids, mask = left_pad([[9]], pad_id=0)
+    assert ids.tolist() == [[9]] and mask.tolist() == [[1]]
+
+
+def test_batch_starts_with_zero_log_probs_and_nothing_ready():
+    from rlsd.train import Batch
+
+    cm = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    b = Batch(torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long),
+              cm, torch.zeros(2))
+    for t in (b.old_logps, b.teacher_logps):
+        assert t.shape == (2, 3) and t.dtype == torch.float32 and not t.any()
+    assert b.old_logps is not b.teacher_logps
+    assert (b.old_ready, b.teacher_ready) == (False, False)
+    assert b.teacher_prompt_ids is None and b.teacher_prompt_mask is None and b.sampler_logps is None
+
+
+def test_update_rows_uneven_split_drops_the_remainder():
+    from rlsd.train import update_rows
+
+    assert update_rows(10, 3, 1) == [slice(0, 3), slice(3, 6), slice(6, 9)]
+    assert update_rows(6, 3, 2) == [slice(0, 2), slice(2, 4), slice(4, 6)] * 2
+
+
+def test_step_seed_is_pinned():
+    """The seeds of every step's sampling: changing them changes every run (and breaks resuming a run
+    across versions), so the values are pinned."""
+    from rlsd.train import _step_seed
+
+    assert _step_seed(0, 0, 0) == 0
+    assert _step_seed(1, 0, 0) == 1_000_003
+    assert _step_seed(0, 1, 0) == 10_007
+    assert _step_seed(0, 0, 1) == 101
+    assert _step_seed(3, 7, 1003) == (3 * 1_000_003 + 7 * 10_007 + 1003 * 101) % (2**31 - 1)
+    assert _step_seed(5000, 0, 0) == 5000 * 1_000_003 % (2**31 - 1)  # wraps below 2**31 - 1
+
+
+def test_prompt_order_and_tasks_for_step():
+    from rlsd.train import _prompt_order, _tasks_for_step
+
+    assert _prompt_order(5, 0, 0, False) == (0, 1, 2, 3, 4)
+    want = list(range(7))
+    random.Random(3 * 7919 + 2).shuffle(want)
+    assert _prompt_order(7, 3, 2, True) == tuple(want)
+    assert _prompt_order(7, 3, 1, True) != _prompt_order(7, 3, 2, True)  # a new order every epoch
+    tasks = [Task(id=f"t{i}", prompt=f"q{i}", privileged_context="", answer="1") for i in range(5)]
+    ids = lambda ts: [t.id for t in ts]  # noqa: E731
+    assert ids(_tasks_for_step(tasks, 0, 3, 0, False)) == ["t0", "t1", "t2"]
+    assert ids(_tasks_for_step(tasks, 1, 3, 0, False)) == ["t3", "t4", "t0"]  # wraps into epoch 1
+    assert ids(_tasks_for_step(tasks, 2, 3, 0, False)) == ["t1", "t2", "t3"]
+    # shuffled: every epoch visits every task once, in that epoch's order
+    e0, e1 = _prompt_order(5, 9, 0, True), _prompt_order(5, 9, 1, True)
+    steps = [t for s in range(2) for t in ids(_tasks_for_step(tasks, s, 5, 9, True))]
+    assert steps == [f"t{i}" for i in e0] + [f"t{i}" for i in e1]
+
+
+def test_means_over_one_rank():
+    from rlsd.train import _all_reduce, _weighted_mean
+
+    vals = [1.0, 2.5]
+    out = _all_reduce(vals, 1, torch.device("cpu"))
+    assert out == vals and out is not vals
+    assert _weighted_mean({"b": 4.0, "a": 2.0}, 3.0, 1, torch.device("cpu")) == {"a": 2.0, "b": 4.0}
+    assert _weighted_mean({"a": 2.0}, 0.0, 1, torch.device("cpu")) == {"a": 0.0}  # no weight: 0, not NaN
+
+
+def test_weighted_mean_over_ranks(monkeypatch):
+    """Two ranks (the collective faked): rank 0 holds 2.0 with weight 1, rank 1 holds 5.0 with weight 3."""
+    import rlsd.train as T
+
+    def fake_all_reduce(t, *a, **k):
+        t += torch.tensor([5.0 * 3, 3.0], dtype=t.dtype)  # the other rank's value * weight, and weight
+
+    monkeypatch.setattr(T.dist, "all_reduce", fake_all_reduce)
+    assert T._all_reduce([1.0, 2.0], 2, torch.device("cpu")) == [16.0, 5.0]
+    assert T._weighted_mean({"a": 2.0}, 1.0, 2, torch.device("cpu")) == {"a": pytest.approx((2.0 + 15.0) / 4)}
+
+
+# ---------------------------------------------------------------------------------------------- log-probs
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from rlsd.models import build_tiny_model
+
+    model, tok = build_tiny_model(None, hidden_size=32, num_layers=1, num_heads=1, seed=0)
+    return model.eval(), tok
+
+
+def _reference_logps(model, prompt: list[int], completion: list[int]) -> list[float]:
+    """log P(completion[t] | prompt, completion[:t]) from one forward of the unpadded sequence."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + completion])).logits[0].float()
+    lp = torch.log_softmax(logits, -1)
+    return [lp[len(prompt) - 1 + t, c].item() for t, c in enumerate(completion)]
+
+
+@pytest.mark.parametrize("share", [1, 2])
+def test_logps_pass_gives_each_rows_own_log_probs(tiny, share):
+    """Old and teacher log-probs of left-padded rows (two rows per prompt) equal those of each row's unpadded
+    sequence: a first prompt token masked out, a shifted position or a row's prompt mixed up fails."""
+    from rlsd.train import Batch, left_pad, logps_pass
+
+    model, tok = tiny
+    student = [[11, 12, 13], [11, 12, 13], [21], [21]]
+    teacher = [[31, 32, 33, 34, 35], [31, 32, 33, 34, 35], [41, 42], [41, 42]]
+    comp = torch.tensor([[50, 51, 52], [53, 54, 55], [56, 57, 58], [59, 60, 61]])
+    cmask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 0, 0]])
+    p_ids, p_mask = left_pad(student, tok.pad_token_id)
+    t_ids, t_mask = left_pad(teacher, tok.pad_token_id)
+    b = Batch(p_ids, p_mask, comp, cmask, torch.zeros(4))
+    b.teacher_prompt_ids, b.teacher_prompt_mask = t_ids, t_mask
+    logps_pass(b, model, model, micro=2, temperature=1.0, share=share, old=True, teacher_too=True)
+    assert b.old_ready and b.teacher_ready
+    for i in range(4):
+        n = int(cmask[i].sum())
+        want_old = _reference_logps(model, student[i], comp[i, :n].tolist())
+        want_teacher = _reference_logps(model, teacher[i], comp[i, :n].tolist())
+        assert b.old_logps[i, :n].tolist() == pytest.approx(want_old, abs=1e-4)
+        assert b.teacher_logps[i, :n].tolist() == pytest.approx(want_teacher, abs=1e-4)
+    assert not torch.equal(b.old_logps, b.teacher_logps)
+
+
+def test_logps_pass_divides_by_the_temperature_and_can_skip_either_side(tiny):
+    from rlsd.train import Batch, left_pad, logps_pass
+
+    model, tok = tiny
+    p_ids, p_mask = left_pad([[11, 12]], tok.pad_token_id)
+    comp, cmask = torch.tensor([[50, 51]]), torch.ones(1, 2, dtype=torch.long)
+    b = Batch(p_ids, p_mask, comp, cmask, torch.zeros(1))
+    b.teacher_prompt_ids, b.teacher_prompt_mask = p_ids, p_mask
+    logps_pass(b, model, model, micro=1, temperature=0.5, share=1, old=True, teacher_too=False)
+    assert (b.old_ready, b.teacher_ready) == (True, False) and not b.teacher_logps.any()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([[11, 12, 50, 51]])).logits[0].float() / 0.5
+    want = [torch.log_softmax(logits[1 + t], -1)[c].item() for t, c in enumerate([50, 51])]
+    assert b.old_logps[0].tolist() == pytest.approx(want, abs=1e-4)
+    b.old_logps.zero_()
+    logps_pass(b, model, model, micro=1, temperature=0.5, share=1, old=False, teacher_too=True)
+    assert (b.old_ready, b.teacher_ready) == (True, True) and not b.old_logps.any()
+    assert b.teacher_logps[0].tolist() == pytest.approx(want, abs=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- one update
+
+
+V = 4
+W_T = torch.tensor([1.0, 0.0, -1.0, 0.5])  # the toy teacher's logits (the student starts uniform)
+
+
+def _update(algo: str, adv: list[float], tokens: list[int], *, lam: float = 0.5, micro: int = 1, sampler=None, **cfg_kw):
+    from rlsd.train import Batch, policy_update
+
+    over = [f"algorithm.name={algo}"] + [f"{k}={v}" for k, v in cfg_kw.items()]
+    cfg = load_config(overrides=over)
+    policy, teacher = ToyPolicy(V), ToyPolicy(V)
+    with torch.no_grad():
+        teacher.w.copy_(W_T)
+    engine = ToyEngine(policy, lr=1.0)
+    n = len(adv)
+    b = Batch(torch.zeros(n, 1, dtype=torch.long), torch.ones(n, 1, dtype=torch.long),
+              torch.tensor([[t] for t in tokens]), torch.ones(n, 1, dtype=torch.long), torch.tensor(adv),
+              teacher_prompt_ids=torch.zeros(n, 1, dtype=torch.long), teacher_prompt_mask=torch.ones(n, 1, dtype=torch.long),
+              sampler_logps=sampler)
+    st = policy_update(engine, teacher, b, slice(0, n), cfg=cfg, micro=micro, share=1, lam=lam, num_tokens=float(n),
+                       num_seqs=float(n), world=1, zero_stage=0)
+    return st, b, policy.w.detach().clone(), engine, cfg
+
+
+def _rlsd_token_adv(adv, tokens, lam, eps_w=0.2):
+    s = math.log(1 / V)
+    t = torch.log_softmax(W_T, -1)
+    out = []
+    for a, y in zip(adv, tokens):
+        sign = (a > 0) - (a < 0)
+        w = min(max(math.exp(sign * (t[y].item() - s)), 1 - eps_w), 1 + eps_w)
+        out.append(a * ((1 - lam) + lam * w))
+    return out
+
+
+def test_rlsd_update_by_hand():
+    adv, tokens = [1.0, -1.0, 0.5], [0, 2, 3]
+    st, b, w, engine, _ = _update("rlsd", adv, tokens, lam=0.5)
+    token_adv = _rlsd_token_adv(adv, tokens, 0.5)
+    assert st["pg_loss"] == pytest.approx(-sum(token_adv) / 3, rel=1e-5)
+    assert st["loss"] == pytest.approx(st["pg_loss"]) and st["jsd_loss"] == 0.0
+    assert st["tokens"] == 3 and st["entropy"] == pytest.approx(3 * math.log(V), rel=1e-5)
+    assert st["ratio_mean"] == pytest.approx(3.0) and st["clip_frac"] == 0 and st["dual_clip_frac"] == 0
+    assert st["approx_kl"] == pytest.approx(0.0, abs=1e-7) and st["time_teacher"] >= 0
+    t = torch.log_softmax(W_T, -1)
+    assert b.teacher_logps[:, 0].tolist() == pytest.approx([t[y].item() for y in tokens], abs=1e-6)
+    assert b.old_logps[:, 0].tolist() == pytest.approx([math.log(1 / V)] * 3, abs=1e-6)
+    # one SGD step (lr 1) on -sum_i A_hat_i * rho_i / 3 at rho = 1: w = sum_i A_hat_i (e_{y_i} - 1/V) / 3
+    want = sum(a * (torch.nn.functional.one_hot(torch.tensor(y), V).float() - 1 / V) for a, y in zip(token_adv, tokens)) / 3
+    torch.testing.assert_close(w, want, atol=1e-6, rtol=0)
+    assert engine.boundaries == [False, False, True] and engine.steps == 1
+    # lambda 0 is GRPO exactly
+    st0, *_ = _update("rlsd", adv, tokens, lam=0.0)
+    assert st0["pg_loss"] == pytest.approx(-sum(adv) / 3, rel=1e-6)
+
+
+def test_rlsd_negative_only_and_eps_w_reach_the_token_advantages():
+    adv, tokens = [1.0, -1.0], [0, 2]
+    st, *_ = _update("rlsd", adv, tokens, lam=1.0, **{"algorithm.negative_only": "true", "algorithm.eps_w": 0.1})
+    t = _rlsd_token_adv(adv, tokens, 1.0, eps_w=0.1)
+    assert st["pg_loss"] == pytest.approx(-(1.0 + t[1]) / 2, rel=1e-5)  # A > 0 keeps A under negative_only
+
+
+def test_grpo_update_uses_the_sequence_advantage_and_the_clip_settings():
+    adv, tokens = [1.0, -1.0, 0.5], [0, 2, 3]
+    st, b, w, _, _ = _update("grpo", adv, tokens)
+    assert st["pg_loss"] == pytest.approx(-sum(adv) / 3, rel=1e-6) and st["loss"] == pytest.approx(st["pg_loss"])
+    assert not b.teacher_logps.any() and st["time_teacher"] == 0.0  # GRPO never runs the teacher
+    # the rollout sampler's log-probs as the ratio's denominator: rho = exp(log(1/4) - (log(1/4) - 0.5)) = e^0.5,
+    # above 1 + eps_high for A > 0 (clipped, constant), dual bound not reached for A < 0 (e^0.5 < 3)
+    sampler = torch.full((3, 1), math.log(1 / V) - 0.5)
+    st, *_ = _update("grpo", adv, tokens, sampler=sampler, **{"rollout.old_logps_from": "sampler"})
+    rho = math.exp(0.5)
+    assert st["ratio_mean"] == pytest.approx(3 * rho, rel=1e-5)
+    assert st["clip_frac"] == pytest.approx(2.0)  # two tokens with A > 0 clipped (token-weighted sum)
+    assert st["pg_loss"] == pytest.approx((-1.28 + rho - 0.5 * 1.28) / 3, rel=1e-5)
+    st, *_ = _update("grpo", adv, tokens, sampler=sampler, **{"rollout.old_logps_from": "sampler", "algorithm.eps_high": 1.0,
+                                                                "algorithm.eps_low": 0.1, "algorithm.dual_clip": 1.5})
+    assert st["clip_frac"] == 0.0 and st["dual_clip_frac"] == pytest.approx(1.0)  # rho 1.65 > 1.5
+    assert st["pg_loss"] == pytest.approx((-rho + 1.5 - 0.5 * rho) / 3, rel=1e-5)
+    st, *_ = _update("grpo", adv, tokens, sampler=sampler, **{"algorithm.agg": "seq_mean_token_mean"})
+    assert st["pg_loss"] == pytest.approx(-sum(adv) / 3, rel=1e-6)  # the trainer's own log-probs: rho = 1
+
+
+def _jsd(beta=0.5, clip=None):
+    return core.generalized_jsd(torch.zeros(1, 1, V), W_T.view(1, 1, V), torch.ones(1, 1), beta=beta,
+                                token_clip=clip).item()
+
+
+def test_opsd_and_grpo_opsd_updates_by_hand():
+    adv, tokens = [1.0, -1.0, 0.5], [0, 2, 3]
+    st, b, _, _, _ = _update("opsd", adv, tokens)
+    assert st["jsd_loss"] == pytest.approx(_jsd(), rel=1e-5) and st["pg_loss"] == 0.0
+    assert st["loss"] == pytest.approx(_jsd(), rel=1e-5) and "clip_frac" not in st
+    assert b.teacher_logps.any()
+    st, *_ = _update("grpo_opsd", adv, tokens)
+    assert st["pg_loss"] == pytest.approx(-sum(adv) / 3, rel=1e-6)
+    assert st["loss"] == pytest.approx(st["pg_loss"] + 0.1 * _jsd(), rel=1e-5)
+    st, *_ = _update("grpo_opsd", adv, tokens, **{"algorithm.opsd_alpha": 2.0, "algorithm.jsd_beta": 0.25,
+                                                  "algorithm.jsd_token_clip": 0.01})
+    assert _jsd(0.25) > 0.01
+    assert st["jsd_loss"] == pytest.approx(_jsd(0.25, 0.01), rel=1e-5)
+    assert st["loss"] == pytest.approx(-sum(adv) / 3 + 2.0 * 0.01, rel=1e-5)
+
+
+def test_update_normalises_by_the_global_token_count_and_world():
+    from rlsd.train import Batch, policy_update
+
+    cfg = load_config(overrides=["algorithm.name=grpo"])
+    seen = []
+
+    class Engine(ToyEngine):
+        def backward(self, loss, scale_wrt_gas=True):
+            seen.append(loss.item())
+            super().backward(loss, scale_wrt_gas)
+
+    policy = ToyPolicy(V)
+    engine = Engine(policy, lr=1.0)
+    b = Batch(torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long), torch.tensor([[0], [1]]),
+              torch.ones(2, 1, dtype=torch.long), torch.tensor([1.0, 1.0]))
+    st = policy_update(engine, None, b, slice(0, 2), cfg=cfg, micro=2, share=1, lam=0.0, num_tokens=8.0, num_seqs=2.0,
+                       world=4, zero_stage=0)
+    assert st["pg_loss"] == pytest.approx(-2 / 8)  # the global count of 8 tokens, not these 2
+    assert seen == [pytest.approx(-2 / 8 * 4)]  # DeepSpeed's mean over 4 ranks undone
+    assert math.isnan(st["grad_norm"]) or st["grad_norm"] >= 0
