@@ -9,7 +9,9 @@ examined (rlsd.verifiers.extract).
 Kinds (``task.verifier``): ``numeric`` (tolerances, units, fractions, percentages, LaTeX, sympy),
 ``label`` (normalised exact match, aliases), ``json`` (JSON Schema + expected fields, partial
 credit), ``sql`` (SQLite result sets), ``code`` (Python against unit tests in a sandbox),
-``expression`` (an arithmetic expression of given numbers that must reach a target; no eval). Each
+``expression`` (an arithmetic expression of given numbers that must reach a target; no eval), ``text``
+(free text graded against the verified resolution: similarity, rubric, local judge, composed;
+rlsd.verifiers.graders). Each
 module's docstring states its rules and its ``verifier_args``.
 """
 
@@ -20,6 +22,8 @@ from collections.abc import Callable
 from rlsd.tasks import Task
 from rlsd.verifiers.expression import expression
 from rlsd.verifiers.extract import MAX_COMPLETION_CHARS, extract_answer, format_score
+from rlsd.verifiers.graders import prefetch as _prefetch_judges
+from rlsd.verifiers.graders import text
 from rlsd.verifiers.json_answer import json_answer
 from rlsd.verifiers.label import label
 from rlsd.verifiers.numeric import numeric
@@ -36,10 +40,11 @@ VERIFIERS: dict[str, Verifier] = {
     "sql": sql,
     "code": python_code,
     "expression": expression,
+    "text": text,
 }
 
 __all__ = ["MAX_COMPLETION_CHARS", "VERIFIERS", "Verifier", "extract_answer", "format_score", "score",
-           "task_format_score"]
+           "score_many", "task_format_score"]
 
 
 def score(task: Task, completion: str) -> float | None:
@@ -56,6 +61,12 @@ def score(task: Task, completion: str) -> float | None:
     if s is None or s != s:  # None or NaN
         return None
     return float(min(1.0, max(0.0, s)))
+
+
+def score_many(tasks: list[Task], completions: list[str]) -> list[float | None]:
+    """``score`` of each (task, completion) pair, with the local judge's calls batched ahead."""
+    _prefetch_judges(tasks, completions)
+    return [score(t, c) for t, c in zip(tasks, completions)]
 
 
 def task_format_score(task: Task, completion: str) -> float:
