@@ -91,3 +91,27 @@ def test_the_rewrite_goes_through_a_temporary_file_and_os_replace(tmp_path, monk
     monkeypatch.setattr(os, "replace", spy)
     _truncate_log(p, 2)
     assert seen == [("metrics.jsonl.tmp", "metrics.jsonl", [1, 2], [1, 2, 3, 4])]
+
+
+def test_the_trainer_resumes_over_a_torn_log_and_keeps_every_earlier_step(tmp_path):
+    """End to end: a run checkpointed at step 2 that logged step 3, then lines past it, the last one torn (a
+    kill mid-append). The resumed run warns, drops everything past step 2 and logs 3 and 4 anew."""
+    from rlsd.config import load_config
+    from rlsd.train import train
+    from tests.helpers import warm_tiny_model, write_addition_tasks
+
+    tr, ev = write_addition_tasks(tmp_path / "tasks")
+    over = {"model.path": str(warm_tiny_model()), "data.train_tasks": str(tr), "data.eval_tasks": str(ev),
+            "data.eval_limit": 0, "rollout.group_size": 2, "rollout.prompts_per_step": 2, "rollout.max_new_tokens": 4,
+            "rollout.engine": "generate", "train.checkpoint_every": 2, "train.eval_every": 0,
+            "tracking.enabled": False}
+    out = tmp_path / "run"
+    train(load_config(overrides=[f"{k}={v}" for k, v in {**over, "train.steps": 3}.items()]), output_dir=str(out))
+    log = out / "metrics.jsonl"
+    assert _steps(log) == [1, 2, 3] and (out / "checkpoints" / "step-2").is_dir()
+    with log.open("a") as f:
+        f.write(json.dumps({"step": 4, "loss": 123.0}) + "\n" + '{"step": 5, "lo')
+    with pytest.warns(RuntimeWarning, match="skipped 1 unreadable line"):
+        train(load_config(overrides=[f"{k}={v}" for k, v in {**over, "train.steps": 4}.items()]), output_dir=str(out))
+    recs = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4] and recs[3]["loss"] != 123.0
