@@ -233,7 +233,18 @@ def test_embedded_sqlite_registry(tiny_models, tmp_path, monkeypatch):
     assert mv.description.count("promotion to @champion") == 2  # both decisions kept, newest first
     assert mv.description.startswith("[") and "ALREADY_CHAMPION" in mv.description.splitlines()[0]
     model, tok = load_champion(cfg)
-    assert len(_greedy(model, tok, 4)) == 4
+    # the loaded champion is the registered version's model: same weights, same greedy tokens
+    from rlsd.models import load_model, load_tokenizer
+
+    src = load_model(tiny_models[0])
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values()))
+    got = _greedy(model, tok, 4)
+    assert len(got) == 4 and got == _greedy(src, load_tokenizer(tiny_models[0]), 4)
+    enc = tok(PROMPT, return_tensors="pt")
+    with torch.no_grad():
+        logits = [m(**enc).logits for m in (model, src, load_model(tiny_models[1]))]
+    assert torch.equal(logits[0], logits[1])  # the registered version's output, exactly
+    assert not torch.allclose(logits[0], logits[2])  # and not another model's (the check can fail)
     assert any((tmp_path / "artifacts" / "mlflow" / "artifacts").rglob("model.safetensors"))
 
 
