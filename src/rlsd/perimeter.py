@@ -185,6 +185,7 @@ class Guard:
         self.child_log: str | None = None   # the file Python children (and forks) append their attempts to
         self.log_path: str | Path | None = None
         self.closed = False
+        self._spawns: dict[tuple[str, str, bool], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def permits(self, host: str, port: int | None) -> tuple[bool, str]:
@@ -211,17 +212,33 @@ class Guard:
                                     f"The allow-list is the platform's ({ALLOW_ENV} / {ALLOW_FILE_ENV}), "
                                     "set by the operator.")
 
-    def record(self, entry: dict[str, Any]) -> None:
+    def record_spawn(self, entry: dict[str, Any]) -> None:
+        """Child starts are counted per (event, program, guarded): a verifier that starts a child per answer
+        adds one line with a count, not one line per answer."""
+        if os.getpid() == self.pid and not self.closed:
+            prog = (entry.get("command") or "").split(" ", 1)[0]
+            key = (entry["event"], prog, entry["guarded"])
+            with self._lock:
+                seen = self._spawns.get(key)
+                if seen is not None:
+                    seen["count"] = seen.get("count", 1) + 1
+                    return
+            self._spawns[key] = self.record(entry)
+            return
+        self.record(entry)
+
+    def record(self, entry: dict[str, Any]) -> dict[str, Any]:
         entry = {"time": round(time.time(), 3), **entry}
         if os.getpid() != self.pid:  # a forked child: its memory dies with it, the shared file does not
             entry["pid"] = os.getpid()
             _append_line(self.child_log, entry)
-            return
+            return entry
         with self._lock:
             self.log.append(entry)
         if self.closed:  # a thread started in the block, acting after it: keep the written log complete
             entry["after_block"] = True
             _write(self, self.log_path)
+        return entry
 
     @property
     def refused(self) -> list[dict[str, Any]]:
@@ -238,7 +255,8 @@ class Guard:
         return {"mode": self.mode, "allow": self.allow_entries, "attempts": sum("allowed" in e for e in log),
                 "outside_allow_list": sum(e.get("allowed") is False for e in log),
                 "refused": sum(bool(e.get("refused")) for e in log),
-                "children_unguarded": sum(e.get("op") == "spawn" and not e.get("guarded") for e in log), "log": log}
+                "children_unguarded": sum(e.get("count", 1) for e in log if e.get("op") == "spawn" and not e.get("guarded")),
+                "log": log}
 
 
 def _append_line(path: str | None, entry: dict[str, Any]) -> None:
@@ -356,7 +374,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
             if hp is not None:
                 g.check("getnameinfo", *hp)
         elif event in _SPAWN_EVENTS:
-            g.record(_spawn_entry(event, args))
+            g.record_spawn(_spawn_entry(event, args))
     finally:
         _BUSY.on = False
 

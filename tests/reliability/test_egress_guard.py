@@ -277,3 +277,15 @@ def test_known_gap_os_system_of_a_non_python_program(listener, tmp_path):
     log = _log(tmp_path / "c.json")
     assert log["refused"] == 0 and log["children_unguarded"] == 1
     assert [e["event"] for e in log["log"] if e["op"] == "spawn" and not e["guarded"]] == ["os.system"]
+
+
+def test_child_starts_are_counted_not_repeated(tmp_path):
+    """A verifier starting a child per answer must not grow the log by a line per answer."""
+    with guard(ALLOW, mode="strict", log_path=tmp_path / "c.json"):
+        for _ in range(3):
+            subprocess.run(["true"], check=True)
+        subprocess.run([sys.executable, "-I", "-c", "pass"], check=True)
+    log = _log(tmp_path / "c.json")
+    spawns = [(e["command"].split()[0], e.get("count", 1), e["guarded"]) for e in log["log"] if e["op"] == "spawn"]
+    assert spawns == [("true", 3, False), (sys.executable, 1, False)]  # -I: the bootstrap cannot run
+    assert log["children_unguarded"] == 4 and log["refused"] == 0
