@@ -106,3 +106,15 @@ def test_debug_shows_the_traceback(work):
     r = _rlsd(work, ["build-tasks", "--snapshot", "nope", "--debug"])
     assert r.returncode != 0 and "Traceback (most recent call last)" in r.stderr
     assert "snapshot 'nope' does not exist" in r.stderr
+
+
+def test_an_unreadable_input_is_one_line_even_as_root(work, monkeypatch, capsys):
+    """Root reads any file, so the permission check is exercised by making os.access say no."""
+    from rlsd import cli
+
+    monkeypatch.chdir(work)
+    real = os.access
+    monkeypatch.setattr(cli.os, "access", lambda p, mode: False if str(p).endswith("ev.json") else real(p, mode))
+    rc = cli.main(["promote", "--version", "1", "--evaluation", "ev.json"])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 2 and err == ["rlsd promote: --evaluation 'ev.json': permission denied"]
