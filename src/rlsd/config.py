@@ -278,6 +278,10 @@ class IngestConfig:
     eval_fraction: float = 0.2
     retrieve_k: int = 2
     max_context_chars: int = 4000
+    # Free-text tasks: the grader of tickets whose verified answer is a written resolution (a metric name
+    # such as rouge_l, or a composed spec of rlsd.verifiers.graders; model: base = model.path). Empty: such
+    # tickets make no task. Validated when the config loads; try it first with `rlsd grade`.
+    text_grader: Any = ""
 
     def __post_init__(self) -> None:
         _check(isinstance(self.extra_patterns, dict), lambda: f"ingest.extra_patterns must be a mapping NAME: regex, got {_r(self.extra_patterns)}")
@@ -714,5 +718,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for o in overrides:
         _set_dotted(tree, o)
     cfg = _build(RLSDConfig, tree, "")
+    if cfg.ingest.text_grader:
+        from rlsd.verifiers.graders import resolve_models, validate_spec
+
+        try:
+            spec = validate_spec(resolve_models(cfg.ingest.text_grader, cfg.model.path), "ingest.text_grader")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        cfg = dataclasses.replace(cfg, ingest=dataclasses.replace(cfg.ingest, text_grader=spec))
     os.environ["RLSD_CODE_SANDBOX"] = cfg.platform.code_sandbox  # read by rlsd.verifiers.sandbox at each run
     return cfg

@@ -47,7 +47,7 @@ import numpy as np
 
 from rlsd.prompts import assert_no_leak, fit_student, fit_teacher
 from rlsd.tasks import Task, read_tasks
-from rlsd.verifiers import score, task_format_score
+from rlsd.verifiers import score, score_many, task_format_score
 
 PASS_THRESHOLD = 1.0 - 1e-9
 LEAK_NGRAM = 6
@@ -183,8 +183,19 @@ def leak_checkable(task: Task) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
-def _passes(s: float | None) -> bool:
-    return s is not None and s >= PASS_THRESHOLD
+TEXT_PASS_THRESHOLD = 0.5
+"""A free-text (``text``) task's graded score counts as a pass from this value (``verifier_args.pass_threshold``
+overrides it); every other verifier passes only at full score."""
+
+
+def _threshold(t: Task) -> float:
+    if t.verifier == "text":
+        return float(t.verifier_args.get("pass_threshold", TEXT_PASS_THRESHOLD))
+    return PASS_THRESHOLD
+
+
+def _passes(s: float | None, threshold: float = PASS_THRESHOLD) -> bool:
+    return s is not None and s >= threshold
 
 
 def evaluate_model(model_path: str | Path, tasks: list[Task], *, k: int = 4, max_new_tokens: int = 64,
@@ -246,14 +257,15 @@ def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[st
     common = common_ngrams(tasks, ngram=leak_ngram)
     for i, t in enumerate(tasks):
         samples = sampled_texts[i * n:(i + 1) * n]
-        s_scores = [score(t, x) for x in samples]
+        s_scores = score_many([t] * len(samples), samples)
         g_score = score(t, greedy_texts[i])
+        thr = _threshold(t)
         unverifiable += sum(s is None for s in s_scores) + (g_score is None)
-        c = sum(_passes(s) for s in s_scores)
+        c = sum(_passes(s, thr) for s in s_scores)
         row = {
             "id": t.id, "type": str(t.meta.get("answer_type") or t.verifier), "n": n, "c": c,
             "pass@1": c / n, "pass@k": pass_at_k(n, c, k),
-            "greedy_score": g_score, "greedy_pass": float(_passes(g_score)),
+            "greedy_score": g_score, "greedy_pass": float(_passes(g_score, thr)),
             "mean_score": float(np.mean([s or 0.0 for s in s_scores])),
             "format_score": float(np.mean([task_format_score(t, x) for x in samples + [greedy_texts[i]]])),
             "greedy_text": greedy_texts[i][:500],
@@ -261,7 +273,7 @@ def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[st
         if teacher_texts is not None:
             ts = score(t, teacher_texts[i])
             row["teacher_greedy_score"] = ts
-            row["teacher_greedy_pass"] = float(_passes(ts))
+            row["teacher_greedy_pass"] = float(_passes(ts, thr))
         if leak_checkable(t):
             for x in [greedy_texts[i]] + samples:
                 n_checked += 1

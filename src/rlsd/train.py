@@ -368,7 +368,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
 
     from rlsd.models import load_model, load_tokenizer
     from rlsd.rollout import sample
-    from rlsd.verifiers import score
+    from rlsd.verifiers import score_many
 
     out = Path(output_dir or cfg.train.output_dir)
     rank, world, device = init_distributed()
@@ -484,7 +484,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
             rows_tasks = [t for t in my_tasks for _ in range(G)]
 
             # ============================================================ verify
-            raw_scores = [score(t, prefix + text) for t, text in zip(rows_tasks, ro.texts)]
+            raw_scores = score_many(rows_tasks, [prefix + text for text in ro.texts])
             rewards = torch.tensor([0.0 if s is None else s for s in raw_scores], dtype=torch.float32)
 
             # ============================================================ advantages
@@ -645,7 +645,7 @@ def _concat_rollouts(parts: list[Any], pad_id: int) -> Any:
 def quick_eval(policy: Any, tokenizer: Any, tasks: list[Task], cfg: RLSDConfig, zero_stage: int = 0) -> float:
     """Greedy pass@1 on held-out tasks with the training verifiers (student prompts only)."""
     from rlsd.rollout import sample
-    from rlsd.verifiers import score
+    from rlsd.verifiers import score_many
 
     prompts = [fit_student(t, tokenizer, cfg.model.chat_template, cfg.model.response_prefix,
                            cfg.rollout.max_prompt_tokens) for t in tasks]
@@ -656,7 +656,7 @@ def quick_eval(policy: Any, tokenizer: Any, tasks: list[Task], cfg: RLSDConfig, 
                     max_prompt_tokens=cfg.rollout.max_prompt_tokens, engine=cfg.rollout.engine,
                     kernels=cfg.rollout.kernels)
     policy.train(was)
-    scores = [score(t, cfg.model.response_prefix + x) or 0.0 for t, x in zip(tasks, ro.texts)]
+    scores = [s or 0.0 for s in score_many(tasks, [cfg.model.response_prefix + x for x in ro.texts])]
     return float(np.mean(scores)) if scores else float("nan")
 
 

@@ -11,6 +11,12 @@
   answer's keys and value types, ``verifier_args.expected``: the answer object); expression (the
   verified answer is a formula such as "(120 - 20) / 4") -> "expression" (``verifier_args.numbers``: the
   formula's numbers, ``target``: its exact value; any expression of those numbers reaching it scores).
+- free text (``ingest.text_grader`` set): a verified ticket without a number, label, JSON or formula
+  answer but with a written resolution becomes a ``text`` task whose answer is the resolution (the teacher
+  sees it as privileged context, as for every task) graded by that spec (rlsd.verifiers.graders). Before
+  any is written, the grader is checked on every text task: it must pay the reference >= 0.5 and an empty
+  answer and the question echoed back <= 0.2 (``check_grader``), else build-tasks refuses the grader;
+  the mean / worst figures are in ``counts["text_grader"]``.
 - Split: ``sha256("rlsd-split:" + ticket_id)`` mapped to [0, 1) < ``ingest.eval_fraction`` -> eval.
   It depends on the ticket id only, so a ticket stays on its side in every snapshot.
 
@@ -45,6 +51,7 @@ FORMAT_HINT = {
     # {example}: one of the options picked by a hash of the ticket id (right by chance only)
     "label": 'Reply on one line: "Answer:" followed by one of: {options}. For example: "Answer: {example}".',
     "json": 'Reply with a JSON object only, on one line: "Answer: {json}".',
+    "text": 'Reply with "Answer:" followed by what resolves the ticket, in one to three sentences.',
     "expression": 'Reply on one line: "Answer:" followed by the calculation as an arithmetic expression of the '
                   'numbers {numbers} (each at most as often as listed; + - * / and parentheses), not its result.',
 }
@@ -192,10 +199,14 @@ def listed_options(question: str, answer: str) -> list[str]:
 
 def ticket_to_task(ticket: dict[str, Any], sections: Mapping[str, dict[str, Any]], bm25: BM25 | None,
                    section_ids: list[str], *, label_set: set[str], snapshot_id: str, retrieve_k: int,
-                   max_context_chars: int) -> Task:
+                   max_context_chars: int, text_grader: Any = "") -> Task:
     atype = ticket["answer_type"]
     answer = ticket["answer"]
     verifier_args: dict[str, Any] = {}
+    if is_text_ticket(ticket, text_grader):
+        from rlsd.verifiers.graders import normalise_spec
+
+        atype, answer, verifier_args = "text", ticket["resolution"].strip(), {"grader": normalise_spec(text_grader)}
     hint = FORMAT_HINT[atype]
     if atype == "json":
         obj = json.loads(answer)
@@ -235,7 +246,7 @@ def ticket_to_task(ticket: dict[str, Any], sections: Mapping[str, dict[str, Any]
         prompt=student_prompt(ticket, hint),
         privileged_context=context,
         answer=answer,
-        verifier=VERIFIER_OF[atype],
+        verifier="text" if atype == "text" else VERIFIER_OF[atype],
         verifier_args=verifier_args,
         meta={"ticket_id": ticket["id"], "answer_type": atype, "snapshot_id": snapshot_id,
               "section_ids": linked, "retrieved": retrieved, "missing_links": [s for s in ticket["links"]
@@ -243,15 +254,35 @@ def ticket_to_task(ticket: dict[str, Any], sections: Mapping[str, dict[str, Any]
     )
 
 
-def eligibility(ticket: dict[str, Any]) -> str:
+def is_text_ticket(ticket: dict[str, Any], text_grader: Any) -> bool:
+    """A free-text task: a grader is set, the ticket has no exact answer and a written resolution."""
+    return bool(text_grader) and (not ticket["answer"] or ticket["answer_type"] not in VERIFIER_OF) and \
+        len(ticket["resolution"].split()) >= 3
+
+
+def eligibility(ticket: dict[str, Any], text_grader: Any = "") -> str:
     """'' when the ticket becomes a task, else why not."""
     if ticket["status"] not in ELIGIBLE_STATUSES:
         return f"status {ticket['status'] or 'empty'} (not resolved)"
     if not ticket["resolution_verified"]:
         return "resolution not verified"
-    if not ticket["answer"] or ticket["answer_type"] not in VERIFIER_OF:
-        return "no verifiable answer"
+    if (not ticket["answer"] or ticket["answer_type"] not in VERIFIER_OF) and not is_text_ticket(ticket, text_grader):
+        return "no verifiable answer" + ("" if text_grader else " (ingest.text_grader would make free-text tasks)")
     return ""
+
+
+def _check_text_grader(task: Task) -> dict[str, float]:
+    """The grader's pay for the reference, an empty answer and the echoed question on this task; raises
+    (the build writes nothing: the task files are replaced only when the build completes) when the grader
+    pays the empty answer or the echo, or not the reference."""
+    from rlsd.verifiers.graders import check_grader, grader_ok
+
+    c = check_grader(task.verifier_args["grader"], task)
+    if not grader_ok(c):
+        raise ValueError(f"ingest.text_grader refused on task {task.id}: it pays the reference {c['reference']}, "
+                         f"an empty answer {c['empty']}, the question echoed back {c['echo']} (needs >= 0.5, "
+                         "<= 0.2, <= 0.2)")
+    return {k: float(v or 0.0) for k, v in c.items()}
 
 
 class _Sections(Mapping):
@@ -309,17 +340,21 @@ def build_tasks(cfg: RLSDConfig, *, snapshot: str = "latest", out_dir: str | Pat
     skipped: Counter = Counter()
     by_type: Counter = Counter()
     retrieved = missing = n_tickets = 0
+    checks: list[dict[str, Any]] = []
     with task_writer(paths["train"]) as write_train, task_writer(paths["eval"]) as write_eval:
         writers = {"train": write_train, "eval": write_eval}
         for chunk in iter_records(store, man, "tickets"):
             for t in chunk:
                 n_tickets += 1
-                why = eligibility(t)
+                why = eligibility(t, cfg.ingest.text_grader)
                 if why:
                     skipped[why] += 1
                     continue
                 task = ticket_to_task(t, sections, bm25, section_ids, label_set=label_set, snapshot_id=sid,
-                                      retrieve_k=cfg.ingest.retrieve_k, max_context_chars=cfg.ingest.max_context_chars)
+                                      retrieve_k=cfg.ingest.retrieve_k, max_context_chars=cfg.ingest.max_context_chars,
+                                      text_grader=cfg.ingest.text_grader)
+                if task.verifier == "text":
+                    checks.append(_check_text_grader(task))
                 retrieved += task.meta["retrieved"]
                 missing += bool(task.meta["missing_links"])
                 by_type[task.meta["answer_type"]] += 1
@@ -329,4 +364,10 @@ def build_tasks(cfg: RLSDConfig, *, snapshot: str = "latest", out_dir: str | Pat
     counts = {"tickets": n_tickets, "tasks": n["train"] + n["eval"], "train": n["train"], "eval": n["eval"],
               "skipped": dict(skipped), "retrieved_context": retrieved, "tickets_with_missing_links": missing,
               "by_answer_type": dict(by_type)}
+    if checks:
+        counts["text_grader"] = {"tasks": len(checks),
+                                 "reference_mean": sum(c["reference"] for c in checks) / len(checks),
+                                 "reference_min": min(c["reference"] for c in checks),
+                                 "empty_max": max(c["empty"] for c in checks),
+                                 "echo_max": max(c["echo"] for c in checks)}
     return {"train_path": str(paths["train"]), "eval_path": str(paths["eval"]), "counts": counts, "snapshot_id": sid}

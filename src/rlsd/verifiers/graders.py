@@ -137,6 +137,18 @@ def validate_spec(spec: Any, where: str = "grader") -> dict[str, Any]:
     return out
 
 
+def resolve_models(spec: Any, base: str) -> Any:
+    """The spec with every ``model: base`` replaced by the run's base model folder."""
+    spec = normalise_spec(spec)
+    if not isinstance(spec, dict):
+        return spec
+    out = {k: ([resolve_models(x, base) for x in v] if k == "of" and isinstance(v, list) else
+               resolve_models(v, base) if k in ("if", "then") else v) for k, v in spec.items()}
+    if out.get("model") == "base":
+        out["model"] = base
+    return out
+
+
 def _model_path(spec: dict, where: str) -> Path:
     p = spec.get("model")
     if not p or not Path(str(p)).is_dir():
