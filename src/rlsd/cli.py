@@ -12,6 +12,7 @@ interrupted. ``--debug`` (or ``RLSD_DEBUG=1``) shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -120,6 +121,78 @@ def _cmd_validate(cfg: RLSDConfig, args: argparse.Namespace) -> int:
         return 1
     print(f"validation passed: {r['quarantined']} rows quarantined; valid tasks {r['valid_tasks']}")
     return 0
+
+
+def _cmd_grade(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    """Score the reference, an empty answer, the question echoed back and any given completions of each task with
+    its grader, and print a table: the step to take before trusting a grader with training."""
+    import dataclasses
+
+    import yaml
+
+    from rlsd.tasks import read_tasks
+    from rlsd.verifiers import score_many
+    from rlsd.verifiers.graders import check_grader, grader_ok, resolve_models, validate_spec
+
+    tasks = read_tasks(args.tasks)
+    spec = None
+    if args.grader:
+        try:
+            raw = yaml.safe_load(args.grader)
+        except yaml.YAMLError as e:
+            raise UsageError(f"--grader is not YAML/JSON: {_one_line(str(e), 120)}") from None
+        try:
+            spec = validate_spec(resolve_models(raw, cfg.model.path), "--grader")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    elif cfg.ingest.text_grader:
+        spec = cfg.ingest.text_grader
+    if spec is not None:  # the chosen grader on every task, as a free-text task
+        tasks = [dataclasses.replace(t, verifier="text", verifier_args={**t.verifier_args, "grader": spec})
+                 for t in tasks]
+    by_id = {t.id: t for t in tasks}
+    given: list[tuple[str, str]] = []
+    if args.completions:
+        for n, line in enumerate(Path(args.completions).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                tid, text = str(rec["task_id"]), str(rec["completion"])
+            except (ValueError, KeyError, TypeError):
+                raise UsageError(f"--completions line {n}: expected {{\"task_id\": ..., \"completion\": ...}}") from None
+            if tid not in by_id:
+                raise UsageError(f"--completions line {n}: task {tid!r} is not in {args.tasks}")
+            given.append((tid, text))
+    shown = tasks[:args.limit]
+    rows, refused = [], 0
+    for t in shown:
+        if t.verifier == "text":
+            c = check_grader(t.verifier_args["grader"], t)
+            ok = grader_ok(c)
+        else:
+            ref, empty = score_many([t, t], [f"Answer: {t.answer}", ""])
+            c, ok = {"reference": ref, "empty": empty, "echo": None}, (ref or 0) >= 0.5 and (empty or 0) <= 0.2
+        refused += not ok
+        rows.append((t.id, "reference / empty / echo", c["reference"], c["empty"], c["echo"], "ok" if ok else "REFUSED"))
+    comp = [(tid, text) for tid, text in given if tid in {t.id for t in shown}]
+    scores = score_many([by_id[tid] for tid, _ in comp], [text for _, text in comp])
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    w = max([len(r[0]) for r in rows] + [4])
+    print(f"{'task':<{w}}  {'what':<28} {'score':>7} {'empty':>7} {'echo':>7}  verdict")
+    for tid, what, a, b, e, verdict in rows:
+        print(f"{tid:<{w}}  {what:<28} {fmt(a):>7} {fmt(b):>7} {fmt(e):>7}  {verdict}")
+    for (tid, text), s in zip(comp, scores):
+        print(f"{tid:<{w}}  {_one_line(text, 28):<28} {fmt(s):>7}")
+    print(f"{len(shown)} task(s) of {len(tasks)}; {len(comp)} completion(s) scored; {refused} grader check(s) failed "
+          "(a grader must pay the reference >= 0.5, an empty answer and the echoed question <= 0.2)")
+    if args.output:
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        (Path(args.output) / "grade.json").write_text(json.dumps(
+            {"checks": [dict(zip(("task", "what", "reference", "empty", "echo", "verdict"), r)) for r in rows],
+             "completions": [{"task_id": tid, "completion": text, "score": s} for (tid, text), s in zip(comp, scores)]},
+            indent=2, ensure_ascii=False))
+    return 1 if refused else 0
 
 
 def _cmd_make_corpus(cfg: RLSDConfig, args: argparse.Namespace) -> int:
@@ -241,6 +314,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
     p = add("validate", _cmd_validate, "Great Expectations checks of a snapshot and task files; quarantine and report")
     p.add_argument("--snapshot", default="latest", help="snapshot id, latest, or none (tasks only)")
     p.add_argument("--tasks", default=None, metavar="DIR", help="folder holding train.jsonl / eval.jsonl")
+    p = add("grade", _cmd_grade, "score the reference, an empty answer, the echoed question and sample completions "
+                                 "of each task with its grader (or --grader) and print a table")
+    p.add_argument("--tasks", required=True, metavar="FILE", help="task JSONL, e.g. artifacts/tasks/eval.jsonl")
+    p.add_argument("--completions", metavar="FILE", help='JSONL of {"task_id": ..., "completion": ...} to score')
+    p.add_argument("--grader", help="a grader spec in YAML/JSON, e.g. rouge_l or '{grader: min, of: [rouge_l, token_f1]}' "
+                                    "(default: ingest.text_grader, else each task's own verifier)")
+    p.add_argument("--limit", type=int, default=20, help="tasks shown (default 20)")
     p = add("make-corpus", _cmd_make_corpus, "write the deterministic sample enterprise corpus (manuals + tickets)")
     p.add_argument("--tickets", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
@@ -293,6 +373,7 @@ class UsageError(Exception):
 _INPUTS: dict[str, list[tuple[str, str]]] = {
     "ingest": [("manuals", "any"), ("tickets", "any")],
     "evaluate": [("candidate", "any"), ("baseline", "any"), ("tasks", "file")],
+    "grade": [("tasks", "file"), ("completions", "file")],
     "validate": [("tasks", "dir")],
     "register": [("model", "dir"), ("evaluation", "file")],
     "promote": [("evaluation", "file")],

@@ -45,6 +45,7 @@ CASES = [
     ("validate-missing-tasks", ["validate", "--snapshot", "none", "--tasks", "nope"], 2, "--tasks 'nope': no such"),
     ("schedule-kfp-outage", ["schedule", "--cron", "0 0 2 * * *", "--host", "http://127.0.0.1:1"], 1, "cannot reach a server"),
     ("pipeline-bad-config", ["pipeline", "--config", "adir"], 2, "is a directory"),
+    ("grade-missing-tasks", ["grade", "--tasks", "nope.jsonl"], 2, "--tasks 'nope.jsonl': no such"),
 ]
 
 

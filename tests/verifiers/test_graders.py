@@ -235,3 +235,38 @@ def test_check_grader_on_the_default_and_the_refusal_rule():
     # a gate that lets everything through to a verifier that cannot read free text pays nothing: refused
     bad = {"grader": "verifier", "name": "numeric"}
     assert not G.grader_ok(G.check_grader(bad, _task()))
+
+
+# --- rlsd grade --------------------------------------------------------------------------------
+
+
+def test_rlsd_grade_prints_the_checks_and_scores_completions(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from rlsd.tasks import write_tasks
+
+    tasks = [_task(), Task(id="t2", prompt="Badge reader blinks red. What fixed it?", privileged_context="",
+                           answer="Re-seated the reader's ribbon cable and re-enrolled the badge.", verifier="text")]
+    write_tasks(tasks, tmp_path / "tasks.jsonl")
+    comps = [{"task_id": "t1", "completion": "Answer: cleared the spooler queue on the print server"},
+             {"task_id": "t2", "completion": "Answer: " + tasks[1].prompt}]
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(c) for c in comps))
+    cmd = [sys.executable, "-m", "rlsd", "grade", "--tasks", str(tmp_path / "tasks.jsonl"), "--completions",
+           str(tmp_path / "c.jsonl"), "--grader", "token_f1", "--output", str(tmp_path / "out"),
+           "--set", f"store.root={tmp_path / 'st'}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((tmp_path / "out" / "grade.json").read_text())
+    assert [(c["task"], c["reference"], c["empty"], c["echo"], c["verdict"]) for c in rep["checks"]] == [
+        ("t1", 1.0, 0.0, 0.0, "ok"), ("t2", 1.0, 0.0, 0.0, "ok")]
+    want = G.grade("token_f1", comps[0]["completion"], tasks[0])
+    assert [c["score"] for c in rep["completions"]] == [pytest.approx(want), 0.0]  # the echo pays nothing
+    assert "t1" in r.stdout and f"{want:.3f}" in r.stdout and "0 grader check(s) failed" in r.stdout
+    bad = subprocess.run(cmd[:-2] + ["--grader", "{grader: rouge}"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown grader 'rouge'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    # a grader that does not pay the reference fails the command (exit 1) and says which task
+    ref_zero = subprocess.run(cmd[:6] + ["--grader", "{grader: rubric, items: [{phrase: zebra}]}"],
+                              capture_output=True, text=True, timeout=300)
+    assert ref_zero.returncode == 1 and "REFUSED" in ref_zero.stdout and "2 grader check(s) failed" in ref_zero.stdout
