@@ -192,8 +192,7 @@ def test_server_that_never_returns_costs_a_warning_not_the_training(mlflow_serve
         waited = time.monotonic() - t0
         assert 1.5 < waited < 2.0 + cfg.http_timeout_s + 3  # flush_timeout_s, plus at most one request
         assert report["undelivered_metrics"] == 2 and report["delivered_metrics"] == 1
-        trained_after = sum(range(10))  # the training process carries on
-        assert trained_after == 45
+        # (finish() returned within the bound above instead of raising or hanging: the training carries on)
     finally:
         mlflow_server.start()
     client = _client(mlflow_server.url)

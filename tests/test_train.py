@@ -70,6 +70,19 @@ def test_each_algorithm_trains_and_logs_finite_metrics(setup, tmp_path, algo):
     for r in rows:
         for k in keys:
             assert k in r and math.isfinite(r[k]), (k, r.get(k))
+        # values, not only finiteness: one update per batch, so the policy that sampled IS the one updated
+        # (ratio 1 on every token: no clip, no dual clip, zero KL); 16 rollouts in 4 groups of 4
+        if algo != "opsd":
+            assert r["clip_frac"] == 0.0 and r["dual_clip_frac"] == 0.0
+            assert r["ratio_mean"] == pytest.approx(1.0, abs=1e-6) and r["approx_kl"] == pytest.approx(0.0, abs=1e-6)
+        assert (r["accuracy"] * 16) == pytest.approx(round(r["accuracy"] * 16))
+        assert (r["zero_var_frac"] * 4) == pytest.approx(round(r["zero_var_frac"] * 4))
+        assert r["accuracy"] <= r["reward_mean"] + 1e-9 and 0 < r["completion_len"] <= 12
+        assert r["optimizer_step"] == r["step"]
+        if algo in ("grpo", "rlsd") and r["zero_var_frac"] == 1.0:  # every advantage 0: no policy gradient
+            assert r["grad_norm"] == 0.0 and r["loss"] == 0.0
+        else:
+            assert r["grad_norm"] > 0
     before, after = _weights(model), _weights(Path(summary["final_model"]))
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed, "no parameter moved"
