@@ -41,6 +41,9 @@ STORE_SECRET = {"secret_name": PlatformConfig.store_secret,
                 "secret_key_to_env": {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}}
 TRACKING_SECRET = {"secret_name": PlatformConfig.tracking_secret,
                    "secret_key_to_env": {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}}
+# The egress allow-list every step runs under (rlsd.perimeter): set by the operator in the ConfigMap of
+# manifests/base/egress-allow.yaml, never by run parameters.
+EGRESS_ALLOW = {"config_map_name": "rlsd-egress-allow", "config_map_key_to_env": {"allow": "RLSD_EGRESS_ALLOW"}}
 RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
 _PLATFORM = load_config(HERE.parent / "configs" / "kubeflow.yaml").platform
 IMAGE = os.environ.get("RLSD_IMAGE") or _PLATFORM.image
@@ -120,6 +123,7 @@ def rlsd_pipeline(
         task.set_retry(**RETRY)
     for task in io_tasks + [t for route in routes for t in route[:2]]:
         kubernetes.use_secret_as_env(task, **STORE_SECRET)
+        kubernetes.use_config_map_as_env(task, **EGRESS_ALLOW)
         if task not in [route[0] for route in routes]:
             task.set_container_image(IMAGE)
 
