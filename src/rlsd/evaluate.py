@@ -48,6 +48,7 @@ import numpy as np
 from rlsd.prompts import assert_no_leak, fit_student, fit_teacher
 from rlsd.tasks import Task, read_tasks
 from rlsd.verifiers import score, score_many, task_format_score
+from rlsd.verifiers.sandbox import sandbox_stats
 
 PASS_THRESHOLD = 1.0 - 1e-9
 LEAK_NGRAM = 6
@@ -305,6 +306,7 @@ def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[st
         "leakage": {"rate": (len(leaks) / n_checked) if n_checked else None, "n_checked": n_checked,
                     "n_leaks": len(leaks), "ngram": leak_ngram, "examples": leaks[:10],
                     "teacher_student_gap": gap},
+        "code_sandbox": sandbox_stats(),  # code verdicts so far in this process, per isolation mode
     }
 
 

@@ -369,6 +369,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
     from rlsd.models import load_model, load_tokenizer
     from rlsd.rollout import sample
     from rlsd.verifiers import score_many
+    from rlsd.verifiers.sandbox import sandbox_stats
 
     out = Path(output_dir or cfg.train.output_dir)
     rank, world, device = init_distributed()
@@ -572,6 +573,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
                 "time_teacher": t_teacher,
                 "time_train": t_train,
                 "time_step": time.perf_counter() - t0,
+                **sandbox_stats(),  # code verdicts so far per isolation mode (bwrap | process)
             })
             if eval_tasks and (step + 1) % cfg.train.eval_every == 0:
                 m["eval_accuracy"] = quick_eval(policy, tokenizer, eval_tasks, cfg, zero3)
