@@ -61,7 +61,7 @@ def test_plot_training_skips_absent_curves_and_names_bad_lines(tmp_path):
     jsonl = _write_jsonl([{"step": 1, "accuracy": 0.5}, {"step": 2, "accuracy": 0.75}], tmp_path / "m.jsonl")
     assert [p.name for p in plot_training(jsonl, tmp_path / "p")] == ["accuracy.png"]
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"step": 1}\n{oops\n')
+    bad.write_text('{"step": 1}\n{oops\n{"step": 3}\n')  # a torn *last* line is skipped (test_tracking_torn_log)
     with pytest.raises(ValueError, match=r"bad.jsonl:2 is not JSON"):
         plot_training(bad, tmp_path / "p2")
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):

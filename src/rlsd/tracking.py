@@ -463,17 +463,23 @@ PLOTS: dict[str, tuple[str, list[str]]] = {
 
 
 def read_metrics(metrics_jsonl: str | Path) -> list[dict[str, Any]]:
-    """The trainer's metrics.jsonl as a list of dicts (each with an integer ``step``)."""
+    """The trainer's metrics.jsonl as a list of dicts (each with an integer ``step``). A last line that does
+    not parse (an append torn by a kill) is skipped with a warning; an unreadable line before it is an error."""
     p = Path(metrics_jsonl)
     if not p.is_file():
         raise FileNotFoundError(f"metrics file {str(p)!r} does not exist (the trainer writes <output_dir>/metrics.jsonl)")
     rows = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
+            if i == last:
+                warnings.warn(f"{p}:{i}: skipped a torn last line (an append cut by a kill)", stacklevel=2)
+                continue
             raise ValueError(f"{p}:{i} is not JSON ({e.msg}); each line must be one step's metrics object") from None
         if not isinstance(row, dict) or "step" not in row:
             raise ValueError(f"{p}:{i} must be a JSON object with a 'step' field, got {line[:80]!r}")
