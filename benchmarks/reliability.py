@@ -5,7 +5,7 @@ refused, peak memory under load.
 
 Runs the reliability tests (tests/reliability/) together with the fault tests that live beside the code
 they test (tracking outage: tests/test_tracking.py; concurrent promotion: tests/test_registry.py; S3
-outages: tests/data/test_data_store.py; sandbox escapes: tests/verifiers/test_verify_code.py), reads the
+outages: tests/data/test_data_store.py; sandbox escapes: tests/verifiers/test_verify_code.py and test_code_adversarial.py), reads the
 per-test outcome from pytest's JUnit XML, then measures ingest memory at two input sizes with
 benchmarks/load.py (each in a fresh process), then the data-plane figures of issue 18 (:func:`data_plane`:
 records lost on a torn CSV export, edits dropped, unreferenced quarantine chunks, redaction recall and false
@@ -45,7 +45,7 @@ GROUPS = [
     ("hostile input", ["tests/reliability/test_hostile_input.py", "tests/reliability/test_ingest_invariant.py",
                        "tests/reliability/test_redaction_hostile.py", "tests/reliability/test_manuals_hostile.py"],
      "property tests, oversized inputs, torn CSV, same-time edits, planted secrets, hostile manuals folders"),
-    ("sandbox escapes", ["tests/verifiers/test_verify_code.py"],
+    ("sandbox escapes", ["tests/verifiers/test_verify_code.py", "tests/verifiers/test_code_adversarial.py"],
      "model code that tries the network, files outside, fork bombs, memory, time, signals"),
 ]
 

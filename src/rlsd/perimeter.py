@@ -41,8 +41,8 @@ What an in-process guard **cannot** cover, said plainly (the NetworkPolicies enf
   native threads that open sockets without going through CPython's ``_socket``;
 - non-Python programs (``os.system("curl ...")``, any binary started by subprocess) and Python children
   started with ``-I``, ``-E`` or ``-S`` or with a cleaned environment (the rlsd verifiers' children run
-  ``-I -S``: the code sandbox refuses sockets itself and runs in a network namespace where the host
-  allows it; the SQL child only talks to SQLite) -- their starts are logged, their traffic is not;
+  ``-I -S``: the code sandbox runs in bubblewrap with its own, empty network namespace, or refuses to
+  run at all unless the operator chose the weaker ``process`` mode; the SQL child only talks to SQLite) -- their starts are logged, their traffic is not;
 - connections already open before the block (a ``send`` on them raises no event);
 - threads started inside a block and attempts after it ends: refused and logged, but the step has
   already returned, so they cannot fail it.
