@@ -120,3 +120,18 @@ def test_evaluation_counts_text_passes_from_the_threshold():
     out2 = summarise([t2], [half], [full, half, poor, poor], k=2, n=4)
     row2 = out2["per_task"][0] if "per_task" in out2 else out2["tasks"][0]
     assert row2["c"] == 1 and row2["greedy_pass"] == 0.0
+
+
+def test_the_leakage_check_applies_to_text_tasks():
+    """The resolution is the answer (masked), but a manual passage in the privileged context that the student
+    copies is a leak, and the summary counts the output as checked."""
+    ref = "Cleared the print spooler queue, then removed and re-added the printer on the print server."
+    manual = ("To clear a stuck queue on the Marlow print server open the admin console, choose Queues, select the "
+              "queue and press Purge, then restart the spooler service from the Services page.")
+    t = Task(id="x", prompt="Printer stuck. What fixed it?", answer=ref, verifier="text",
+             privileged_context=f"Verified resolution: {ref}\n\n[Marlow guide > Queues]\n{manual}",
+             verifier_args={"grader": "token_f1"})
+    honest = f"Answer: {ref}"
+    copied = "Answer: open the admin console, choose Queues, select the queue and press Purge, then restart the spooler"
+    out = summarise([t], [honest], [honest, copied], k=1, n=2)
+    assert out["leakage"]["n_checked"] == 3 and out["leakage"]["n_leaks"] == 1

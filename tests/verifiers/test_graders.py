@@ -270,3 +270,12 @@ def test_rlsd_grade_prints_the_checks_and_scores_completions(tmp_path):
     ref_zero = subprocess.run(cmd[:6] + ["--grader", "{grader: rubric, items: [{phrase: zebra}]}"],
                               capture_output=True, text=True, timeout=300)
     assert ref_zero.returncode == 1 and "REFUSED" in ref_zero.stdout and "2 grader check(s) failed" in ref_zero.stdout
+
+
+def test_embedding_cosine_from_a_local_model(tiny_judge_path):
+    spec = G.validate_spec({"grader": "similarity", "metric": "embedding", "model": str(tiny_judge_path)})
+    t = _task(spec)
+    assert score(t, f"Answer: {REF}") == pytest.approx(1.0, abs=1e-5)  # cos(x, x) = 1
+    other = score(t, "Answer: the badge reader needed a new ribbon cable")
+    assert 0.0 <= other < 1.0 - 1e-4
+    assert score(t, "") == 0.0 and score(t, f"Answer: {QUESTION}") == 0.0
