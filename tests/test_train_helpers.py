@@ -111,6 +111,13 @@ def tiny():
     from rlsd.models import build_tiny_model
 
     model, tok = build_tiny_model(None, hidden_size=32, num_layers=1, num_heads=1, seed=0)
+    # larger weights than the 0.02 init: attention is no longer uniform, so a wrong position or a pad token let
+    # into attention moves the log-probs by whole nats instead of 1e-5
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     return model.eval(), tok
 
 
@@ -143,8 +150,8 @@ def test_logps_pass_gives_each_rows_own_log_probs(tiny, share):
         n = int(cmask[i].sum())
         want_old = _reference_logps(model, student[i], comp[i, :n].tolist())
         want_teacher = _reference_logps(model, teacher[i], comp[i, :n].tolist())
-        assert b.old_logps[i, :n].tolist() == pytest.approx(want_old, abs=1e-4)
-        assert b.teacher_logps[i, :n].tolist() == pytest.approx(want_teacher, abs=1e-4)
+        assert b.old_logps[i, :n].tolist() == pytest.approx(want_old, abs=1e-3)
+        assert b.teacher_logps[i, :n].tolist() == pytest.approx(want_teacher, abs=1e-3)
     assert not torch.equal(b.old_logps, b.teacher_logps)
 
 
@@ -161,11 +168,11 @@ def test_logps_pass_divides_by_the_temperature_and_can_skip_either_side(tiny):
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([[11, 12, 50, 51]])).logits[0].float() / 0.5
     want = [torch.log_softmax(logits[1 + t], -1)[c].item() for t, c in enumerate([50, 51])]
-    assert b.old_logps[0].tolist() == pytest.approx(want, abs=1e-4)
+    assert b.old_logps[0].tolist() == pytest.approx(want, abs=1e-3)
     b.old_logps.zero_()
     logps_pass(b, model, model, micro=1, temperature=0.5, share=1, old=False, teacher_too=True)
     assert (b.old_ready, b.teacher_ready) == (True, True) and not b.old_logps.any()
-    assert b.teacher_logps[0].tolist() == pytest.approx(want, abs=1e-4)
+    assert b.teacher_logps[0].tolist() == pytest.approx(want, abs=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------- one update
@@ -296,3 +303,109 @@ def test_update_normalises_by_the_global_token_count_and_world():
     assert seen == [pytest.approx(-2 / 8 * 4)]  # DeepSpeed's mean over 4 ranks undone
     # gradient of -(rho_0 + rho_1) / 8 * 4 at w = 0: -0.5 * ((e_0 - 1/4) + (e_1 - 1/4)) = (-1, -1, 1, 1) / 4
     assert st["grad_norm"] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_rank_sums_keep_float64_and_small_weights(monkeypatch):
+    """Sums over ranks in float64 (a float32 sum of token counts or losses would round 2**24 + 1), and a total
+    weight below 1 (a fraction) is divided by, not replaced by 1."""
+    import rlsd.train as T
+
+    monkeypatch.setattr(T.dist, "all_reduce", lambda t, *a, **k: None)  # the other ranks add nothing
+    assert T._all_reduce([16777217.0, 0.1], 2, torch.device("cpu")) == [16777217.0, 0.1]
+    assert T._weighted_mean({"a": 2.0}, 0.5, 1, torch.device("cpu")) == {"a": pytest.approx(2.0)}
+
+
+def test_update_with_masked_tokens_aggregation_and_temperature(monkeypatch):
+    """Two rows of two tokens, the last token of row 1 masked; micro-batch of both rows: token_mean over the 3
+    valid tokens, seq_mean_token_mean over the 2 rows; the statistics are token-weighted sums; the
+    rollout temperature divides both the policy's and the teacher's logits; the teacher's time is summed over
+    micro-batches."""
+    import types
+
+    import rlsd.train as T
+    from rlsd.train import Batch, policy_update
+
+    def run(algo, agg, temperature, micro=2):
+        cfg = load_config(overrides=[f"algorithm.name={algo}", f"algorithm.agg={agg}", f"rollout.temperature={temperature}"])
+        policy, teacher = ToyPolicy(V), ToyPolicy(V)
+        with torch.no_grad():
+            teacher.w.copy_(W_T)
+        b = Batch(torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long), torch.tensor([[0, 1], [2, 3]]),
+                  torch.tensor([[1, 1], [1, 0]]), torch.tensor([1.0, -1.0]),
+                  teacher_prompt_ids=torch.zeros(2, 1, dtype=torch.long), teacher_prompt_mask=torch.ones(2, 1, dtype=torch.long))
+        st = policy_update(ToyEngine(policy, lr=1.0), teacher, b, slice(0, 2), cfg=cfg, micro=micro, share=1, lam=0.5,
+                           num_tokens=3.0, num_seqs=2.0, world=1, zero_stage=0)
+        return st, b
+
+    st, _ = run("grpo", "token_mean", 1.0)
+    assert st["pg_loss"] == pytest.approx(-(1 + 1 - 1) / 3) and st["tokens"] == 3
+    assert st["ratio_mean"] == pytest.approx(3.0) and st["approx_kl"] == pytest.approx(0.0, abs=1e-7)
+    st, _ = run("grpo", "seq_mean_token_mean", 1.0)
+    assert st["pg_loss"] == pytest.approx((-1 + 1) / 2, abs=1e-7)
+    st, b = run("rlsd", "token_mean", 0.5)
+    assert b.teacher_logps[0].tolist() == pytest.approx(torch.log_softmax(W_T / 0.5, -1)[[0, 1]].tolist(), abs=1e-6)
+    assert st["entropy"] == pytest.approx(3 * math.log(V), rel=1e-5)  # uniform at any temperature
+    # the teacher's time: a fake clock that ticks 1 per reading gives 1 per micro-batch
+    ticks = iter(range(1000))
+    monkeypatch.setattr(T, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    st, _ = run("rlsd", "token_mean", 1.0, micro=1)
+    assert st["time_teacher"] == 2.0
+
+
+def test_eps_low_reaches_the_loss():
+    """rho = e^-0.5 = 0.61 with A < 0: clipped below 1 - eps_low at the default 0.2, inside at eps_low 0.5."""
+    adv, tokens = [-1.0], [0]
+    sampler = torch.full((1, 1), math.log(1 / V) + 0.5)
+    st, *_ = _update("grpo", adv, tokens, sampler=sampler, **{"rollout.old_logps_from": "sampler"})
+    assert st["clip_frac"] == 1.0 and st["pg_loss"] == pytest.approx(0.8)
+    st, *_ = _update("grpo", adv, tokens, sampler=sampler, **{"rollout.old_logps_from": "sampler", "algorithm.eps_low": 0.5})
+    assert st["clip_frac"] == 0.0 and st["pg_loss"] == pytest.approx(math.exp(-0.5), rel=1e-5)
+
+
+class _Spy(torch.nn.Module):
+    """Records the shape of every forward's input_ids (and whether a cache came along)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, []
+
+    def forward(self, input_ids=None, cache=None, **kw):
+        self.calls.append((tuple(input_ids.shape), cache is not None))
+        return self.model(input_ids=input_ids, past_key_values=cache, **kw)
+
+
+@pytest.mark.parametrize("case, share, calls", [
+    ("grouped", 2, [((2, 3), True), ((4, 2), True)]),  # each prompt once, then the completions on its cache
+    ("grouped", 1, [((4, 6), False)]),                   # share 1: one full pass
+    ("mixed", 2, [((4, 6), False)]),                     # a group whose rows differ: one full pass
+    ("one_token", 2, [((4, 4), False)]),                 # a single completion token: nothing to share
+    ("checkpointing", 2, [((4, 6), False)]),             # activation checkpointing: no cache
+    ("odd", 3, [((4, 6), False)]),                       # 4 rows are not groups of 3
+])
+def test_shared_prompt_pass_runs_each_prompt_once_only_when_it_may(tiny, case, share, calls):
+    """completion_logits' prompt sharing (rollouts of one prompt run it once, ~G times less prompt compute):
+    taken exactly when the rows come in groups of identical prompts, and the logits equal the full pass's."""
+    from rlsd.train import completion_logits, left_pad
+
+    model, tok = tiny
+    prompts = [[11, 12, 13]] * 2 + [[21]] * 2 if case != "mixed" else [[11, 12, 13], [11, 12, 14], [21], [21]]
+    t = 1 if case == "one_token" else 3
+    p_ids, p_mask = left_pad(prompts, tok.pad_token_id)
+    c_ids = torch.tensor([[50, 51, 52], [53, 54, 55], [56, 57, 58], [59, 60, 61]])[:, :t]
+    c_mask = torch.ones_like(c_ids)
+    spy = _Spy(model)
+    if case == "checkpointing":
+        spy.is_activation_checkpointing = True
+    got = completion_logits(spy, p_ids, p_mask, c_ids, c_mask, 1.0, share)
+    assert spy.calls == calls
+    want = completion_logits(model, p_ids, p_mask, c_ids, c_mask, 1.0, 1)
+    assert got.shape == want.shape and got.shape[:2] == (4, t)
+    torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
+
+
+def test_a_model_that_ignores_the_cache_is_an_error_not_wrong_logits():
+    from rlsd.train import completion_logits
+
+    ids = torch.tensor([[5, 6]] * 2)
+    with pytest.raises(RuntimeError, match="shared prompt pass left 0 cached positions, expected 2"):
+        completion_logits(ToyPolicy(V), ids, torch.ones_like(ids), torch.tensor([[1, 2], [3, 0]]), torch.ones(2, 2), 1.0, 2)
