@@ -409,3 +409,62 @@ def test_a_model_that_ignores_the_cache_is_an_error_not_wrong_logits():
     ids = torch.tensor([[5, 6]] * 2)
     with pytest.raises(RuntimeError, match="shared prompt pass left 0 cached positions, expected 2"):
         completion_logits(ToyPolicy(V), ids, torch.ones_like(ids), torch.tensor([[1, 2], [3, 0]]), torch.ones(2, 2), 1.0, 2)
+
+
+def test_jsd_settings_and_aggregation_reach_the_opsd_loss():
+    """The JSD's beta, and its aggregation with the global sequence count (two rows of lengths 2 and 1;
+    the toy teacher gives every position the same divergence J)."""
+    from rlsd.train import Batch, policy_update
+
+    def run(agg, beta, num_seqs):
+        cfg = load_config(overrides=["algorithm.name=opsd", f"algorithm.agg={agg}", f"algorithm.jsd_beta={beta}"])
+        policy, teacher = ToyPolicy(V), ToyPolicy(V)
+        with torch.no_grad():
+            teacher.w.copy_(W_T)
+        b = Batch(torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long), torch.tensor([[0, 1], [2, 3]]),
+                  torch.tensor([[1, 1], [1, 0]]), torch.tensor([1.0, -1.0]),
+                  teacher_prompt_ids=torch.zeros(2, 1, dtype=torch.long), teacher_prompt_mask=torch.ones(2, 1, dtype=torch.long))
+        return policy_update(ToyEngine(policy, lr=1.0), teacher, b, slice(0, 2), cfg=cfg, micro=2, share=1, lam=0.0,
+                             num_tokens=3.0, num_seqs=num_seqs, world=1, zero_stage=0)
+
+    assert run("token_mean", 0.25, 2.0)["jsd_loss"] == pytest.approx(_jsd(0.25), rel=1e-5)
+    assert _jsd(0.25) != pytest.approx(_jsd(0.5), rel=1e-3)
+    # per-sequence means J and J, summed, over the global count of 4 sequences: J / 2
+    assert run("seq_mean_token_mean", 0.5, 4.0)["jsd_loss"] == pytest.approx(_jsd() / 2, rel=1e-5)
+
+
+def test_grad_norm_under_zero_comes_from_deepspeed():
+    """ZeRO 1-3 partition the module's gradients: the figure is DeepSpeed's own, NaN when it has none."""
+    from rlsd.train import Batch, policy_update
+
+    class ZeroEngine(ToyEngine):
+        norm = None
+
+        def get_global_grad_norm(self):
+            return self.norm
+
+    cfg = load_config(overrides=["algorithm.name=grpo"])
+    for norm, want in ((1.5, 1.5), (None, None)):
+        engine = ZeroEngine(ToyPolicy(V), lr=1.0)
+        engine.norm = norm
+        b = Batch(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long), torch.tensor([[0]]),
+                  torch.ones(1, 1, dtype=torch.long), torch.tensor([1.0]))
+        st = policy_update(engine, None, b, slice(0, 1), cfg=cfg, micro=1, share=1, lam=0.0, num_tokens=1.0,
+                           num_seqs=1.0, world=1, zero_stage=2)
+        assert st["grad_norm"] == want if want is not None else math.isnan(st["grad_norm"])
+
+
+def test_the_policy_logits_are_divided_by_the_temperature():
+    from rlsd.train import Batch, policy_update
+
+    cfg = load_config(overrides=["algorithm.name=grpo", "rollout.temperature=0.5"])
+    policy = ToyPolicy(V)
+    with torch.no_grad():
+        policy.w.copy_(W_T)
+    b = Batch(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long), torch.tensor([[2]]),
+              torch.ones(1, 1, dtype=torch.long), torch.tensor([1.0]))
+    st = policy_update(ToyEngine(policy, lr=1.0), None, b, slice(0, 1), cfg=cfg, micro=1, share=1, lam=0.0,
+                       num_tokens=1.0, num_seqs=1.0, world=1, zero_stage=0)
+    p = torch.softmax(W_T / 0.5, -1)
+    assert b.old_logps[0, 0].item() == pytest.approx(torch.log(p[2]).item(), abs=1e-6)
+    assert st["entropy"] == pytest.approx(-(p * p.log()).sum().item(), rel=1e-5)
