@@ -34,7 +34,9 @@ class FakeClient:
         self.name, self.versions, self.aliases, self.calls = name, {}, {}, []
         self.fail: dict[str, tuple[int, BaseException]] = {}
 
-    def _hit(self, method: str) -> None:
+    def _hit(self, method: str, name: str | None = None) -> None:
+        if name is not None:
+            assert name == self.name, (method, name)
         self.calls.append(method)
         if method in self.fail:
             n, exc = self.fail[method]
@@ -47,19 +49,19 @@ class FakeClient:
         return mv
 
     def get_model_version(self, name, version):
-        self._hit("get_model_version")
+        self._hit("get_model_version", name)
         if str(version) not in self.versions:
             raise _mlflow_missing(f"version {version}")
         return self.versions[str(version)]
 
     def get_model_version_by_alias(self, name, alias):
-        self._hit("get_model_version_by_alias")
+        self._hit("get_model_version_by_alias", name)
         if alias not in self.aliases:
             raise _mlflow_missing(f"alias {alias}")
         return self.versions[self.aliases[alias]]
 
     def set_model_version_tag(self, name, version, key, value):
-        self._hit("set_model_version_tag")
+        self._hit("set_model_version_tag", name)
         self.versions[str(version)].tags[key] = str(value)
 
     def search_model_versions(self, filter_string):
@@ -68,11 +70,11 @@ class FakeClient:
         return list(self.versions.values())
 
     def set_registered_model_alias(self, name, alias, version):
-        self._hit("set_registered_model_alias")
+        self._hit("set_registered_model_alias", name)
         self.aliases[alias] = str(version)
 
     def update_model_version(self, name, version, description):
-        self._hit("update_model_version")
+        self._hit("update_model_version", name)
         self.versions[str(version)].description = description
 
 
@@ -133,7 +135,7 @@ def test_a_better_version_takes_the_champion_and_the_history_is_kept(fake):
     fake.add(1, **{registry.TAG_PASS1: 0.3})
     fake.aliases["champion"] = "1"
     fake.add(2).description = "older text"
-    d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.5, diff=0.2, ci_low=0.05, baseline=0.3)))
+    d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.5, diff=0.2, ci_low=0.05, baseline=0.3, vs=(NAME, 1))))
     assert (d["decision"], d["champion_before"], d["champion_after"]) == ("promoted", 1, 2)
     assert d["reasons"][-1] == "ok: @champion moved to v2 from v1"
     assert d["reasons"][1] == "ok: pass@1 difference +0.2000 >= registry.margin 0.0200"
@@ -173,7 +175,7 @@ def test_a_better_pending_candidate_supersedes(fake):
     fake.aliases["champion"] = "1"
     fake.add(2)
     fake.add(3, **{registry.TAG_PASS1: 0.9, registry.TAG_STATE: "pending", registry.TAG_PENDING_SINCE: now - 5})
-    d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.5, diff=0.2, ci_low=0.05)))
+    d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.5, diff=0.2, ci_low=0.05, vs=(NAME, 1))))
     assert (d["decision"], d["champion_before"], d["champion_after"]) == ("superseded", 1, 3)
     assert fake.aliases["champion"] == "3"
     assert d["reasons"][-1] == ("FAIL: @champion is on v3 (recorded pass@1 0.9000), not beaten by this version's "
@@ -217,7 +219,7 @@ def test_the_alias_is_re_read_until_it_stands_on_the_best(fake, monkeypatch):
             real(name, alias, "1")  # the other promoter's write lands after ours
 
     monkeypatch.setattr(fake, "set_registered_model_alias", interfering)
-    d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.5, diff=0.2, ci_low=0.05)))
+    d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.5, diff=0.2, ci_low=0.05, vs=(NAME, 1))))
     assert moves == ["2", "2"] and d["decision"] == "promoted" and fake.aliases["champion"] == "2"
 
 
@@ -352,11 +354,12 @@ def test_gate_reasons_exact():
     assert ok is False and reasons == [
         "FAIL: leakage rate 0.1000 > registry.max_leakage_rate 0.0500",
         "FAIL: pass@1 difference +0.0100 < registry.margin 0.0200",
-        "ok: interval [-0.5000, +0.3000] not gated (registry.require_ci_above_zero is false)"]
+        "ok: interval [-0.5000, +0.3000] not gated (registry.require_ci_above_zero is false)",
+        "ok: 64 paired tasks >= registry.min_paired_tasks 20"]
     e = ev(0.6, diff=0.03, ci_low=0.01)
     del e["comparison"]["ci_high"]
     ok, reasons = registry.check_gates(dataclasses.replace(reg, require_ci_above_zero=True), e, has_champion=True)
-    assert ok is True and reasons[-1] == "ok: paired-bootstrap interval of the difference low end +0.0100 is above zero"
+    assert ok is True and reasons[-2] == "ok: paired-bootstrap interval of the difference low end +0.0100 is above zero"
     ok, reasons = registry.check_gates(reg, ev(0.1, leak=0.5), has_champion=False)
     assert ok is False and reasons[-1] == ("FAIL: no @champion exists yet; the first version within the leakage bound "
                                            "would become champion")
@@ -366,3 +369,28 @@ def test_set_champion_moves_the_alias(fake):
     fake.add(3)
     registry._set_champion(fake, NAME, 3)
     assert fake.aliases == {"champion": "3"}
+
+
+def test_choose_at_the_margin_exactly():
+    champ = SimpleNamespace(version="1", tags={registry.TAG_PASS1: "0.25"})
+    best = SimpleNamespace(version="2", tags={registry.TAG_PASS1: "0.5"})
+    assert registry._choose(champ, [best], 0.25) is best  # a gain of exactly the margin is enough
+    assert registry._choose(champ, [best], 0.26) is champ
+
+
+def test_refused_first_version_records_no_champion(fake):
+    fake.add(1)
+    d = registry.promote(_cfg(), version=1, evaluation=_measured(ev(0.3, leak=0.5), leaks=20))
+    assert (d["decision"], d["champion_before"], d["champion_after"]) == ("refused", None, None)
+    assert fake.versions["1"].tags["rlsd.promotion.champion_after"] == "None" and fake.aliases == {}
+    assert "(champion before: none, after: none)" in fake.versions["1"].description.splitlines()[0]
+
+
+def test_load_evaluation_errors_name_the_file(tmp_path):
+    for name, text, msg in (("none.json", None, "does not exist"), ("bad.json", "{not json", "is not JSON"),
+                            ("list.json", "[1]", "must hold a JSON object")):
+        p = tmp_path / name
+        if text is not None:
+            p.write_text(text)
+        with pytest.raises((FileNotFoundError, ValueError), match=rf"evaluation file '{p}' {msg}"):
+            registry.load_evaluation(p)
