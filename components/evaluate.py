@@ -1,4 +1,5 @@
-"""Evaluate the trained model against the base model with the training verifiers (wraps rlsd.evaluate)."""
+"""Evaluate the trained model against the current @champion (else the base model) with the training verifiers
+(wraps rlsd.evaluate.evaluate_against_champion)."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -10,20 +11,21 @@ from components._image import RLSD_IMAGE
 def evaluate(config_yaml: str, model: Input[Model], tasks: Input[Dataset], base_model: str,
              evaluation: Output[Artifact], metrics: Output[Metrics], report_html: Output[HTML],
              report_md: Output[Markdown], connections: Output[Artifact]):
-    """Args: base_model: the baseline ("" = the recipe's model.path). evaluation: folder with evaluation.json."""
+    """Args: base_model: the baseline when the registry has no @champion yet ("" = the recipe's model.path).
+    evaluation: folder with evaluation.json (its "baseline" names the model compared with)."""
     import os
     import shutil
 
-    from rlsd.evaluate import run_evaluation
+    from rlsd.evaluate import evaluate_against_champion
     from rlsd.kfp_outputs import numeric_metrics
     from rlsd.perimeter import step
 
     os.makedirs(evaluation.path, exist_ok=True)
     with step(config_yaml, {"model.path": base_model}, log_path=connections.path) as cfg:
-        result = run_evaluation(cfg, candidate=os.path.join(model.path, model.metadata.get("final_model", "final")),
-                                baseline=cfg.model.path,
-                                tasks_path=os.path.join(tasks.path, tasks.metadata.get("eval_file", "eval.jsonl")),
-                                out_dir=evaluation.path)
+        result = evaluate_against_champion(
+            cfg, candidate=os.path.join(model.path, model.metadata.get("final_model", "final")),
+            base_model=cfg.model.path, tasks_path=os.path.join(tasks.path, tasks.metadata.get("eval_file", "eval.jsonl")),
+            out_dir=evaluation.path)
     shutil.copyfile(os.path.join(evaluation.path, "report.html"), report_html.path)
     shutil.copyfile(os.path.join(evaluation.path, "report.md"), report_md.path)
     for key, value in numeric_metrics(result).items():

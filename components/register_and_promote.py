@@ -10,9 +10,13 @@ from components._image import RLSD_IMAGE
 
 @dsl.component(base_image=RLSD_IMAGE, install_kfp_package=False)
 def register_and_promote(config_yaml: str, model: Input[Model], evaluation: Input[Artifact],
-                         promotion_margin: float, decision: Output[Markdown], connections: Output[Artifact]
+                         promotion_margin: float, decision: Output[Markdown], connections: Output[Artifact],
+                         kfp_run_id: str = ""
                          ) -> NamedTuple("Registered", [("name", str), ("version", str), ("uri", str), ("decision", str)]):
-    """Args: promotion_margin: registry.margin (pass@1 points over the champion). Returns name, version, uri, decision."""
+    """Args: promotion_margin: registry.margin (pass@1 points over the champion); kfp_run_id: the run's id
+    (the pipeline passes dsl.PIPELINE_JOB_ID_PLACEHOLDER). Returns name, version, uri, decision.
+    The version is tagged with its lineage (training run, snapshot, KFP run, image code version); a retry of
+    this step reuses the version registered for the same training run and model artifact."""
     import json
     import os
     from collections import namedtuple
@@ -23,7 +27,9 @@ def register_and_promote(config_yaml: str, model: Input[Model], evaluation: Inpu
     with open(os.path.join(evaluation.path, "evaluation.json"), encoding="utf-8") as f:
         ev = json.load(f)
     with step(config_yaml, {"registry.margin": promotion_margin}, log_path=connections.path) as cfg:
-        reg = register_model(cfg, os.path.join(model.path, model.metadata.get("final_model", "final")), evaluation=ev)
+        reg = register_model(cfg, os.path.join(model.path, model.metadata.get("final_model", "final")), evaluation=ev,
+                             training_run_id=model.metadata.get("mlflow_run_id", ""), training_output_dir=model.path,
+                             kfp_run=kfp_run_id, source=model.uri or model.path)
         verdict = promote(cfg, version=reg["version"], evaluation=ev)
     with open(decision.path, "w", encoding="utf-8") as f:
         f.write(f"# {reg['name']} v{reg['version']}: {verdict['decision']}\n\n"

@@ -3,7 +3,9 @@
 Wiring only (components/ hold the steps, src/rlsd/ the behaviour). Kubernetes details are set
 here: MinIO keys and MLflow's basic-auth user as env from secrets, retries with back-off on the I/O
 steps, caching off for ingest (it looks for new tickets; later steps are keyed on the snapshot id
-it returns). Training has two routes, each its own branch:
+it returns). Evaluate compares the candidate with the registry's current @champion (the base model
+before the first promotion); register tags the version with the KFP run id (the run's uuid placeholder)
+and the other lineage ids. Training has two routes, each its own branch:
 * single pod (nodes == 1): train requests the GPUs, with node selector, toleration, CPU/memory
   requests and limits, a memory-backed /dev/shm, the shared workspace and a timeout;
 * multi-node (nodes > 1): train only launches and follows the Kubeflow Trainer TrainJob, so it
@@ -112,7 +114,8 @@ def rlsd_pipeline(
                                      tasks=tasks_task.outputs["tasks"], base_model=base_model)
                 register_task = register_and_promote(config_yaml=config_yaml, model=train_task.outputs["model"],
                                                      evaluation=eval_task.outputs["evaluation"],
-                                                     promotion_margin=promotion_margin)
+                                                     promotion_margin=promotion_margin,
+                                                     kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
                 routes.append((train_task, eval_task, register_task))
 
     for train_task, eval_task, register_task in routes:

@@ -259,9 +259,11 @@ def test_run_evaluation_files_and_keys(tiny, tmp_path):
                          out_dir=tmp_path / "out")
     saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     assert saved == json.loads(json.dumps(res))
-    assert set(saved) == {"candidate", "baseline", "comparison", "leakage"}
+    assert set(saved) == {"candidate", "baseline", "comparison", "leakage", "data_snapshot_id"}
     side = {"model", "pass@1", "pass@k", "greedy_pass@1", "k", "per_type", "teacher_greedy_pass@1"}
-    assert set(saved["candidate"]) == side and set(saved["baseline"]) == side
+    assert set(saved["candidate"]) == side and set(saved["baseline"]) == side | {"kind", "name", "version", "uri"}
+    # a baseline given as a bare path is recorded as such (no promotion over a champion accepts it)
+    assert (saved["baseline"]["kind"], saved["baseline"]["uri"]) == ("path", str(root / "base"))
     assert set(saved["comparison"]) == {"diff_pass1", "ci_low", "ci_high", "n_tasks"}
     assert set(saved["leakage"]) == {"rate", "n_checked", "n_leaks", "examples", "teacher_student_gap"}
     c = saved["comparison"]

@@ -18,12 +18,15 @@ PROMPT = "Q:12+34=?\nA:"
 
 
 def ev(pass1: float, *, diff: float | None = None, ci_low: float = 0.01, ci_high: float = 0.3,
-       leak: float = 0.0, baseline: float | None = None) -> dict:
-    """An evaluation dict in the shape `rlsd evaluate` writes."""
+       leak: float = 0.0, baseline: float | None = None, vs: tuple[str, int] | None = None) -> dict:
+    """An evaluation dict in the shape `rlsd evaluate` writes; ``vs`` (name, version): the champion it was
+    compared with (the gate promotes over a champion only an evaluation against that champion)."""
     comparison = None if diff is None else {"diff_pass1": diff, "ci_low": ci_low, "ci_high": ci_high, "n_tasks": 64}
+    named = {} if vs is None else {"kind": "champion", "name": vs[0], "version": str(vs[1]),
+                                   "uri": f"models:/{vs[0]}/{vs[1]}"}
     return {"candidate": {"model": "cand", "pass@1": pass1, "pass@k": min(1.0, pass1 + 0.2), "greedy_pass@1": pass1,
                           "k": 4, "per_type": {"numeric": pass1}, "teacher_greedy_pass@1": 0.9},
-            "baseline": None if baseline is None else {"model": "base", "pass@1": baseline},
+            "baseline": None if baseline is None and vs is None else {"model": "base", "pass@1": baseline, **named},
             "comparison": comparison,
             "leakage": {"rate": leak, "examples": [], "teacher_student_gap": 0.1}}
 
@@ -195,7 +198,7 @@ def test_register_promote_refuse_and_load_by_alias(server, tiny_models, tmp_path
 
     # passes every gate: @champion moves, the evidence is recorded
     register_model(cfg, tiny_models[2])
-    d3 = promote(cfg, version=4, evaluation=ev(0.50, diff=0.20, ci_low=0.05, baseline=0.30))
+    d3 = promote(cfg, version=4, evaluation=ev(0.50, diff=0.20, ci_low=0.05, baseline=0.30, vs=(name, 1)))
     assert d3["decision"] == "promoted" and (d3["champion_before"], d3["champion_after"]) == (1, 4)
     assert client.get_model_version_by_alias(name, "champion").version == "4"
     v4 = client.get_model_version(name, "4")
@@ -269,7 +272,8 @@ def test_concurrent_promotions_end_on_the_better_model(mlflow_server, tiny_model
 
     def run(version: int, pass1: float) -> None:
         barrier.wait()
-        results[version] = promote(cfg, version=version, evaluation=ev(pass1, diff=pass1 - 0.30, ci_low=0.05))
+        results[version] = promote(cfg, version=version, evaluation=ev(pass1, diff=pass1 - 0.30, ci_low=0.05,
+                                                                       vs=(name, 1)))
 
     threads = [threading.Thread(target=run, args=a) for a in ((2, 0.50), (3, 0.60))]
     for t in threads:
@@ -295,10 +299,10 @@ def test_concurrent_promotions_end_on_the_better_model(mlflow_server, tiny_model
 
     monkeypatch.setattr(registry, "_set_champion", slow_set)
     t4 = threading.Thread(target=lambda: results.__setitem__(4, promote(
-        cfg, version=4, evaluation=ev(0.70, diff=0.10, ci_low=0.05))))
+        cfg, version=4, evaluation=ev(0.70, diff=0.10, ci_low=0.05, vs=(name, 3)))))
     t4.start()
     assert at_write.wait(120)
-    results[5] = promote(cfg, version=5, evaluation=ev(0.80, diff=0.20, ci_low=0.05))
+    results[5] = promote(cfg, version=5, evaluation=ev(0.80, diff=0.20, ci_low=0.05, vs=(name, 3)))
     v5_done.set()
     t4.join(120)
     assert results[5]["decision"] == "promoted"

@@ -376,9 +376,15 @@ class RegistryConfig:
     # beside its answer, e.g. bare-answer arithmetic tasks) the rate is not measured: refuse promotion
     # (false, the default) or let the other gates decide (true, for such task sets only).
     allow_unmeasured_leakage: bool = False
+    # With a champion, the comparison must pair at least this many held-out tasks. Below 20 one task moves
+    # the mean difference by >= 0.05 (more than any sensible margin) and a percentile bootstrap over so few
+    # per-task differences has far less than its nominal 95% coverage, so the interval gate means little.
+    min_paired_tasks: int = 20
 
     def __post_init__(self) -> None:
         _check(bool(self.model_name), "registry.model_name must be a non-empty name, got ''")
+        _check(self.min_paired_tasks >= 1,
+               lambda: f"registry.min_paired_tasks must be >= 1, got {self.min_paired_tasks}")
         _check(self.margin >= 0, lambda: f"registry.margin must be >= 0 (pass@1 points), got {self.margin}")
         _check(0 <= self.max_leakage_rate <= 1,
                lambda: f"registry.max_leakage_rate must be in [0, 1], got {self.max_leakage_rate}")

@@ -30,14 +30,20 @@ outputs were, and the rate is None (not measured) when that is 0: the promotion 
 reports the mean per-task difference (candidate - baseline) with a percentile interval.
 
 ``run_evaluation`` writes out_dir/evaluation.json (the keys the registry reads), per_task.jsonl,
-report.md, report.html and PNG plots.
+report.md, report.html (its plots embedded as data: URIs, so it renders where it is served alone, e.g. in
+the Kubeflow UI) and PNG plots. ``evaluation["baseline"]`` names the model compared with (kind champion or
+base, name, version, uri): :func:`evaluate_against_champion` compares with the registry's current
+@champion when there is one, else with the base model, on the same tasks in the same run; the promotion
+gate refuses a comparison that is not with the current champion.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
+import tempfile
 import unicodedata
 from collections import defaultdict
 from pathlib import Path
@@ -321,10 +327,33 @@ def _side(res: dict[str, Any]) -> dict[str, Any]:
     return {key: res[key] for key in _SIDE_KEYS}
 
 
+def evaluate_against_champion(cfg: Any, *, candidate: str | Path, base_model: str | Path | None = None,
+                              tasks_path: str | Path | None = None, out_dir: str | Path) -> dict[str, Any]:
+    """:func:`run_evaluation` with the baseline chosen as the promotion gate needs it: the registered
+    version @champion of ``cfg.registry.model_name`` points at now (fetched from the registry into a
+    temporary folder), else ``base_model`` (default ``cfg.model.path``)."""
+    from rlsd.registry import current_champion, download_version
+
+    champ = current_champion(cfg)
+    if champ is None:
+        base = str(base_model or cfg.model.path)
+        info = {"kind": "base", "name": base, "version": None, "uri": base}
+        return run_evaluation(cfg, candidate=candidate, baseline=base, baseline_info=info, tasks_path=tasks_path,
+                              out_dir=out_dir)
+    with tempfile.TemporaryDirectory(prefix="rlsd-champion-") as tmp:
+        path = download_version(cfg, champ["version"], Path(tmp) / "model")
+        return run_evaluation(cfg, candidate=candidate, baseline=path, baseline_info=champ, tasks_path=tasks_path,
+                              out_dir=out_dir)
+
+
 def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | None = None,
+                   baseline_info: dict[str, Any] | None = None,
                    tasks_path: str | Path | None = None, out_dir: str | Path) -> dict[str, Any]:
     """Evaluate ``candidate`` (and ``baseline``) on the held-out tasks and write
     out_dir/evaluation.json, per_task.jsonl, report.md, report.html, per_type.png, bootstrap.png.
+
+    ``baseline_info`` ({kind: champion | base, name, version, uri}) is recorded in evaluation["baseline"];
+    without it a given baseline is recorded as kind "path" (which no promotion over a champion accepts).
 
     Settings: cfg.eval (k, num_samples, max_new_tokens, temperature, bootstrap_samples, seed,
     leak_ngram), cfg.model.chat_template, cfg.teacher.template; tasks default to cfg.data.eval_tasks.
@@ -352,8 +381,9 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
     leak = cand["leakage"]
     result = {
         "candidate": _side(cand),
-        "baseline": _side(base) if base is not None else None,
+        "baseline": ({**_side(base), **_baseline_identity(baseline, baseline_info)} if base is not None else None),
         "comparison": comparison,
+        "data_snapshot_id": next((t.meta["snapshot_id"] for t in tasks if t.meta.get("snapshot_id")), None),
         "leakage": {"rate": leak["rate"], "n_checked": leak["n_checked"], "n_leaks": leak["n_leaks"],
                     "examples": leak["examples"], "teacher_student_gap": leak["teacher_student_gap"]},
     }
@@ -364,6 +394,11 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
                 f.write(json.dumps({"model": which, **row}) + "\n")
     write_report(result, out, cand=cand, base=base, boot_samples=None if boot is None else boot["samples"])
     return result
+
+
+def _baseline_identity(path: str | Path | None, info: dict[str, Any] | None) -> dict[str, Any]:
+    info = info or {"kind": "path", "name": str(path), "version": None, "uri": str(path)}
+    return {key: info.get(key) for key in ("kind", "name", "version", "uri")}
 
 
 def _plots(result: dict[str, Any], out: Path, boot_samples: Any) -> list[str]:
@@ -452,9 +487,18 @@ def write_report(result: dict[str, Any], out: Path, *, cand: dict[str, Any], bas
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>rlsd evaluation</title></head><body>",
              "<h1>Evaluation report</h1>", table_html(rows), "<br>", table_html(type_rows),
              "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"]
-    parts += [f"<img src='{p}' alt='{p}'>" for p in plots]
+    parts += [f"<img src='{png_data_uri(out / p)}' alt='{p}'>" for p in plots]
     if leak["examples"]:
         parts += ["<h2>Leak examples</h2><ul>"] + [
             f"<li><code>{html.escape(e['task'])}</code>: {html.escape(e['span'])}</li>" for e in leak["examples"]] + ["</ul>"]
     parts.append("</body></html>")
     (out / "report.html").write_text("\n".join(parts), encoding="utf-8")
+
+
+def png_data_uri(path: str | Path) -> str:
+    """A PNG file as a ``data:image/png;base64,...`` URI: an HTML report served alone (the Kubeflow UI shows
+    one artifact file, without its neighbours) can only show images it carries itself."""
+    data = Path(path).read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError(f"{path} is not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")

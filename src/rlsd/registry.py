@@ -8,9 +8,15 @@
   (:func:`check_gates`): pass@1 better than the baseline by ``registry.margin``, the paired-bootstrap
   interval's lower end above zero (``registry.require_ci_above_zero``), and a leakage rate at most
   ``registry.max_leakage_rate`` (a rate measured on 0 outputs is no measurement: refused unless
-  ``registry.allow_unmeasured_leakage``). With no champion yet, the first version within the leakage bound
-  becomes champion. The decision and its evidence go on the version (tags and description)
+  ``registry.allow_unmeasured_leakage``); the comparison must be against the CURRENT champion (the
+  evaluation's ``baseline`` names it: kind champion, name, version; a candidate that only beat the base
+  model, or an older champion, proves nothing about the champion) on at least ``registry.min_paired_tasks``
+  paired tasks. With no champion yet, the first version within the leakage bound becomes champion. The decision and its evidence go on the version (tags and description)
   whether it is promoted or refused.
+- Lineage: the version is tagged with its training run id (``rlsd.training_run_id``), data snapshot id,
+  KFP run id and the code version of the image (:func:`image_code_version`). Registering the same
+  training run's model again (a retried KFP step) returns the version already registered for it.
+- :func:`current_champion` / :func:`download_version`: what evaluation compares a candidate with.
 - :func:`load_champion` loads ``models:/<name>@champion`` as (model, tokenizer);
   :func:`load_champion_pyfunc` as an MLflow pyfunc whose ``predict`` generates text.
 
@@ -58,6 +64,12 @@ TAG_PENDING_SINCE = "rlsd.promotion.pending_since"
 TAG_DECISION = "rlsd.promotion.decision"
 TAG_REASONS = "rlsd.promotion.reasons"
 TAG_DECIDED_TS = "rlsd.promotion.decided_ts"
+TAG_TRAINING_RUN = "rlsd.training_run_id"
+TAG_SNAPSHOT = "rlsd.data_snapshot_id"
+TAG_KFP_RUN = "rlsd.kfp_run_id"
+TAG_CODE_VERSION = "rlsd.code_version"
+TAG_MODEL_SOURCE = "rlsd.model_source"
+CODE_VERSION_FILE = "/etc/rlsd/code-version"  # written at image build time (containers/Dockerfile.*)
 PENDING_TTL_S = 600.0  # a pending mark older than this is a crashed promoter's and is ignored
 RECENT_S = 120.0  # a version promoted this recently still counts as a candidate (see promote)
 MAX_TAG_CHARS = 5000
@@ -114,6 +126,9 @@ def evaluation_tags(evaluation: dict[str, Any]) -> dict[str, str]:
         "rlsd.eval.candidate_model": cand.get("model"),
         "rlsd.eval.per_type": cand.get("per_type"),
         "rlsd.eval.baseline_model": base.get("model"),
+        "rlsd.eval.baseline_kind": base.get("kind"),
+        "rlsd.eval.baseline_version": base.get("version"),
+        "rlsd.eval.baseline_uri": base.get("uri"),
         "rlsd.eval.baseline_pass_at_1": base.get("pass@1"),
         "rlsd.eval.diff_pass1": comp.get("diff_pass1"),
         "rlsd.eval.ci_low": comp.get("ci_low"),
@@ -131,10 +146,14 @@ def _tag_value(v: Any) -> str:
     return s if len(s) <= MAX_TAG_CHARS else s[:MAX_TAG_CHARS - 12] + "[truncated]"
 
 
-def check_gates(reg: RegistryConfig, evaluation: dict[str, Any], *, has_champion: bool) -> tuple[bool, list[str]]:
+def check_gates(reg: RegistryConfig, evaluation: dict[str, Any], *, has_champion: bool,
+                champion_version: str | int | None = None) -> tuple[bool, list[str]]:
     """(passed, reasons): every gate checked, each reason saying the number, the bound and ok/FAIL.
 
-    With a champion: diff_pass1 >= margin, ci_low > 0 (if required), leakage rate <= bound.
+    With a champion: diff_pass1 >= margin, ci_low > 0 (if required), leakage rate <= bound, at least
+    ``reg.min_paired_tasks`` paired tasks, and (when ``champion_version`` is given, as :func:`promote`
+    always does) a baseline that is that champion: ``evaluation["baseline"]`` with kind "champion",
+    name ``reg.model_name`` and that version.
     Without one: only the leakage bound (the first good-enough version becomes champion).
     """
     reasons: list[str] = []
@@ -177,7 +196,32 @@ def check_gates(reg: RegistryConfig, evaluation: dict[str, Any], *, has_champion
                        f"{'is above zero' if good else 'includes or is below zero'}")
     else:
         reasons.append(f"ok: interval {ci} not gated (registry.require_ci_above_zero is false)")
+    n_paired = _num(evaluation, "comparison", "n_tasks", required=False)
+    good = n_paired is not None and n_paired >= reg.min_paired_tasks
+    ok &= good
+    reasons.append(f"{'ok' if good else 'FAIL'}: {'unknown' if n_paired is None else int(n_paired)} paired tasks "
+                   f"{'>=' if good else '<'} registry.min_paired_tasks {reg.min_paired_tasks}"
+                   + ("" if good else " (too few for the interval to mean anything)"))
+    if champion_version is not None:
+        good, what = _baseline_is(evaluation, reg.model_name, str(champion_version))
+        ok &= good
+        reasons.append(f"ok: compared with the current champion {what}" if good else
+                       f"FAIL: compared with {what}, not with the current champion {reg.model_name} "
+                       f"v{champion_version}: evaluate the candidate against models:/{reg.model_name}@{CHAMPION}")
     return ok, reasons
+
+
+def _baseline_is(evaluation: dict[str, Any], name: str, version: str) -> tuple[bool, str]:
+    """(whether the evaluation's recorded baseline is registered version ``name`` v``version``, a description
+    of the baseline it names)."""
+    b = evaluation.get("baseline") if isinstance(evaluation.get("baseline"), dict) else {}
+    kind, b_name, b_version = b.get("kind"), b.get("name"), b.get("version")
+    if kind != "champion":
+        what = (f"the base model {b.get('uri') or b.get('model')}" if kind == "base" else
+                "an unnamed baseline (the evaluation does not record which model it compared with)")
+        return False, what
+    what = f"{b_name} v{b_version}"
+    return (b_name == name and b_version is not None and str(b_version) == version), what
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,13 +261,74 @@ def _signature() -> Any:
                             ParamSpec("temperature", "double", 1.0), ParamSpec("top_p", "double", 1.0)]))
 
 
+def image_code_version() -> str:
+    """The code version of the running image: $RLSD_CODE_VERSION or /etc/rlsd/code-version (both set from
+    the ``RLSD_CODE_VERSION`` build argument of containers/Dockerfile.*: images have no .git), else the
+    checkout's commit or the package version (rlsd.tracking.code_version)."""
+    import os
+
+    env = os.environ.get("RLSD_CODE_VERSION", "").strip()
+    if env and env != "unknown":
+        return env
+    with contextlib.suppress(OSError):
+        text = Path(CODE_VERSION_FILE).read_text(encoding="utf-8").strip()
+        if text and text != "unknown":
+            return text
+    return code_version()[0]
+
+
+def kfp_run_id(given: str = "") -> str:
+    """The KFP run id: ``given`` (the pipeline passes dsl.PIPELINE_JOB_ID_PLACEHOLDER), else $KFP_RUN_ID, else ''."""
+    import os
+
+    given = (given or "").strip()
+    if given and not given.startswith("{{"):  # an unresolved placeholder is no id
+        return given
+    return os.environ.get("KFP_RUN_ID", "").strip()
+
+
+def find_training_run(cfg: RLSDConfig, output_dir: str | Path) -> str:
+    """The id of the MLflow run that trained into ``output_dir`` (rlsd.train tags it ``rlsd.output_dir``),
+    newest first; '' when there is none (tracking off)."""
+    client = _client(cfg)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None:
+        return ""
+    want = str(Path(output_dir).resolve()).replace("'", "\\'")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`rlsd.output_dir` = '{want}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else ""
+
+
+def _existing_version(client: Any, name: str, training_run_id: str, source: str) -> Any | None:
+    """A READY (or still pending) version registered earlier for the same training run and model source."""
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except Exception as e:  # no registered model yet
+        if "not found" in str(e).lower() or "does not exist" in str(e).lower():
+            return None
+        raise
+    same = [mv for mv in versions if mv.tags.get(TAG_TRAINING_RUN) == training_run_id
+            and mv.tags.get(TAG_MODEL_SOURCE) == source and mv.status != "FAILED_REGISTRATION"]
+    return min(same, key=lambda mv: int(mv.version)) if same else None
+
+
 def register_model(cfg: RLSDConfig, model_dir: str | Path, *, run_id: str | None = None,
-                   evaluation: dict[str, Any] | None = None, alias: str = CHALLENGER) -> dict[str, Any]:
+                   evaluation: dict[str, Any] | None = None, alias: str = CHALLENGER,
+                   training_run_id: str = "", training_output_dir: str | Path | None = None,
+                   snapshot_id: str = "", kfp_run: str = "", source: str = "") -> dict[str, Any]:
     """Log ``model_dir`` (a local save_pretrained folder or .gguf), register a new version of
     ``cfg.registry.model_name`` and set ``@alias`` on it.
 
     The model is logged into ``run_id`` (e.g. the training run) or a new run named after the folder.
-    Returns {name, version, uri ("models:/<name>/<version>"), alias_uri, run_id, model_uri}.
+    Lineage tags on the version: ``rlsd.training_run_id`` (``training_run_id``, else ``run_id``, else the run
+    that trained into ``training_output_dir``: :func:`find_training_run`), ``rlsd.data_snapshot_id``
+    (``snapshot_id``, else the evaluation's ``data_snapshot_id``), ``rlsd.kfp_run_id`` (:func:`kfp_run_id`), ``rlsd.code_version``
+    (:func:`image_code_version`) and ``rlsd.model_source`` (``source``, e.g. the KFP artifact URI, else the
+    folder). When a version with the same training run id and model source exists (a retried register
+    step), nothing is logged again: that version gets the alias and the evaluation tags and is returned
+    (``reused``: true).
+    Returns {name, version, uri ("models:/<name>/<version>"), alias_uri, run_id, model_uri, reused}.
     """
     import mlflow
 
@@ -233,13 +338,30 @@ def register_model(cfg: RLSDConfig, model_dir: str | Path, *, run_id: str | None
         _num(evaluation, "candidate", "pass@1")  # fail before any upload on a malformed evaluation
         _num(evaluation, "leakage", "rate", required=(evaluation.get("leakage") or {}).get("n_checked") != 0)
     model_dir = Path(model_dir)
-    model = load_model(model_dir)  # raises a clear error for anything that is not a local model
-    tokenizer = load_tokenizer(model_dir)
+    if not (training_run_id or run_id) and training_output_dir is not None:
+        training_run_id = find_training_run(cfg, training_output_dir)
+    training_run_id = training_run_id or run_id or ""
+    snapshot_id = snapshot_id or str((evaluation or {}).get("data_snapshot_id") or "")
+    source = source or str(model_dir.resolve())
     client = _client(cfg)
     name = cfg.registry.model_name
+    lineage = {TAG_TRAINING_RUN: training_run_id, TAG_SNAPSHOT: snapshot_id, TAG_KFP_RUN: kfp_run_id(kfp_run),
+               TAG_CODE_VERSION: image_code_version(), TAG_MODEL_SOURCE: source}
+    etags = evaluation_tags(evaluation) if evaluation is not None else {}
+    if training_run_id:
+        mv = _existing_version(client, name, training_run_id, source)
+        if mv is not None:  # a retry: same training run, same model, one version
+            _await_ready(client, name, mv.version)
+            for k, v in etags.items():
+                client.set_model_version_tag(name, mv.version, k, v)
+            client.set_registered_model_alias(name, alias, mv.version)
+            return {"name": name, "version": int(mv.version), "uri": f"models:/{name}/{mv.version}",
+                    "alias_uri": f"models:/{name}@{alias}", "run_id": mv.run_id, "model_uri": mv.source,
+                    "reused": True}
+    model = load_model(model_dir)  # raises a clear error for anything that is not a local model
+    tokenizer = load_tokenizer(model_dir)
     exp_id = get_or_create_experiment(client, cfg.tracking.experiment, artifact_root(cfg.tracking))
-    version_str, _ = code_version()
-    tags = {"rlsd.source_dir": str(model_dir.resolve()), "rlsd.code_version": version_str}
+    tags = {"rlsd.source_dir": str(model_dir.resolve()), **lineage}
     start = {"run_id": run_id} if run_id else {"experiment_id": exp_id, "run_name": f"register-{model_dir.resolve().name}"}
     with mlflow.start_run(**start) as run:
         info = mlflow.transformers.log_model(
@@ -253,13 +375,14 @@ def register_model(cfg: RLSDConfig, model_dir: str | Path, *, run_id: str | None
         client.create_registered_model(name, description="Trained by rlsd (RL with verifiable rewards + self-distillation).")
     except Exception:  # already there (or created concurrently)
         client.get_registered_model(name)
-    vtags = {**tags, **(evaluation_tags(evaluation) if evaluation is not None else {})}
+    vtags = {**tags, **etags}
     mv = client.create_model_version(name, info.model_uri, run_id=run_id, tags=vtags, model_id=info.model_id,
                                      description=f"Registered from {model_dir.resolve()} (run {run_id}).")
     _await_ready(client, name, mv.version)
     client.set_registered_model_alias(name, alias, mv.version)
     return {"name": name, "version": int(mv.version), "uri": f"models:/{name}/{mv.version}",
-            "alias_uri": f"models:/{name}@{alias}", "run_id": run_id, "model_uri": info.model_uri}
+            "alias_uri": f"models:/{name}@{alias}", "run_id": run_id, "model_uri": info.model_uri,
+            "reused": False}
 
 
 def _await_ready(client: Any, name: str, version: str, timeout: float = 300.0) -> None:
@@ -388,7 +511,7 @@ def _promote(cfg: RLSDConfig, *, version: int | str, evaluation: dict[str, Any],
     if before == version:
         decision, reasons = "already_champion", [f"ok: v{version} already holds @{CHAMPION}; nothing to do"]
         return _record(client, name, version, decision, reasons, before, before, evidence)
-    passed, reasons = check_gates(reg, evaluation, has_champion=champ0 is not None)
+    passed, reasons = check_gates(reg, evaluation, has_champion=champ0 is not None, champion_version=before)
     if not passed:
         return _record(client, name, version, "refused", reasons, before, before, evidence)
 
@@ -454,6 +577,37 @@ def _champion_uri(cfg: RLSDConfig, alias: str) -> str:
         raise LookupError(f"registered model {cfg.registry.model_name!r} has no @{alias} at {cfg.tracking.uri}: "
                           "register a model (`rlsd register`) and promote it (`rlsd promote`) first")
     return f"models:/{cfg.registry.model_name}@{alias}"
+
+
+def current_champion(cfg: RLSDConfig) -> dict[str, Any] | None:
+    """{kind: "champion", name, version, uri ("models:/<name>/<version>")} of the version @champion points
+    at now, or None when there is none (no registered model, or no alias)."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(cfg)
+    name = cfg.registry.model_name
+    try:
+        mv = _get_alias(client, name, CHAMPION)
+    except MlflowException as e:  # the registered model itself does not exist yet
+        if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    if mv is None:
+        return None
+    return {"kind": "champion", "name": name, "version": str(mv.version), "uri": f"models:/{name}/{mv.version}"}
+
+
+def download_version(cfg: RLSDConfig, version: str | int, dest: str | Path) -> Path:
+    """Save registered version ``version`` as a save_pretrained folder (model + tokenizer) at ``dest``
+    (the version, not the alias: the alias may move while an evaluation runs)."""
+    import mlflow
+
+    _client(cfg)  # sets the tracking and registry URIs
+    parts = mlflow.transformers.load_model(f"models:/{cfg.registry.model_name}/{version}", return_type="components")
+    dest = Path(dest)
+    parts["model"].save_pretrained(dest)
+    parts["tokenizer"].save_pretrained(dest)
+    return dest
 
 
 def load_champion(cfg: RLSDConfig, *, alias: str = CHAMPION) -> tuple[Any, Any]:

@@ -171,13 +171,13 @@ def test_train_zero_steps_and_empty_model_keep_the_recipe(tmp_path, monkeypatch)
 
 
 def test_evaluate_copies_reports_and_logs_metrics(tmp_path, monkeypatch):
-    def run(cfg, *, candidate, baseline, tasks_path, out_dir):
+    def run(cfg, *, candidate, base_model, tasks_path, out_dir):
         for name, text in [("evaluation.json", "{}"), ("report.md", "# md"), ("report.html", "<h1>html</h1>")]:
             Path(out_dir, name).write_text(text)
         return {"candidate": {"pass@1": 0.5}, "baseline": {"pass@1": 0.25}, "comparison": None, "per_task": [1, 0]}
 
     fake = Recorder(run)
-    patch_rlsd(monkeypatch, "rlsd.evaluate", "run_evaluation", fake)
+    patch_rlsd(monkeypatch, "rlsd.evaluate", "evaluate_against_champion", fake)  # champion, else base_model
     model = art(Model, tmp_path, "model", {"final_model": "final"})
     tasks = art(Dataset, tmp_path, "tasks", {"eval_file": "eval.jsonl"})
     ev, m = art(Artifact, tmp_path, "evaluation"), art(Metrics, tmp_path, "metrics")
@@ -186,7 +186,7 @@ def test_evaluate_copies_reports_and_logs_metrics(tmp_path, monkeypatch):
                          metrics=m, report_html=html, report_md=md, connections=art(Artifact, tmp_path, "c"))
     (cfg,), kwargs = fake.calls[0]
     assert cfg.model.path == "/models/base"
-    assert kwargs == {"candidate": os.path.join(model.path, "final"), "baseline": "/models/base",
+    assert kwargs == {"candidate": os.path.join(model.path, "final"), "base_model": "/models/base",
                       "tasks_path": os.path.join(tasks.path, "eval.jsonl"), "out_dir": ev.path}
     assert Path(html.path).read_text() == "<h1>html</h1>" and Path(md.path).read_text() == "# md"
     assert m.metadata == {"candidate.pass@1": 0.5, "baseline.pass@1": 0.25}
@@ -202,10 +202,13 @@ def test_register_and_promote(tmp_path, monkeypatch):
     Path(ev.path, "evaluation.json").write_text(json.dumps({"delta": 6.2}))
     model = art(Model, tmp_path, "model", {"final_model": "final"})
     dec = art(Markdown, tmp_path, "decision.md")
+    model.metadata["mlflow_run_id"] = "run-abc"
     out = register_and_promote.python_func(config_yaml=CONFIG, model=model, evaluation=ev, promotion_margin=2.0,
-                                           decision=dec, connections=art(Artifact, tmp_path, "c"))
+                                           decision=dec, connections=art(Artifact, tmp_path, "c"), kfp_run_id="kfp-1")
     (cfg, model_dir), kwargs = reg.calls[0]
-    assert model_dir == os.path.join(model.path, "final") and kwargs == {"evaluation": {"delta": 6.2}}
+    assert model_dir == os.path.join(model.path, "final")
+    assert kwargs == {"evaluation": {"delta": 6.2}, "training_run_id": "run-abc", "training_output_dir": model.path,
+                      "kfp_run": "kfp-1", "source": model.uri or model.path}
     assert cfg.registry.margin == 2.0
     assert pro.calls[0][1] == {"version": 4, "evaluation": {"delta": 6.2}}
     assert tuple(out) == ("rlsd-model", "4", "models:/rlsd-model/4", "promoted")

@@ -169,6 +169,8 @@ def test_run_local_runs_the_compiled_pipeline_end_to_end(tmp_path, monkeypatch, 
     assert (calls["train"]["steps"], calls["train"]["algorithm"]) == (3, "grpo")
     assert calls["evaluate"]["candidate_exists"] and calls["evaluate"]["baseline"] == "model"
     assert calls["register"]["evaluation"] == {"candidate_pass_at_1": 0.5, "baseline_pass_at_1": 0.25}
+    # lineage: the run's id reaches register resolved (kfp.local fills the pipeline-job uuid placeholder)
+    assert calls["register"]["kfp_run"] and "{{" not in calls["register"]["kfp_run"]
     assert r["new_verified_tickets"] == 3 and r["trained"]
     assert Path(r["report_html"]).read_text() == "<h1>base vs trained</h1>"
     assert Path(r["validation_report"]).read_text() == "<h1>valid</h1>"

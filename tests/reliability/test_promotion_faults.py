@@ -30,10 +30,12 @@ def _cfg(url: str, name: str) -> RLSDConfig:
         registry=dataclasses.replace(base.registry, model_name=name, margin=0.02, max_leakage_rate=0.05))
 
 
-def ev(pass1: float, diff: float | None = None) -> dict:
+def ev(pass1: float, diff: float | None = None, vs: tuple[str, int] | None = None) -> dict:
+    """``vs`` (name, version): the champion the candidate was compared with."""
     comparison = None if diff is None else {"diff_pass1": diff, "ci_low": 0.05, "ci_high": 0.3, "n_tasks": 64}
+    baseline = None if vs is None else {"model": "b", "kind": "champion", "name": vs[0], "version": str(vs[1])}
     return {"candidate": {"model": "c", "pass@1": pass1, "pass@k": pass1, "greedy_pass@1": pass1, "k": 4},
-            "baseline": None, "comparison": comparison, "leakage": {"rate": 0.0, "examples": []}}
+            "baseline": baseline, "comparison": comparison, "leakage": {"rate": 0.0, "examples": []}}
 
 
 def test_promote_against_a_server_that_is_down_is_a_clear_error():
@@ -69,7 +71,7 @@ def test_server_dies_in_the_middle_of_a_promotion_and_no_alias_moves(mlflow_serv
     monkeypatch.setattr(registry, "_set_champion", dies_first)
     try:
         with pytest.raises(registry.RegistryUnavailable, match=r"promote v2.*no alias was changed"):
-            promote(cfg, version=2, evaluation=ev(0.60, diff=0.30))
+            promote(cfg, version=2, evaluation=ev(0.60, diff=0.30, vs=(name, 1)))
     finally:
         mlflow_server.start()
     monkeypatch.setattr(registry, "_set_champion", real_set)
@@ -80,5 +82,5 @@ def test_server_dies_in_the_middle_of_a_promotion_and_no_alias_moves(mlflow_serv
     assert "rlsd.promotion.decision" not in tags  # no decision was recorded for a promotion that did not happen
 
     # the server is back: the same promotion goes through, and only now does the alias move
-    r = promote(cfg, version=2, evaluation=ev(0.60, diff=0.30))
+    r = promote(cfg, version=2, evaluation=ev(0.60, diff=0.30, vs=(name, 1)))
     assert r["decision"] == "promoted" and client.get_model_version_by_alias(name, "champion").version == "2"

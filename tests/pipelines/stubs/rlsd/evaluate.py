@@ -13,3 +13,8 @@ def run_evaluation(cfg, *, candidate, baseline=None, tasks_path=None, out_dir):
         with open(os.path.join(out_dir, name), "w") as f:
             f.write(text)
     return result
+
+
+def evaluate_against_champion(cfg, *, candidate, base_model=None, tasks_path=None, out_dir):
+    return run_evaluation(cfg, candidate=candidate, baseline=base_model or cfg.model.path, tasks_path=tasks_path,
+                          out_dir=out_dir)

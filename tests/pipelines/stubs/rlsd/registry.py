@@ -1,8 +1,8 @@
 from rlsd._record import record
 
 
-def register_model(cfg, model_dir, *, run_id=None, evaluation=None):
-    record("register", model_dir=model_dir, evaluation=evaluation)
+def register_model(cfg, model_dir, *, run_id=None, evaluation=None, **lineage):
+    record("register", model_dir=model_dir, evaluation=evaluation, kfp_run=lineage.get("kfp_run"))
     return {"name": cfg.registry.model_name, "version": 1, "uri": f"models:/{cfg.registry.model_name}/1"}
 
 
