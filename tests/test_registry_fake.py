@@ -62,6 +62,7 @@ class FakeClient:
 
     def set_model_version_tag(self, name, version, key, value):
         self._hit("set_model_version_tag", name)
+        assert isinstance(key, str) and isinstance(value, str), (key, value)  # MLflow's tags are strings
         self.versions[str(version)].tags[key] = str(value)
 
     def search_model_versions(self, filter_string):
@@ -150,7 +151,7 @@ def test_refused_version_leaves_the_alias_and_says_why(fake):
     fake.add(1, **{registry.TAG_PASS1: 0.3})
     fake.aliases["champion"] = "1"
     fake.add(2)
-    d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.4, diff=0.1, ci_low=-0.01)))
+    d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.4, diff=0.1, ci_low=-0.01, vs=(NAME, 1))))
     assert (d["decision"], d["champion_before"], d["champion_after"]) == ("refused", 1, 1)
     assert fake.aliases == {"champion": "1"} and "set_registered_model_alias" not in fake.calls
     assert d["reasons"][2] == ("FAIL: paired-bootstrap interval of the difference [-0.0100, +0.3000] includes or is "
@@ -158,6 +159,7 @@ def test_refused_version_leaves_the_alias_and_says_why(fake):
     tags = fake.versions["2"].tags
     assert tags[registry.TAG_STATE] == "refused" and registry.TAG_PENDING_SINCE not in tags
     assert "REFUSED" in fake.versions["2"].description.splitlines()[0]
+    assert d["evidence"]["rlsd.eval.ci_low"] == "-0.01" and d["evidence"]["rlsd.promotion.champion_before"] == "1"
 
 
 def test_already_champion_changes_nothing_but_the_record(fake):
@@ -166,6 +168,7 @@ def test_already_champion_changes_nothing_but_the_record(fake):
     d = registry.promote(_cfg(), version="1", evaluation=_measured(ev(0.3)))
     assert (d["decision"], d["champion_before"], d["champion_after"]) == ("already_champion", 1, 1)
     assert d["reasons"] == ["ok: v1 already holds @champion; nothing to do"]
+    assert d["evidence"] == {**registry.evaluation_tags(_measured(ev(0.3))), "rlsd.promotion.champion_before": "1"}
     assert "set_registered_model_alias" not in fake.calls
 
 
@@ -394,3 +397,82 @@ def test_load_evaluation_errors_name_the_file(tmp_path):
             p.write_text(text)
         with pytest.raises((FileNotFoundError, ValueError), match=rf"evaluation file '{p}' {msg}"):
             registry.load_evaluation(p)
+
+
+def test_exact_messages_of_the_gates_that_are_recorded_on_the_version():
+    reg = RegistryConfig(margin=0.02, require_ci_above_zero=True, max_leakage_rate=0.05)
+    e = ev(0.6, diff=0.1, ci_low=0.05)
+    e["leakage"] = {"rate": None, "n_checked": 0}
+    assert registry.check_gates(reg, e, has_champion=True)[1][0] == (
+        "FAIL: leakage not measured (0 outputs checked: no task's privileged context has 3 words beside its answer); "
+        "set registry.allow_unmeasured_leakage: true to promote anyway")
+    ok, reasons = registry.check_gates(reg, _measured(ev(0.6)), has_champion=True)
+    assert ok is False and reasons[-1] == (
+        "FAIL: the evaluation has no comparison with a baseline (comparison is null): evaluate the candidate against "
+        "the current champion (`rlsd evaluate` with a baseline)")
+    with pytest.raises(ValueError, match=r"evaluation\['leakage'\] is missing"):  # not an AttributeError
+        registry.check_gates(reg, {**ev(0.6), "leakage": None}, has_champion=False)
+
+
+def test_tag_values_keep_python_spelling_for_scalars():
+    assert registry._tag_value(True) == "True" and registry._tag_value(None) == "None"
+    assert registry._tag_value(0.5) == "0.5"
+
+
+def test_get_alias_absent_by_error_code_alone(fake):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    fake.fail = {"get_model_version_by_alias": (1, MlflowException("gone", error_code=RESOURCE_DOES_NOT_EXIST))}
+    assert registry._get_alias(fake, NAME, "champion") is None
+
+
+@pytest.mark.parametrize("state, tag, ttl", [("pending", registry.TAG_PENDING_SINCE, registry.PENDING_TTL_S),
+                                             ("promoted", registry.TAG_DECIDED_TS, registry.RECENT_S)])
+def test_read_state_windows_are_open_at_their_end(fake, monkeypatch, state, tag, ttl):
+    import types
+
+    monkeypatch.setattr(registry, "time", types.SimpleNamespace(time=lambda: 10_000.0))
+    fake.add(2, **{registry.TAG_PASS1: 0.8, registry.TAG_STATE: state, tag: 10_000.0 - ttl})
+    assert registry._read_state(fake, NAME)[1] == []  # exactly the window's length old: out
+    fake.versions["2"].tags[tag] = str(10_000.0 - ttl + 0.5)
+    assert [c.version for c in registry._read_state(fake, NAME)[1]] == ["2"]
+
+
+def test_an_alias_that_never_stands_stops_after_ten_moves(fake, monkeypatch):
+    fake.add(1, **{registry.TAG_PASS1: 0.3})
+    fake.aliases["champion"] = "1"
+    fake.add(2)
+    real = fake.set_registered_model_alias
+    moves = []
+
+    def always_overwritten(name, alias, version):
+        moves.append(version)
+        real(name, alias, "1")
+
+    monkeypatch.setattr(fake, "set_registered_model_alias", always_overwritten)
+    d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.5, diff=0.2, ci_low=0.05, vs=(NAME, 1))))
+    assert len(moves) == 10 and d["decision"] == "superseded" and d["champion_after"] == 1, (d, moves)
+
+
+def test_unreachable_message_exact_and_the_first_error_kept(fake, monkeypatch):
+    fake.add(1)
+    fake.fail["get_model_version"] = (1, ConnectionError("x" * 200))
+    with pytest.raises(registry.RegistryUnavailable) as e:
+        registry.promote(_cfg(), version=1, evaluation=_measured(ev(0.3)))
+    assert str(e.value) == (
+        f"MLflow at http://fake:5000 did not answer during promote v1 ({'x' * 160}); no alias was changed; start or "
+        "reach the server (check tracking.uri, raise tracking.http_retries to wait longer) and run the promotion again")
+
+    # the alias move fails, and so does marking the version failed: the first error is the one reported
+    fake.fail = {"set_registered_model_alias": (1, ConnectionError("alias write refused"))}
+    real_tag = fake.set_model_version_tag
+
+    def tag(name, version, key, value):
+        if value == "failed":
+            raise ConnectionError("tag write refused")
+        real_tag(name, version, key, value)
+
+    monkeypatch.setattr(fake, "set_model_version_tag", tag)
+    with pytest.raises(registry.RegistryUnavailable, match=r"\(alias write refused\); no alias was changed"):
+        registry.promote(_cfg(), version=1, evaluation=_measured(ev(0.3)))
