@@ -369,3 +369,110 @@ def test_candidate_and_baseline_differ_by_a_known_amount(tmp_path, monkeypatch):
                              tasks_path=tmp_path / "eval.jsonl", out_dir=tmp_path / "out2")
     assert swapped["comparison"]["diff_pass1"] == pytest.approx(-0.25)
     assert swapped["comparison"]["ci_high"] <= 0.0
+
+
+def test_run_evaluation_passes_every_setting_to_the_sampler(tmp_path, monkeypatch):
+    """eval.* and rollout.* settings reach each generate call, eval.limit cuts the tasks, and the baseline's
+    identity and the data snapshot are recorded."""
+    import rlsd.evaluate as E
+
+    _controlled_sampler(monkeypatch, tmp_path)
+    real = rlsd.rollout.sample
+    calls = []
+
+    def spy(model, tokenizer, prompts, **kw):
+        calls.append((model.name, len(prompts), kw))
+        return real(model, tokenizer, prompts, **kw)
+
+    monkeypatch.setattr(rlsd.rollout, "sample", spy)
+    seeds = []
+    monkeypatch.setattr(E, "paired_bootstrap", lambda *a, **kw: seeds.append(kw) or paired_bootstrap(*a, **kw))
+    tasks = [Task(id=t.id, prompt=t.prompt, privileged_context=t.privileged_context, answer=t.answer,
+                  meta={"snapshot_id": "snap-7"}) for t in KNOWN]
+    write_tasks(tasks, tmp_path / "eval.jsonl")
+    cfg = load_config(overrides=["eval.k=2", "eval.num_samples=4", "eval.max_new_tokens=7", "eval.temperature=0.7",
+                                 "eval.limit=3", "eval.bootstrap_samples=150", "eval.seed=9", "rollout.engine=generate",
+                                 "rollout.kernels=torch", "rollout.max_prompt_tokens=300"])
+    res = run_evaluation(cfg, candidate=tmp_path / "cand", baseline=tmp_path / "base", tasks_path=tmp_path / "eval.jsonl",
+                         out_dir=tmp_path / "out", baseline_info={"kind": "champion", "name": "m", "version": "3",
+                                                                 "uri": "models:/m/3", "extra": "dropped"})
+    assert res["comparison"]["n_tasks"] == 3 and res["data_snapshot_id"] == "snap-7"
+    assert res["baseline"]["kind"] == "champion" and res["baseline"]["version"] == "3" and "extra" not in res["baseline"]
+    assert res["baseline"]["uri"] == "models:/m/3" and res["baseline"]["name"] == "m"
+    assert seeds == [{"n_boot": 150, "seed": 9, "return_samples": True}]
+    assert {c[0] for c in calls} == {"cand", "base"} and all(c[1] == 3 for c in calls)
+    for _, _, kw in calls:
+        assert (kw["max_new_tokens"], kw["temperature"], kw["engine"], kw["kernels"], kw["max_prompt_tokens"]) == (
+            7, 0.7, "generate", "torch", 300)
+    assert sorted((kw["greedy"], kw["num_samples"]) for _, _, kw in calls) == [
+        (False, 4), (False, 4), (True, 1), (True, 1), (True, 1), (True, 1)]  # teacher + student greedy per model
+    # a baseline without identity is recorded as a path, which no promotion over a champion accepts
+    res = run_evaluation(cfg, candidate=tmp_path / "cand", baseline=tmp_path / "base", tasks_path=tmp_path / "eval.jsonl",
+                         out_dir=tmp_path / "out2")
+    assert {k: res["baseline"][k] for k in ("kind", "name", "version", "uri")} == {
+        "kind": "path", "name": str(tmp_path / "base"), "version": None, "uri": str(tmp_path / "base")}
+
+
+def test_report_text_exact(tmp_path, monkeypatch):
+    """report.md and report.html say exactly the numbers of evaluation.json (the report is what people read)."""
+    _controlled_sampler(monkeypatch, tmp_path)
+    write_tasks(KNOWN, tmp_path / "eval.jsonl")
+    cfg = load_config(overrides=["eval.k=2", "eval.num_samples=4", "eval.bootstrap_samples=300", "eval.seed=5"])
+    out = tmp_path / "out"
+    run_evaluation(cfg, candidate=tmp_path / "cand", baseline=tmp_path / "base", tasks_path=tmp_path / "eval.jsonl",
+                   out_dir=out)
+    want = paired_bootstrap([c / 4 for c in BASE_C], [c / 4 for c in CAND_C], n_boot=300, seed=5)
+    ci = f"(95% CI {want['ci_low']:+.3f} .. {want['ci_high']:+.3f})"
+    c, b = tmp_path / "cand", tmp_path / "base"
+    notes = [f"Paired bootstrap over 4 tasks: pass@1 difference +0.250 {ci}.",
+             "Leakage rate of the candidate's outputs: - (0 of 0 checked outputs; spans of >= 6 context tokens absent "
+             "from the prompt, answer string excluded).",
+             "Teacher-vs-student greedy gap: 0.000.",
+             "Format score (answer stated exactly once): candidate 1.000, baseline 1.000."]
+    md = (out / "report.md").read_text()
+    assert md.startswith("\n".join([
+        "# Evaluation report", "",
+        "| model | path | greedy pass@1 | pass@1 | pass@2 | teacher greedy pass@1 |", "|---|---|---|---|---|---|",
+        f"| candidate | {c} | 1.000 | 0.625 | 0.833 | 1.000 |", f"| baseline | {b} | 0.500 | 0.375 | 0.625 | 1.000 |", "",
+        "| model | type | tasks | greedy pass@1 | pass@1 | pass@k |", "|---|---|---|---|---|---|",
+        "| candidate | numeric | 4 | 1.000 | 0.625 | 0.833 |", "| baseline | numeric | 4 | 0.500 | 0.375 | 0.625 |", "",
+        *[f"- {n}" for n in notes], ""]))
+    assert "## Leak examples" not in md
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!doctype html><html><head><meta charset='utf-8'><title>rlsd evaluation</title></head><body>\n"
+                           "<h1>Evaluation report</h1>\n")
+    assert ("<table border=1 cellpadding=4><tr><th>model</th><th>path</th><th>greedy pass@1</th><th>pass@1</th>"
+            "<th>pass@2</th><th>teacher greedy pass@1</th></tr>"
+            f"<tr><td>candidate</td><td>{c}</td><td>1.000</td><td>0.625</td><td>0.833</td><td>1.000</td></tr>"
+            f"<tr><td>baseline</td><td>{b}</td><td>0.500</td><td>0.375</td><td>0.625</td><td>1.000</td></tr></table>") in page
+    assert ("<table border=1 cellpadding=4><tr><th>model</th><th>type</th><th>tasks</th><th>greedy pass@1</th>"
+            "<th>pass@1</th><th>pass@k</th></tr><tr><td>candidate</td><td>numeric</td><td>4</td><td>1.000</td>"
+            "<td>0.625</td><td>0.833</td></tr><tr><td>baseline</td><td>numeric</td><td>4</td><td>0.500</td>"
+            "<td>0.375</td><td>0.625</td></tr></table>") in page
+    import html as _html
+
+    assert "<ul>" + "".join(f"<li>{_html.escape(n)}</li>" for n in notes) + "</ul>" in page
+    assert page.rstrip().endswith("</body></html>") and "Leak examples" not in page
+
+
+def test_report_without_baseline_lists_leak_examples(tmp_path):
+    from rlsd.evaluate import write_report
+
+    side = {"model": "m", "pass@1": 0.5, "pass@k": 0.75, "greedy_pass@1": 0.25, "k": 3, "teacher_greedy_pass@1": None,
+            "per_type": {"label": {"n_tasks": 2, "pass@1": 0.5, "pass@k": 0.75, "greedy_pass@1": 0.25}}}
+    leak = {"rate": 0.5, "n_checked": 4, "n_leaks": 2, "teacher_student_gap": None,
+            "examples": [{"task": "t<1>", "span": "hold the reset button", "output": "..."}]}
+    result = {"candidate": side, "baseline": None, "comparison": None, "leakage": leak}
+    write_report(result, tmp_path, cand={"leakage": {**leak, "ngram": 5}, "format_score": 0.5}, base=None)
+    md = (tmp_path / "report.md").read_text()
+    assert "| candidate | m | 0.250 | 0.500 | 0.750 | - |" in md and "| baseline |" not in md
+    assert "| model | path | greedy pass@1 | pass@1 | pass@3 | teacher greedy pass@1 |" in md
+    assert "| candidate | label | 2 | 0.250 | 0.500 | 0.750 |" in md
+    assert ("- Leakage rate of the candidate's outputs: 0.500 (2 of 4 checked outputs; spans of >= 5 context tokens "
+            "absent from the prompt, answer string excluded).") in md
+    assert "- Teacher-vs-student greedy gap: -." in md and "- Format score (answer stated exactly once): candidate 0.500.\n" in md
+    assert "Paired bootstrap" not in md
+    assert md.rstrip().endswith('## Leak examples\n\n- `t<1>`: "hold the reset button"')
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>Leak examples</h2><ul>\n<li><code>t&lt;1&gt;</code>: hold the reset button</li>\n</ul>" in page
+    assert (tmp_path / "per_type.png").exists() and not (tmp_path / "bootstrap.png").exists()
