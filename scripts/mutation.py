@@ -46,16 +46,21 @@ GROUPS: dict[str, dict] = {
         # the metric arithmetic, leakage and reports on controlled outputs; the random tiny-model runs and
         # the CLI test are left out (slow, and they pin no value a mutant could change)
         "tests": ["tests/test_evaluate.py", "-k",
-                  "not greedy_is_deterministic and not run_evaluation_files_and_keys and not without_baseline_and_cli"],
+                  "not greedy_is_deterministic and not run_evaluation_files_and_keys and not without_baseline_and_cli "
+                  "and not evaluate_model_with_controlled_sampler"],
         "names": None,
+        # not mutated here: _plots (matplotlib drawing: titles, colours, sizes, bar offsets; the tests check that
+        # each PNG is written and embedded, not its pixels) and evaluate_against_champion (needs a registry with a
+        # champion: tests/test_champion_gate.py runs it against a real MLflow server, too slow per mutant)
+        "skip": ["_plots", "evaluate_against_champion"],
     },
     "registry": {
         "source": ["src/rlsd/registry.py"],
         # gates, the alias choice and the promotion protocol against an in-memory MLflow client; the
         # MLflow round trips (register, load, _client, _await_ready) are tested against real servers in
         # tests/test_registry.py and are not mutated here (each mutant would cost a server run)
-        "tests": ["tests/test_registry.py", "tests/test_registry_fake.py", "-k",
-                  "not integration and not embedded_sqlite"],
+        "tests": ["tests/test_registry.py", "tests/test_registry_fake.py", "-m", "not integration", "-k",
+                  "not embedded_sqlite"],
         "names": ["rlsd.registry.x__num__*", "rlsd.registry.x_load_evaluation__*",
                   "rlsd.registry.x_evaluation_tags__*", "rlsd.registry.x__tag_value__*",
                   "rlsd.registry.x_check_gates__*", "rlsd.registry.x__pass1__*", "rlsd.registry.x__age__*",
@@ -68,21 +73,30 @@ GROUPS: dict[str, dict] = {
         # the batching helpers on the toy policy (no model, no DeepSpeed): the loop itself (train()) is
         # covered end to end by tests/test_train*.py, far too slow to run once per mutant
         "tests": ["tests/test_train_updates.py", "tests/test_train_helpers.py", "-k",
-                  "not micro_batched and not updates_per_batch_make and not resynced and not bfloat16 and not tenth"],
+                  "not micro_batched and not updates_per_batch_make and not resynced and not bfloat16 and not tenth "
+                  "and not every_collective"],
         "names": ["rlsd.train.x_left_pad__*", "rlsd.train.x_update_rows__*", "rlsd.train.xǁBatchǁ*",
                   "rlsd.train.x_logps_pass__*", "rlsd.train.x_policy_update__*", "rlsd.train.x__tasks_for_step__*",
                   "rlsd.train.x__prompt_order__*", "rlsd.train.x__step_seed__*", "rlsd.train.x__all_reduce__*",
                   "rlsd.train.x__weighted_mean__*", "rlsd.train.x_completion_logits__*"],
     },
     "verifiers": {
+        # the answer verifiers; NOT the code sandbox (pycode.py, sandbox.py, _sandbox_*.py): its tests run
+        # hostile code (fork bombs, kill loops, writes outside its folder), and a mutant that weakens the
+        # sandbox would let that code loose on the machine running the mutation test
         "source": ["src/rlsd/verifiers/"],
-        "tests": ["tests/verifiers/", "tests/test_mutants_named.py", "-m", "not slow"],
+        "only": ["src/rlsd/verifiers/__init__.py", "src/rlsd/verifiers/extract.py", "src/rlsd/verifiers/graders.py",
+                 "src/rlsd/verifiers/numeric.py", "src/rlsd/verifiers/label.py", "src/rlsd/verifiers/json_answer.py",
+                 "src/rlsd/verifiers/expression.py", "src/rlsd/verifiers/sql.py"],
+        "tests": ["tests/verifiers/", "tests/test_mutants_named.py", "-m", "not slow and not integration", "-k",
+                  "not code_adversarial and not verify_code"],
         "names": None,
     },
     "data": {
-        "source": ["src/rlsd/data/ingest.py", "src/rlsd/data/redact.py", "src/rlsd/data/store.py",
-                   "src/rlsd/data/index.py"],
-        "tests": ["tests/data/", "tests/test_mutants_named.py", "-m", "not slow"],
+        "source": ["src/rlsd/data/"],
+        "only": ["src/rlsd/data/ingest.py", "src/rlsd/data/redact.py", "src/rlsd/data/store.py",
+                 "src/rlsd/data/index.py"],
+        "tests": ["tests/data/", "tests/test_mutants_named.py", "-m", "not slow and not integration"],
         "names": None,
     },
 }
@@ -105,6 +119,46 @@ EQUIVALENT: dict[str, str] = {
     "rlsd.core.losses.x_policy_loss__mutmut_55": "same as mutmut_45: for A = 0, min(clipped, bound) = min(0, 0) = clipped",
     "rlsd.core.advantages.x_rlsd_token_advantages__mutmut_31": "`a <= 0` adds A = 0 rows under negative_only, whose "
     "w is exp(sign(0) * Delta) = exp(0) = 1 anyway",
+    # train (the batching helpers)
+    "rlsd.train.x_left_pad__mutmut_6": "torch.full with an int fill value is int64 (torch.long) without the dtype",
+    "rlsd.train.x_left_pad__mutmut_9": "same as mutmut_6 (dtype argument dropped: int64 anyway)",
+    "rlsd.train.x_left_pad__mutmut_19": "torch.tensor of a list of ints is int64 (torch.long) without the dtype",
+    "rlsd.train.x_left_pad__mutmut_21": "same as mutmut_19",
+    "rlsd.train.x_policy_update__mutmut_6": "needs_teacher only matters for algorithms without the JSD (rlsd): for opsd "
+    "and grpo_opsd needs_jsd is true and runs the teacher whatever needs_teacher says",
+    "rlsd.train.x_policy_update__mutmut_7": "same as mutmut_6",
+    "rlsd.train.x_policy_update__mutmut_8": "same as mutmut_6",
+    "rlsd.train.x_policy_update__mutmut_9": "same as mutmut_6",
+    "rlsd.train.x_policy_update__mutmut_48": "`tl = \"\"` instead of None before the teacher pass: tl is only read when "
+    "the JSD is needed, and then it is assigned first",
+    "rlsd.train.x_policy_update__mutmut_74": "`tl = \"\"` instead of None drops the (micro, T, V) teacher logits just the "
+    "same (memory, not values)",
+    "rlsd.train.x_policy_update__mutmut_67": "the prompt-sharing group size only selects the faster shared-prompt pass, "
+    "whose logits equal the full pass's (tests/test_train.py::test_shared_prompt_forward_equals_full_forward)",
+    "rlsd.train.x_policy_update__mutmut_94": "same as mutmut_67 (the student's pass)",
+    "rlsd.train.x_policy_update__mutmut_126": "the zero loss scalar on the default device: a 0-dim CPU tensor adds to a "
+    "tensor on any device",
+    "rlsd.train.x_policy_update__mutmut_128": "same as mutmut_126",
+    "rlsd.train.x_policy_update__mutmut_250": "float(\"NAN\") is NaN, as float(\"nan\")",
+    "rlsd.train.x_completion_logits__mutmut_1": "the default group size is never used (every caller passes it) and only "
+    "selects the shared-prompt pass, whose logits equal the full pass's",
+    "rlsd.train.x_completion_logits__mutmut_16": "positions + 2 for every token of every row: rotary position embeddings "
+    "(the Llama models trained here) depend only on position differences",
+    "rlsd.train.x_completion_logits__mutmut_18": "cumsum over dim +1 of a 2-D mask is cumsum over dim -1",
+    "rlsd.train.x_completion_logits__mutmut_60": "no position_ids: the model counts 0, 1, ... from the first (pad) column, "
+    "a constant shift per row, invisible to rotary embeddings",
+    "rlsd.train.x_completion_logits__mutmut_65": "same as mutmut_60",
+    "rlsd.train.x_completion_logits__mutmut_62": "use_cache in the full pass decides only whether a cache is returned "
+    "(memory), not the logits",
+    "rlsd.train.x_completion_logits__mutmut_67": "same as mutmut_62",
+    "rlsd.train.x_completion_logits__mutmut_70": "same as mutmut_62",
+    "rlsd.train.x_completion_logits__mutmut_86": "the shared prompt pass hands its cache explicitly; transformers fills a "
+    "given cache whatever use_cache says (the cache length is checked right after)",
+    "rlsd.train.x_completion_logits__mutmut_91": "same as mutmut_86",
+    "rlsd.train.x_completion_logits__mutmut_94": "same as mutmut_86",
+    "rlsd.train.x_completion_logits__mutmut_103": "same as mutmut_86 (the completion pass on the repeated cache)",
+    "rlsd.train.x_completion_logits__mutmut_107": "same as mutmut_86",
+    "rlsd.train.x_completion_logits__mutmut_40": "getattr default None instead of False: `not None` is `not False`",
 }
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious",
@@ -121,6 +175,7 @@ def mutmut_table(group: dict) -> str:
         "[tool.mutmut]",
         f"source_paths = {_toml_list(group['source'])}",
         f"pytest_add_cli_args_test_selection = {_toml_list(group['tests'])}",
+        *([f"only_mutate = {_toml_list(group['only'])}"] if group.get("only") else []),
         'also_copy = ["tests/", "src/", "components/", "pipelines/"]',
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]',
         "",
@@ -142,21 +197,32 @@ def run_group(name: str, keep: bool) -> dict:
                             text=True).stdout.strip()
     pp = repo / "pyproject.toml"
     pp.write_text(_with_table(pp.read_text(), mutmut_table(g)))
+    names = g["names"]
+    if g.get("skip"):  # every top-level function of the source file but these
+        import ast
+
+        src = repo / g["source"][0]
+        module = ".".join(Path(g["source"][0]).with_suffix("").parts[1:])
+        funcs = [n.name for n in ast.parse(src.read_text()).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        names = [f"{module}.x_{f}__mutmut_*" for f in funcs if f not in g["skip"]]
     log = tmp / "mutmut.log"
     print(f"[{name}] mutmut on {commit[:10]} in {repo} (log {log})", flush=True)
     t0 = dt.datetime.now()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
     with log.open("w") as f:
-        p = subprocess.Popen([str(MUTMUT), "run", *(g["names"] or [])], cwd=repo, env=env, stdout=subprocess.PIPE,
+        p = subprocess.Popen([str(MUTMUT), "run", *(names or [])], cwd=repo, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT)
         for chunk in iter(lambda: p.stdout.read(65536), b""):  # the spinner writes megabytes of \r lines
             f.write(chunk.replace(b"\r", b"\n").decode(errors="replace"))
         p.wait()
     minutes = (dt.datetime.now() - t0).total_seconds() / 60
+    if p.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-40:])
+        raise RuntimeError(f"[{name}] mutmut exited {p.returncode} (clone kept: {tmp}); last lines:\n{tail}")
     statuses: dict[str, str] = {}
     for meta in (repo / "mutants").rglob("*.meta"):
         for key, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-            if g["names"] is None or any(fnmatch.fnmatch(key, pat) for pat in g["names"]):
+            if names is None or any(fnmatch.fnmatch(key, pat) for pat in names):
                 statuses[key] = STATUS.get(code, "suspicious")
     survivors = {}
     for key in sorted(k for k, s in statuses.items() if s not in ("killed", "timeout")):
@@ -164,9 +230,8 @@ def run_group(name: str, keep: bool) -> dict:
         survivors[key] = {"status": statuses[key], "diff": show.stdout.strip()[-2500:]}
     result = {"group": name, "commit": commit, "measured_at": t0.strftime("%Y-%m-%d %H:%M UTC"),
               "minutes": round(minutes, 1), "source": g["source"], "tests": g["tests"], "names": g["names"],
+              "skip": g.get("skip", []),
               "mutmut_exit": p.returncode, "counts": _counts(statuses), "survivors": survivors}
-    if p.returncode != 0 or not statuses:
-        print(f"[{name}] mutmut exited {p.returncode}; last lines:\n" + "\n".join(log.read_text().splitlines()[-30:]))
     if not keep:
         shutil.rmtree(tmp, ignore_errors=True)
     return result
@@ -210,6 +275,9 @@ def write_report() -> None:
                   f"Source: {', '.join('`' + s + '`' for s in r['source'])}. Tests: `{' '.join(r['tests'])}`."]
         if r["names"]:
             lines.append("Mutants run: " + ", ".join(f"`{n}`" for n in r["names"]) + ".")
+        if r.get("skip"):
+            lines.append("Functions not mutated (reason in scripts/mutation.py GROUPS): "
+                         + ", ".join(f"`{n}`" for n in r["skip"]) + ".")
         lines.append(f"Status counts: {', '.join(f'{k} {v}' for k, v in sorted(r['counts'].items()))}.")
         lines.append("")
         if not r["survivors"]:
@@ -241,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     if not a.report_only:
         for name in a.groups or list(GROUPS):
-            r = run_group(name, a.keep)
+            try:
+                r = run_group(name, a.keep)
+            except RuntimeError as e:  # one group's failure does not stop the others
+                print(e, flush=True)
+                continue
             (OUT_DIR / f"{name}.json").write_text(json.dumps(r, indent=1, ensure_ascii=False) + "\n")
             total, killed, surv, rate = _rate(r)
             print(f"[{name}] {total} mutants, {killed} killed, {surv} survived: {rate:.1f}% ({r['minutes']} min)")
