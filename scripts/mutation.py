@@ -159,6 +159,12 @@ EQUIVALENT: dict[str, str] = {
     "rlsd.train.x_completion_logits__mutmut_103": "same as mutmut_86 (the completion pass on the repeated cache)",
     "rlsd.train.x_completion_logits__mutmut_107": "same as mutmut_86",
     "rlsd.train.x_completion_logits__mutmut_40": "getattr default None instead of False: `not None` is `not False`",
+    "rlsd.train.x_completion_logits__mutmut_59": "no attention_mask in the full pass: with use_cache=False and position "
+    "ids that restart at 0 after the left pads, transformers 5.24 builds the same mask from the position ids "
+    "(packed-sequence detection; measured: identical logits). Kept for versions that do not",
+    "rlsd.train.x_completion_logits__mutmut_64": "same as mutmut_59",
+    "rlsd.train.x_completion_logits__mutmut_115": "same as mutmut_86 (use_cache=False on the completion pass still "
+    "reads the given cache)",
 }
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious",

@@ -129,8 +129,8 @@ def _reference_logps(model, prompt: list[int], completion: list[int]) -> list[fl
     return [lp[len(prompt) - 1 + t, c].item() for t, c in enumerate(completion)]
 
 
-@pytest.mark.parametrize("share", [1, 2])
-def test_logps_pass_gives_each_rows_own_log_probs(tiny, share):
+@pytest.mark.parametrize("share, micro", [(1, 2), (2, 2), (1, 4), (2, 4)])
+def test_logps_pass_gives_each_rows_own_log_probs(tiny, share, micro):
     """Old and teacher log-probs of left-padded rows (two rows per prompt) equal those of each row's unpadded
     sequence: a first prompt token masked out, a shifted position or a row's prompt mixed up fails."""
     from rlsd.train import Batch, left_pad, logps_pass
@@ -144,7 +144,7 @@ def test_logps_pass_gives_each_rows_own_log_probs(tiny, share):
     t_ids, t_mask = left_pad(teacher, tok.pad_token_id)
     b = Batch(p_ids, p_mask, comp, cmask, torch.zeros(4))
     b.teacher_prompt_ids, b.teacher_prompt_mask = t_ids, t_mask
-    logps_pass(b, model, model, micro=2, temperature=1.0, share=share, old=True, teacher_too=True)
+    logps_pass(b, model, model, micro=micro, temperature=1.0, share=share, old=True, teacher_too=True)
     assert b.old_ready and b.teacher_ready
     for i in range(4):
         n = int(cmask[i].sum())
@@ -396,9 +396,9 @@ def test_shared_prompt_pass_runs_each_prompt_once_only_when_it_may(tiny, case, s
     spy = _Spy(model)
     if case == "checkpointing":
         spy.is_activation_checkpointing = True
-    got = completion_logits(spy, p_ids, p_mask, c_ids, c_mask, 1.0, share)
+    got = completion_logits(spy, p_ids, p_mask, c_ids, c_mask, 0.5, share)
     assert spy.calls == calls
-    want = completion_logits(model, p_ids, p_mask, c_ids, c_mask, 1.0, 1)
+    want = completion_logits(model, p_ids, p_mask, c_ids, c_mask, 0.5, 1)
     assert got.shape == want.shape and got.shape[:2] == (4, t)
     torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-4)
 
