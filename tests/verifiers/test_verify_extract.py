@@ -68,3 +68,12 @@ def test_adversarial_inputs_are_fast(evil):
     extract_answer(evil)
     format_score(evil)
     assert time.monotonic() - t < 5.0
+
+
+def test_format_score_of_an_empty_answer_line_is_zero_not_a_crash():
+    # "Answer:" with nothing after it (a small model stopping early) once raised inside evaluation
+    from rlsd.verifiers.extract import format_score
+
+    assert format_score("Answer:") == 0.0
+    assert format_score("thinking\nAnswer:   \n") == 0.0
+    assert format_score("Answer:\n42") == 1.0  # the answer on the next line still counts

@@ -177,7 +177,7 @@ def format_score(completion: str, fmt: str = "any") -> float:
     kind, _, _, content = st[0]
     if fmt != "any" and kind != fmt:
         return 0.0
-    return 1.0 if unbox(content.strip()).strip() else 0.0
+    return 1.0 if unbox((content or "").strip()).strip() else 0.0  # "Answer:" with nothing after: content None
 
 
 def fenced_block(completion: str, languages: tuple[str, ...] = ()) -> str | None:
