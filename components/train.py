@@ -28,4 +28,5 @@ def train(config_yaml: str, tasks: Input[Dataset], base_model: str, algorithm: s
         summary = run_training(cfg, output_dir=model.path)
     model.metadata["final_model"] = os.path.relpath(summary["final_model"], model.path)
     model.metadata["algorithm"] = cfg.algorithm.name
+    model.metadata["mlflow_run_id"] = summary.get("run_id") or ""  # lineage: register tags the version with it
     metrics.log_metric("steps", summary["steps"])

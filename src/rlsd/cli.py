@@ -76,13 +76,19 @@ def _cmd_make_tasks(cfg: RLSDConfig, args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(cfg: RLSDConfig, args: argparse.Namespace) -> int:
-    from rlsd.evaluate import run_evaluation
+    from rlsd.evaluate import evaluate_against_champion, run_evaluation
 
     out = args.output or "runs/evaluation"
-    res = run_evaluation(cfg, candidate=args.candidate, baseline=args.baseline, tasks_path=args.tasks, out_dir=out)
+    if args.against_champion:
+        if args.baseline:
+            raise UsageError("--against-champion and --baseline exclude each other")
+        res = evaluate_against_champion(cfg, candidate=args.candidate, tasks_path=args.tasks, out_dir=out)
+    else:
+        res = run_evaluation(cfg, candidate=args.candidate, baseline=args.baseline, tasks_path=args.tasks, out_dir=out)
     c, comp = res["candidate"], res["comparison"]
+    rate = res["leakage"]["rate"]
     print(f"candidate pass@1 {c['pass@1']:.3f} pass@{c['k']} {c['pass@k']:.3f} greedy {c['greedy_pass@1']:.3f}; "
-          f"leakage {res['leakage']['rate']:.3f}"
+          f"leakage {'not measured (0 outputs checkable)' if rate is None else f'{rate:.3f}'}"
           + (f"; diff {comp['diff_pass1']:+.3f} [{comp['ci_low']:+.3f}, {comp['ci_high']:+.3f}]" if comp else "")
           + f"; report: {out}/report.md")
     return 0
@@ -304,6 +310,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
     p = add("evaluate", _cmd_evaluate, "pass@1 / pass@k, baseline comparison and leakage report for a model folder")
     p.add_argument("--candidate", required=True, help="model folder to evaluate")
     p.add_argument("--baseline", help="model folder to compare against (paired bootstrap)")
+    p.add_argument("--against-champion", action="store_true",
+                   help="compare with the registry's current @champion (else model.path), as the promotion gate needs")
     p.add_argument("--tasks", help="task JSONL (default: data.eval_tasks)")
 
     p = add("ingest", _cmd_ingest, "ingest manuals and ticket exports into the store as a new snapshot")
