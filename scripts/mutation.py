@@ -165,7 +165,49 @@ EQUIVALENT: dict[str, str] = {
     "rlsd.train.x_completion_logits__mutmut_64": "same as mutmut_59",
     "rlsd.train.x_completion_logits__mutmut_115": "same as mutmut_86 (use_cache=False on the completion pass still "
     "reads the given cache)",
+    # registry (numbers of src/rlsd/registry.py as of 85174a4)
+    "rlsd.registry.x_load_evaluation__mutmut_8": "encoding=None reads with the locale's encoding, UTF-8 here and in the "
+    "images (C.UTF-8)",
+    "rlsd.registry.x_load_evaluation__mutmut_10": "\"UTF-8\" and \"utf-8\" name the same codec",
+    "rlsd.registry.x__tag_value__mutmut_2": "a str skips to str(v), which is v",
+    "rlsd.registry.x_check_gates__mutmut_39": "`ok = good` instead of `ok &= good` on the first gate, where ok is still True",
+    "rlsd.registry.x_check_gates__mutmut_124": "required=None is falsy like required=False",
+    "rlsd.registry.x_check_gates__mutmut_161": "required=None is falsy like required=False",
+    "rlsd.registry.x__choose__mutmut_12": "only reached when best and champion are the same version: returning the "
+    "champion object instead of best names the same version",
+    "rlsd.registry.x__choose__mutmut_14": "same as mutmut_12",
+    "rlsd.registry.x__promote__mutmut_125": "the loop assigns champion before reading it (at least one iteration)",
 }
+
+# Survivors of a measured run that a test committed after that run kills (checked by hand on a clone); the next
+# run of the group counts them as killed and the entry can go.
+KILLED_SINCE: dict[str, str] = {
+    "rlsd.train.x_completion_logits__mutmut_127": "tests/test_train_helpers.py::"
+    "test_shared_prompt_pass_runs_each_prompt_once_only_when_it_may (temperature 0.5 on the shared pass, 1ef30a6)",
+}
+
+# The one-line mutants named in issue 21 (each applied by hand to a clone and run against the named test, which
+# failed on it; see also tests/test_mutants_named.py).
+NAMED = [
+    ("quarantined records stored with their raw text unredacted (data/readers.py quarantine_entry)",
+     "tests/test_mutants_named.py::test_quarantined_records_are_stored_redacted"),
+    ("`password=abc123` kept: a minimum length on password values (data/redact.py)",
+     "tests/test_mutants_named.py::test_short_passwords_are_redacted"),
+    ("teacher log-probs with the first prompt token masked out (train.py left_pad / completion_logits)",
+     "tests/test_train_helpers.py::test_left_pad_exact, ::test_logps_pass_gives_each_rows_own_log_probs"),
+    ("store object hash check off (data/store.py get_object); the old `match=\"corrupt\"` matched the tmp folder",
+     "tests/test_mutants_named.py::test_a_tampered_object_is_refused"),
+    ("label choices matched as substrings (verifiers/label.py)",
+     "tests/test_mutants_named.py::test_label_choices_are_whole_words_not_substrings"),
+    ("JSON `true` accepted where `1` is expected (verifiers/json_answer.py _equal)",
+     "tests/test_mutants_named.py::test_json_true_is_not_the_number_one"),
+    ("a bare number refused on tasks with a unit (verifiers/numeric.py)",
+     "tests/test_mutants_named.py::test_a_bare_number_passes_on_a_task_with_a_unit"),
+    ("teacher re-synced after optimizer step 1 instead of 10 (train.py `opt_step % interval`)",
+     "tests/test_train_updates.py::test_teacher_snapshot_equals_the_policy_exactly_at_the_tenth_optimizer_step"),
+    ("clip_frac counting ties (core/losses.py `loss2 >= loss1`)",
+     "tests/core/test_losses.py::test_policy_statistics_by_hand (core mutant x_policy_loss__mutmut_79: killed)"),
+]
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 35: "suspicious",
           36: "timeout", 37: "caught by type check", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout",
@@ -275,7 +317,11 @@ def write_report() -> None:
         adj = 100.0 * killed / (total - eq) if total - eq else 0.0
         lines.append(f"| {r['group']} | `{r['commit'][:10]}` | {r['measured_at']} | {r['minutes']} | {total} | {killed} "
                      f"| {surv} | {rate:.1f}% | {eq} | {adj:.1f}% |")
-    lines += ["", "Not measured: groups without a row (see benchmarks/README.md for how to run one).", ""]
+    missing = [g for g in GROUPS if g not in {r["group"] for r in results}]
+    lines += ["", "Not measured yet: " + (", ".join(missing) if missing else "none")
+              + " (see benchmarks/README.md for how to run a group).", "",
+              "## The mutants named in issue 21", "", "| mutant | killed by |", "|---|---|"]
+    lines += [f"| {m} | `{t}` |" for m, t in NAMED] + [""]
     for r in results:
         lines += [f"## {r['group']}", "",
                   f"Source: {', '.join('`' + s + '`' for s in r['source'])}. Tests: `{' '.join(r['tests'])}`."]
@@ -293,7 +339,9 @@ def write_report() -> None:
         lines.append("")
         for key, s in r["survivors"].items():
             why = EQUIVALENT.get(key)
-            lines.append(f"- `{key}` ({s['status']}): " + (f"equivalent: {why}" if why else "**not explained**"))
+            later = KILLED_SINCE.get(key)
+            lines.append(f"- `{key}` ({s['status']}): " + (f"equivalent: {why}" if why else
+                                                          f"killed since by {later}" if later else "**not explained**"))
             diff = [ln for ln in s["diff"].splitlines() if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))]
             lines += ["  ```diff"] + [f"  {ln}" for ln in diff[:8]] + ["  ```"]
         lines.append("")

@@ -34,8 +34,8 @@ class FakeClient:
         self.name, self.versions, self.aliases, self.calls = name, {}, {}, []
         self.fail: dict[str, tuple[int, BaseException]] = {}
 
-    def _hit(self, method: str, name: str | None = None) -> None:
-        if name is not None:
+    def _hit(self, method: str, name: str | None = "") -> None:
+        if name != "":  # every call that names the model must name this one (None included)
             assert name == self.name, (method, name)
         self.calls.append(method)
         if method in self.fail:
@@ -85,7 +85,11 @@ NAME = "rlsd-fake"
 @pytest.fixture
 def fake(monkeypatch):
     client = FakeClient(NAME)
-    monkeypatch.setattr(registry, "_client", lambda cfg: client)
+    def connect(cfg):
+        assert isinstance(cfg, RLSDConfig) and cfg.registry.model_name == NAME
+        return client
+
+    monkeypatch.setattr(registry, "_client", connect)
     return client
 
 
@@ -271,13 +275,14 @@ def test_description_is_capped_and_the_newest_decision_first(fake):
 
 
 def test_evaluation_tags_exact():
-    e = ev(0.5, diff=0.2, ci_low=0.05, leak=0.01, baseline=0.3)
+    e = ev(0.5, diff=0.2, ci_low=0.05, leak=0.01, baseline=0.3, vs=("m", 2))
     e["leakage"]["n_checked"] = 40
     assert registry.evaluation_tags(e) == {
         "rlsd.eval.pass_at_1": "0.5", "rlsd.eval.pass_at_k": "0.7", "rlsd.eval.k": "4",
         "rlsd.eval.greedy_pass_at_1": "0.5", "rlsd.eval.teacher_greedy_pass_at_1": "0.9",
         "rlsd.eval.candidate_model": "cand", "rlsd.eval.per_type": '{"numeric": 0.5}',
-        "rlsd.eval.baseline_model": "base", "rlsd.eval.baseline_pass_at_1": "0.3", "rlsd.eval.diff_pass1": "0.2",
+        "rlsd.eval.baseline_model": "base", "rlsd.eval.baseline_kind": "champion", "rlsd.eval.baseline_version": "2",
+        "rlsd.eval.baseline_uri": "models:/m/2", "rlsd.eval.baseline_pass_at_1": "0.3", "rlsd.eval.diff_pass1": "0.2",
         "rlsd.eval.ci_low": "0.05", "rlsd.eval.ci_high": "0.3", "rlsd.eval.n_tasks": "64",
         "rlsd.eval.leakage_rate": "0.01", "rlsd.eval.leakage_checked": "40", "rlsd.eval.teacher_student_gap": "0.1"}
     assert registry.evaluation_tags({}) == {}
@@ -476,3 +481,44 @@ def test_unreachable_message_exact_and_the_first_error_kept(fake, monkeypatch):
     monkeypatch.setattr(fake, "set_model_version_tag", tag)
     with pytest.raises(registry.RegistryUnavailable, match=r"\(alias write refused\); no alias was changed"):
         registry.promote(_cfg(), version=1, evaluation=_measured(ev(0.3)))
+
+
+def test_paired_task_gate_and_champion_gate_messages():
+    reg = RegistryConfig(margin=0.02, require_ci_above_zero=True, max_leakage_rate=0.05, model_name=NAME)
+    e = _measured(ev(0.6, diff=0.1, ci_low=0.05, vs=(NAME, 1)))
+    e["comparison"]["n_tasks"] = 20
+    ok, reasons = registry.check_gates(reg, e, has_champion=True, champion_version=1)
+    assert ok is True and reasons[-2:] == ["ok: 20 paired tasks >= registry.min_paired_tasks 20",
+                                           f"ok: compared with the current champion {NAME} v1"]
+    e["comparison"]["n_tasks"] = 19
+    ok, reasons = registry.check_gates(reg, e, has_champion=True, champion_version="1")
+    assert ok is False and reasons[-2] == ("FAIL: 19 paired tasks < registry.min_paired_tasks 20 (too few for the "
+                                           "interval to mean anything)")
+    del e["comparison"]["n_tasks"]
+    ok, reasons = registry.check_gates(reg, e, has_champion=True)
+    assert ok is False and reasons[-1] == ("FAIL: unknown paired tasks < registry.min_paired_tasks 20 (too few for the "
+                                           "interval to mean anything)")
+    e = _measured(ev(0.6, diff=0.1, ci_low=0.05))  # compared with something unnamed
+    ok, reasons = registry.check_gates(reg, e, has_champion=True, champion_version=1)
+    assert ok is False and reasons[-1] == (
+        f"FAIL: compared with an unnamed baseline (the evaluation does not record which model it compared with), not "
+        f"with the current champion {NAME} v1: evaluate the candidate against models:/{NAME}@champion")
+
+
+def test_promote_refuses_a_comparison_that_is_not_with_the_champion(fake):
+    fake.add(1, **{registry.TAG_PASS1: 0.3})
+    fake.aliases["champion"] = "1"
+    fake.add(2)
+    d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.5, diff=0.2, ci_low=0.05)))
+    assert d["decision"] == "refused" and fake.aliases["champion"] == "1"
+    assert d["reasons"][-1].startswith("FAIL: compared with an unnamed baseline")
+
+
+def test_a_champion_with_a_better_record_keeps_the_alias(fake):
+    """The candidate beat the champion on its own evaluation, but the champion's recorded pass@1 is higher than
+    the candidate's by more than the margin (evaluations on different sets): the alias stays."""
+    fake.add(1, **{registry.TAG_PASS1: 0.9})
+    fake.aliases["champion"] = "1"
+    fake.add(2)
+    d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.5, diff=0.2, ci_low=0.05, vs=(NAME, 1))))
+    assert (d["decision"], d["champion_after"]) == ("superseded", 1) and fake.aliases["champion"] == "1"
