@@ -476,3 +476,75 @@ def test_report_without_baseline_lists_leak_examples(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "<h2>Leak examples</h2><ul>\n<li><code>t&lt;1&gt;</code>: hold the reset button</li>\n</ul>" in page
     assert (tmp_path / "per_type.png").exists() and not (tmp_path / "bootstrap.png").exists()
+
+
+def _fake_models(monkeypatch, tmp_path, calls, answer_for=None):
+    """load_model / load_tokenizer / sample stand-ins: a real tokenizer, a sampler that records each call and
+    answers every prompt with ``answer_for(prompt)`` (default: the right answer of its KNOWN task)."""
+    from types import SimpleNamespace
+
+    import rlsd.models
+    from rlsd.models import build_tiny_model
+
+    build_tiny_model(tmp_path / "tok")
+    real_tok = rlsd.models.load_tokenizer
+    monkeypatch.setattr(rlsd.models, "load_model", lambda path, **kw: SimpleNamespace(path=str(path)))
+
+    def load_tokenizer(path, **kw):
+        assert str(path) == str(tmp_path / "m")  # the model's own tokenizer
+        return real_tok(tmp_path / "tok")
+
+    monkeypatch.setattr(rlsd.models, "load_tokenizer", load_tokenizer)
+
+    def fake_sample(model, tokenizer, prompts, *, num_samples=1, **kw):
+        calls.append({"prompts": list(prompts), "num_samples": num_samples, **kw})
+        ans = answer_for or (lambda p: "A:" + next(t.answer for t in KNOWN if p.startswith(t.prompt)))
+        return Rollout(None, None, None, None, [ans(p) for p in prompts for _ in range(num_samples)], None)
+
+    monkeypatch.setattr(rlsd.rollout, "sample", fake_sample)
+
+
+def test_evaluate_model_defaults(tmp_path, monkeypatch):
+    import torch
+
+    calls, seeds = [], []
+    _fake_models(monkeypatch, tmp_path, calls)
+    real_seed = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda s: seeds.append(s) or real_seed(s))
+    r = evaluate_model(tmp_path / "m", KNOWN)
+    assert seeds == [0] and r["k"] == 4 and r["n"] == 4 and r["pass@1"] == 1.0 and r["greedy_pass@1"] == 1.0
+    assert r["teacher_greedy_pass@1"] is None and r["leakage"]["ngram"] == 6
+    assert [(c["greedy"], c["num_samples"], len(c["prompts"])) for c in calls] == [(True, 1, 4), (False, 4, 4)]
+    for c in calls:
+        assert (c["max_new_tokens"], c["temperature"], c["engine"], c["kernels"], c["max_prompt_tokens"]) == (
+            64, 1.0, "generate", "auto", 512)
+        assert c["prompts"] == [t.prompt for t in KNOWN]  # plain text, no chat template, no response prefix
+    with pytest.raises(ValueError, match="^evaluate_model needs at least one task$"):
+        evaluate_model(tmp_path / "m", [])
+    with pytest.raises(ValueError, match="^eval k must be >= 1, got 0$"):
+        evaluate_model(tmp_path / "m", KNOWN, k=0)
+    assert evaluate_model(tmp_path / "m", KNOWN, k=1)["n"] == 1
+
+
+def test_evaluate_model_batches_and_prefix(tmp_path, monkeypatch):
+    calls = []
+    _fake_models(monkeypatch, tmp_path, calls, answer_for=lambda p: next(t.answer for t in KNOWN if p.startswith(t.prompt)))
+    # batch_size 4 over 4 tasks: greedy 4 prompts a call; 8 samples each: 4 // 8 -> 1 prompt a call
+    r = evaluate_model(tmp_path / "m", KNOWN, k=2, num_samples=8, batch_size=4, response_prefix="A:", seed=3)
+    assert [len(c["prompts"]) for c in calls] == [4, 1, 1, 1, 1]
+    assert r["pass@1"] == 1.0 and r["n"] == 8  # "A:" + the bare answer the model wrote
+    assert all(c["prompts"][0].endswith("A:") for c in calls)  # the prefix opens the reply in the prompt
+    calls.clear()
+    evaluate_model(tmp_path / "m", KNOWN, k=1, batch_size=0)  # 0 means 1 prompt a call, not an empty batch
+    assert [len(c["prompts"]) for c in calls] == [1] * 8
+    calls.clear()
+    evaluate_model(tmp_path / "m", KNOWN[:3], k=1, batch_size=2)
+    assert [len(c["prompts"]) for c in calls] == [2, 1, 2, 1]
+
+
+def test_find_leak_reads_the_first_100000_characters():
+    copy = "hold the reset button for ten"
+    filler = ("x " * 60_000)[: 100_001 - len(copy)]  # an even length: ends with a space
+    out = filler + copy  # the copy's last letter is character 100,001
+    assert len(out) == 100_001 and find_leak(out, TICKET) is None
+    assert find_leak(out[1:], TICKET) == copy  # one character earlier it is read
