@@ -177,14 +177,22 @@ EQUIVALENT: dict[str, str] = {
     "champion object instead of best names the same version",
     "rlsd.registry.x__choose__mutmut_14": "same as mutmut_12",
     "rlsd.registry.x__promote__mutmut_125": "the loop assigns champion before reading it (at least one iteration)",
+    "rlsd.registry.x__get_alias__mutmut_9": "an MlflowException always has error_code: getattr's default is never used",
+    "rlsd.registry.x__get_alias__mutmut_12": "same as mutmut_9 (no default needed)",
+    "rlsd.registry.x__get_alias__mutmut_15": "same as mutmut_9",
+    "rlsd.registry.x__promote__mutmut_158": "after the loop champion is never None: the version itself is a fresh "
+    "pending candidate, so _choose returns it or a champion",
+    "rlsd.registry.x__promote__mutmut_187": "same as mutmut_158: `after` is always set here",
+    "rlsd.registry.x__promote__mutmut_194": "same as mutmut_158: the holder always exists",
+    "rlsd.registry.x__promote__mutmut_198": "'unknown' is unreachable: the holder is a candidate (candidates have a "
+    "recorded pass@1) or a champion _choose kept, which it keeps only when it has a recorded pass@1",
+    "rlsd.registry.x__promote__mutmut_200": "same as mutmut_198",
+    "rlsd.registry.x__promote__mutmut_201": "same as mutmut_198",
 }
 
 # Survivors of a measured run that a test committed after that run kills (checked by hand on a clone); the next
 # run of the group counts them as killed and the entry can go.
-KILLED_SINCE: dict[str, str] = {
-    "rlsd.train.x_completion_logits__mutmut_127": "tests/test_train_helpers.py::"
-    "test_shared_prompt_pass_runs_each_prompt_once_only_when_it_may (temperature 0.5 on the shared pass, 1ef30a6)",
-}
+KILLED_SINCE: dict[str, str] = {}
 
 # The one-line mutants named in issue 21 (each applied by hand to a clone and run against the named test, which
 # failed on it; see also tests/test_mutants_named.py).
@@ -285,6 +293,53 @@ def run_group(name: str, keep: bool) -> dict:
     return result
 
 
+def rerun_survivors(name: str, clone: Path) -> dict:
+    """Bring a kept clone (``--keep``) of an earlier run of ``name`` to HEAD and run only that run's survivors
+    again (tests are only ever added, so a killed mutant stays killed): the JSON then names both commits."""
+    g = GROUPS[name]
+    old = json.loads((OUT_DIR / f"{name}.json").read_text())
+    subprocess.run(["git", "checkout", "-q", "--", "pyproject.toml"], cwd=clone, check=True)
+    subprocess.run(["git", "pull", "-q", "--ff-only"], cwd=clone, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    changed = subprocess.run(["git", "diff", "--name-only", old["commit"], commit, "--", *g["source"]], cwd=clone,
+                             check=True, capture_output=True, text=True).stdout.split()
+    if changed:
+        raise RuntimeError(f"[{name}] the mutated source changed since {old['commit'][:10]} ({changed}): run the group")
+    pp = clone / "pyproject.toml"
+    pp.write_text(_with_table(pp.read_text(), mutmut_table(g)))
+    for t in g["tests"]:  # mutmut copies tests into mutants/ only when it generates them: refresh the copies
+        if t.startswith("tests/") and (clone / t).exists():
+            dst = clone / "mutants" / t
+            if (clone / t).is_dir():
+                shutil.copytree(clone / t, dst, dirs_exist_ok=True)
+            else:
+                shutil.copy2(clone / t, dst)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    names = sorted(old["survivors"])
+    t0 = dt.datetime.now()
+    with (clone.parent / "mutmut-rerun.log").open("w") as f:
+        p = subprocess.run([str(MUTMUT), "run", *names], cwd=clone, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        raise RuntimeError(f"[{name}] mutmut exited {p.returncode}; see {clone.parent / 'mutmut-rerun.log'}")
+    codes = {}
+    for meta in (clone / "mutants").rglob("*.meta"):
+        codes.update(json.loads(meta.read_text())["exit_code_by_key"])
+    counts = dict(old["counts"])
+    survivors = {}
+    for key in names:
+        st = STATUS.get(codes.get(key), "suspicious")
+        if st in ("killed", "timeout"):
+            counts[old["survivors"][key]["status"]] -= 1
+            counts[st] = counts.get(st, 0) + 1
+        else:
+            survivors[key] = old["survivors"][key]
+    minutes = (dt.datetime.now() - t0).total_seconds() / 60
+    return {**old, "rerun_commit": commit, "rerun_at": t0.strftime("%Y-%m-%d %H:%M UTC"),
+            "rerun_minutes": round(minutes, 1), "counts": {k: v for k, v in counts.items() if v},
+            "survivors": survivors}
+
+
 def _counts(statuses: dict[str, str]) -> dict[str, int]:
     c: dict[str, int] = {}
     for s in statuses.values():
@@ -315,7 +370,9 @@ def write_report() -> None:
         total, killed, surv, rate = _rate(r)
         eq = sum(1 for k in r["survivors"] if k in EQUIVALENT)
         adj = 100.0 * killed / (total - eq) if total - eq else 0.0
-        lines.append(f"| {r['group']} | `{r['commit'][:10]}` | {r['measured_at']} | {r['minutes']} | {total} | {killed} "
+        commit = f"`{r['commit'][:10]}`" + (f", survivors re-run on `{r['rerun_commit'][:10]}`" if r.get("rerun_commit")
+                                             else "")
+        lines.append(f"| {r['group']} | {commit} | {r['measured_at']} | {r['minutes']} | {total} | {killed} "
                      f"| {surv} | {rate:.1f}% | {eq} | {adj:.1f}% |")
     missing = [g for g in GROUPS if g not in {r["group"] for r in results}]
     lines += ["", "Not measured yet: " + (", ".join(missing) if missing else "none")
@@ -354,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("groups", nargs="*", help=f"groups to run (default: all): {', '.join(GROUPS)}")
     ap.add_argument("--keep", action="store_true", help="keep the temporary clone (its mutants/ folder) to inspect")
     ap.add_argument("--report-only", action="store_true", help="rebuild mutation.md from the saved JSON files")
+    ap.add_argument("--rerun-survivors", metavar="CLONE", type=Path,
+                    help="with one GROUP: bring CLONE (kept by --keep) to HEAD and run only the saved survivors again")
     a = ap.parse_args(argv)
     unknown = [g for g in a.groups if g not in GROUPS]
     if unknown:
@@ -361,7 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     if not MUTMUT.exists():
         ap.error(f"{MUTMUT} not found: pip install -e '.[mutation]' (make mutation does)")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    if not a.report_only:
+    if a.rerun_survivors:
+        if len(a.groups) != 1:
+            ap.error("--rerun-survivors takes exactly one GROUP")
+        r = rerun_survivors(a.groups[0], a.rerun_survivors)
+        (OUT_DIR / f"{a.groups[0]}.json").write_text(json.dumps(r, indent=1, ensure_ascii=False) + "\n")
+        total, killed, surv, rate = _rate(r)
+        print(f"[{a.groups[0]}] after re-running survivors: {total} mutants, {killed} killed, {surv} survived: {rate:.1f}%")
+    elif not a.report_only:
         for name in a.groups or list(GROUPS):
             try:
                 r = run_group(name, a.keep)
