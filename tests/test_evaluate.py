@@ -548,3 +548,43 @@ def test_find_leak_reads_the_first_100000_characters():
     out = filler + copy  # the copy's last letter is character 100,001
     assert len(out) == 100_001 and find_leak(out, TICKET) is None
     assert find_leak(out[1:], TICKET) == copy  # one character earlier it is read
+
+
+def test_run_evaluation_files_settings_and_no_baseline(tmp_path, monkeypatch):
+    """A nested output folder written twice; evaluation.json is the result indented by 2; seed, engine, prefix
+    and leak n-gram reach evaluate_model; without a baseline nothing is compared and no bootstrap is drawn."""
+    import torch
+
+    import rlsd.evaluate as E
+
+    _controlled_sampler(monkeypatch, tmp_path)
+    real = rlsd.rollout.sample
+    calls, seeds = [], []
+    monkeypatch.setattr(rlsd.rollout, "sample", lambda m, t, prompts, **kw: calls.append((prompts, kw)) or real(m, t, prompts, **kw))
+    real_seed = torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda s: seeds.append(s) or real_seed(s))
+    write_tasks(KNOWN, tmp_path / "eval.jsonl")
+    cfg = load_config(overrides=["eval.k=2", "eval.num_samples=4", "eval.bootstrap_samples=100", "eval.seed=11",
+                                 "eval.leak_ngram=5", "rollout.engine=graph", "model.response_prefix='Result: '"])
+    out = tmp_path / "a" / "b" / "out"
+    for _ in range(2):  # the folder and its parents are created; a second run writes over the first
+        res = run_evaluation(cfg, candidate=tmp_path / "cand", baseline=tmp_path / "base",
+                             tasks_path=tmp_path / "eval.jsonl", out_dir=out)
+    assert (out / "evaluation.json").read_text() == json.dumps(res, indent=2)
+    assert set(res["leakage"]) == {"rate", "n_checked", "n_leaks", "examples", "teacher_student_gap"}
+    assert res["leakage"]["n_checked"] == 0 and res["leakage"]["n_leaks"] == 0
+    assert seeds and set(seeds) == {11}
+    assert all(kw["engine"] == "graph" for _, kw in calls)
+    assert all(p.endswith("Result: ") for prompts, _ in calls for p in prompts)
+    assert ">= 5 context tokens" in (out / "report.md").read_text()
+    assert (out / "bootstrap.png").stat().st_size > 0
+    rows = [json.loads(x) for x in (out / "per_task.jsonl").read_text().splitlines()]
+    assert [r["model"] for r in rows] == ["candidate"] * 4 + ["baseline"] * 4
+    calls.clear()
+    res = run_evaluation(cfg, candidate=tmp_path / "cand", tasks_path=tmp_path / "eval.jsonl", out_dir=tmp_path / "solo")
+    assert res["baseline"] is None and res["comparison"] is None
+    assert len(calls) == 3  # the candidate only: greedy, samples, teacher
+    assert not (tmp_path / "solo" / "bootstrap.png").exists() and (tmp_path / "solo" / "per_type.png").exists()
+    rows = [json.loads(x) for x in (tmp_path / "solo" / "per_task.jsonl").read_text().splitlines()]
+    assert [r["model"] for r in rows] == ["candidate"] * 4
+    assert E.LEAK_NGRAM == 6
