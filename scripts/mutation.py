@@ -188,6 +188,30 @@ EQUIVALENT: dict[str, str] = {
     "recorded pass@1) or a champion _choose kept, which it keeps only when it has a recorded pass@1",
     "rlsd.registry.x__promote__mutmut_200": "same as mutmut_198",
     "rlsd.registry.x__promote__mutmut_201": "same as mutmut_198",
+    # evaluate (numbers of src/rlsd/evaluate.py as of 1ade039)
+    "rlsd.evaluate.x_find_leak__mutmut_37": "windows past the end are shorter than n words and match no n-gram",
+    "rlsd.evaluate.x_find_leak__mutmut_38": "same as mutmut_37",
+    "rlsd.evaluate.x_evaluate_model__mutmut_33": "chat_template None instead of False: both falsy in fit_student",
+    "rlsd.evaluate.x_evaluate_model__mutmut_61": "progress-bar text (tqdm desc) only",
+    "rlsd.evaluate.x_evaluate_model__mutmut_62": "progress-bar display (tqdm leave) only",
+    "rlsd.evaluate.x_evaluate_model__mutmut_63": "progress-bar display (tqdm disable) only",
+    "rlsd.evaluate.x_evaluate_model__mutmut_65": "progress-bar text (tqdm desc) only",
+    "rlsd.evaluate.x_evaluate_model__mutmut_66": "progress-bar display (tqdm leave) only",
+    "rlsd.evaluate.x_evaluate_model__mutmut_67": "progress-bar display (tqdm disable) only",
+    "rlsd.evaluate.x_run_evaluation__mutmut_53": "cfg.eval always has num_samples: getattr's default is never used",
+    "rlsd.evaluate.x_run_evaluation__mutmut_56": "same as mutmut_53",
+    "rlsd.evaluate.x_run_evaluation__mutmut_62": "cfg.eval always has leak_ngram: getattr's default is never used",
+    "rlsd.evaluate.x_run_evaluation__mutmut_65": "same as mutmut_62",
+    "rlsd.evaluate.x_run_evaluation__mutmut_172": "encoding=None writes with the locale's encoding, UTF-8 here and in "
+    "the images (C.UTF-8)",
+    "rlsd.evaluate.x_run_evaluation__mutmut_174": "same as mutmut_172",
+    "rlsd.evaluate.x_run_evaluation__mutmut_184": "\"UTF-8\" and \"utf-8\" name the same codec",
+    "rlsd.evaluate.x_run_evaluation__mutmut_186": "same as mutmut_172",
+    "rlsd.evaluate.x_run_evaluation__mutmut_188": "same as mutmut_172",
+    "rlsd.evaluate.x_run_evaluation__mutmut_195": "same as mutmut_184",
+    "rlsd.evaluate.x__baseline_identity__mutmut_10": "the result is built with info.get(key): a missing \"version\" key "
+    "gives None, as the None value does",
+    "rlsd.evaluate.x__baseline_identity__mutmut_11": "same as mutmut_10",
 }
 
 # Survivors of a measured run that a test committed after that run kills (checked by hand on a clone); the next
@@ -340,6 +364,35 @@ def rerun_survivors(name: str, clone: Path) -> dict:
             "survivors": survivors}
 
 
+def collect_partial(name: str, clone: Path, started: str) -> dict:
+    """The results so far of a run that was stopped (its clone kept): mutants not run yet count as
+    "not checked" and the kill rate is given over the mutants that were run."""
+    g = GROUPS[name]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    names = g["names"]
+    if g.get("skip"):
+        import ast
+
+        module = ".".join(Path(g["source"][0]).with_suffix("").parts[1:])
+        funcs = [n.name for n in ast.parse((clone / g["source"][0]).read_text()).body
+                 if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        names = [f"{module}.x_{f}__mutmut_*" for f in funcs if f not in g["skip"]]
+    statuses = {}
+    for meta in (clone / "mutants").rglob("*.meta"):
+        for key, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if names is None or any(fnmatch.fnmatch(key, pat) for pat in names):
+                statuses[key] = STATUS.get(code, "suspicious")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    survivors = {}
+    for key in sorted(k for k, st in statuses.items() if st not in ("killed", "timeout", "not checked")):
+        show = subprocess.run([str(MUTMUT), "show", key], cwd=clone, capture_output=True, text=True, env=env)
+        survivors[key] = {"status": statuses[key], "diff": show.stdout.strip()[-2500:]}
+    return {"group": name, "commit": commit, "measured_at": started, "minutes": None, "source": g["source"],
+            "tests": g["tests"], "names": g["names"], "skip": g.get("skip", []), "mutmut_exit": None, "partial": True,
+            "counts": _counts(statuses), "survivors": survivors}
+
+
 def _counts(statuses: dict[str, str]) -> dict[str, int]:
     c: dict[str, int] = {}
     for s in statuses.values():
@@ -348,8 +401,9 @@ def _counts(statuses: dict[str, str]) -> dict[str, int]:
 
 
 def _rate(r: dict) -> tuple[int, int, int, float]:
+    """(mutants, killed, survived, kill rate); mutants not run yet (a stopped run) are left out of all four."""
     c = r["counts"]
-    total = sum(c.values())
+    total = sum(v for k, v in c.items() if k != "not checked")
     killed = c.get("killed", 0) + c.get("timeout", 0)
     tested = total - c.get("skipped", 0)
     return total, killed, total - killed, (100.0 * killed / tested if tested else 0.0)
@@ -372,7 +426,9 @@ def write_report() -> None:
         adj = 100.0 * killed / (total - eq) if total - eq else 0.0
         commit = f"`{r['commit'][:10]}`" + (f", survivors re-run on `{r['rerun_commit'][:10]}`" if r.get("rerun_commit")
                                              else "")
-        lines.append(f"| {r['group']} | {commit} | {r['measured_at']} | {r['minutes']} | {total} | {killed} "
+        if r.get("partial"):
+            commit += f" (**stopped**: {r['counts'].get('not checked', 0)} mutants not run)"
+        lines.append(f"| {r['group']} | {commit} | {r['measured_at']} | {r['minutes'] or '-'} | {total} | {killed} "
                      f"| {surv} | {rate:.1f}% | {eq} | {adj:.1f}% |")
     missing = [g for g in GROUPS if g not in {r["group"] for r in results}]
     lines += ["", "Not measured yet: " + (", ".join(missing) if missing else "none")
@@ -411,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("groups", nargs="*", help=f"groups to run (default: all): {', '.join(GROUPS)}")
     ap.add_argument("--keep", action="store_true", help="keep the temporary clone (its mutants/ folder) to inspect")
     ap.add_argument("--report-only", action="store_true", help="rebuild mutation.md from the saved JSON files")
+    ap.add_argument("--collect-partial", metavar="CLONE", type=Path,
+                    help="with one GROUP: save the results so far of a stopped run whose clone was kept")
+    ap.add_argument("--started", default="", help="with --collect-partial: when the stopped run started")
     ap.add_argument("--rerun-survivors", metavar="CLONE", type=Path,
                     help="with one GROUP: bring CLONE (kept by --keep) to HEAD and run only the saved survivors again")
     a = ap.parse_args(argv)
@@ -420,7 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     if not MUTMUT.exists():
         ap.error(f"{MUTMUT} not found: pip install -e '.[mutation]' (make mutation does)")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    if a.rerun_survivors:
+    if a.collect_partial:
+        r = collect_partial(a.groups[0], a.collect_partial, a.started)
+        (OUT_DIR / f"{a.groups[0]}.json").write_text(json.dumps(r, indent=1, ensure_ascii=False) + "\n")
+    elif a.rerun_survivors:
         if len(a.groups) != 1:
             ap.error("--rerun-survivors takes exactly one GROUP")
         r = rerun_survivors(a.groups[0], a.rerun_survivors)
