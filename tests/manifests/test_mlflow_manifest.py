@@ -14,7 +14,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from tests.manifests.test_manifests import by_kind, render
 from tests.mlflow_server import _bin, _Proc
 from tests.s3server import free_ports

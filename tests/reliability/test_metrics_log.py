@@ -96,9 +96,10 @@ def test_the_rewrite_goes_through_a_temporary_file_and_os_replace(tmp_path, monk
 def test_the_trainer_resumes_over_a_torn_log_and_keeps_every_earlier_step(tmp_path):
     """End to end: a run checkpointed at step 2 that logged step 3, then lines past it, the last one torn (a
     kill mid-append). The resumed run warns, drops everything past step 2 and logs 3 and 4 anew."""
+    from tests.helpers import warm_tiny_model, write_addition_tasks
+
     from rlsd.config import load_config
     from rlsd.train import train
-    from tests.helpers import warm_tiny_model, write_addition_tasks
 
     tr, ev = write_addition_tasks(tmp_path / "tasks")
     over = {"model.path": str(warm_tiny_model()), "data.train_tasks": str(tr), "data.eval_tasks": str(ev),
