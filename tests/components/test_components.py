@@ -142,7 +142,7 @@ def test_build_tasks_records_relative_file_names(tmp_path, monkeypatch):
 
 def test_train_applies_promoted_parameters(tmp_path, monkeypatch):
     def run(cfg, *, output_dir):
-        return {"final_model": os.path.join(output_dir, "final"), "steps": cfg.train.steps}
+        return {"final_model": os.path.join(output_dir, "final"), "steps": cfg.train.steps, "run_id": "r-42"}
 
     fake = Recorder(run)
     patch_rlsd(monkeypatch, "rlsd.cluster", "run_training", fake)
@@ -156,7 +156,9 @@ def test_train_applies_promoted_parameters(tmp_path, monkeypatch):
     assert (cfg.platform.nodes, cfg.platform.gpus_per_node) == (2, 8)
     assert cfg.data.train_tasks == os.path.join(tasks.path, "tasks/train.jsonl")
     assert cfg.data.eval_tasks == os.path.join(tasks.path, "eval.jsonl")
-    assert model.metadata == {"final_model": "final", "algorithm": "grpo"} and m.metadata == {"steps": 3}
+    # the training run id travels with the model: register tags the version with it (lineage, retries)
+    assert model.metadata == {"final_model": "final", "algorithm": "grpo", "mlflow_run_id": "r-42"}
+    assert m.metadata == {"steps": 3}
 
 
 def test_train_zero_steps_and_empty_model_keep_the_recipe(tmp_path, monkeypatch):
