@@ -489,7 +489,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "validation.max_context_chars": (0, _BIG), "validation.leak_span_words": (3, 100_000), "validation.chunk_rows": (1, _BIG),
     "tracking.http_retries": (0, 100), "tracking.http_timeout_s": (1, 3600), "tracking.max_backoff_s": (0.001, 3600.0),
     "tracking.flush_timeout_s": (0.0, 86400.0), "tracking.max_buffered_metrics": (1, 100_000_000),
-    "registry.margin": (0.0, 100.0), "registry.max_leakage_rate": (0.0, 1.0),
+    "registry.margin": (0.0, 100.0), "registry.max_leakage_rate": (0.0, 1.0), "registry.min_paired_tasks": (1, _BIG),
     "eval.k": (1, 1024), "eval.num_samples": (0, 65536), "eval.max_new_tokens": (1, 131072),
     "eval.temperature": (1e-6, 100.0), "eval.bootstrap_samples": (100, 10_000_000), "eval.seed": (0, _SEED),
     "eval.leak_ngram": (3, 100_000), "eval.limit": (0, _BIG),
