@@ -57,6 +57,32 @@ def rope_cache_kernel(qkv, cos, sin, kc, vc, col_ptr, qo,
 
 
 @triton.jit
+def _attend(qv, kbase, vbase, lo, hi, s_ks, s_vs, scale, d, md, n, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
+            BLOCK_N: tl.constexpr, QK_PRECISION: tl.constexpr, PV_PRECISION: tl.constexpr):
+    """Online softmax of one query group over the live columns [lo, hi] (every block holds at least one):
+    the running max, sum and unnormalised output, float32, shared by the one-pass and split kernels."""
+    m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
+    l_i = tl.full((BLOCK_G,), 0.0, tl.float32)
+    acc = tl.full((BLOCK_G, BLOCK_D), 0.0, tl.float32)
+    for n0 in range(lo, hi + 1, BLOCK_N):
+        cols = n0 + n
+        mn = cols <= hi
+        kt = tl.load(kbase + cols[None, :] * s_ks + d[:, None], mask=md[:, None] & mn[None, :],
+                     other=0.0).to(tl.float32)  # (BLOCK_D, BLOCK_N)
+        s = tl.dot(qv, kt, input_precision=QK_PRECISION, out_dtype=tl.float32) * scale  # (BLOCK_G, BLOCK_N)
+        s = tl.where(mn[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.reduce(s, 1, _MAX))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l_i = l_i * alpha + tl.reduce(p, 1, _SUM)
+        v = tl.load(vbase + cols[:, None] * s_vs + d[None, :], mask=mn[:, None] & md[None, :],
+                    other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_D)
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PV_PRECISION, out_dtype=tl.float32)
+        m_i = m_new
+    return m_i, l_i, acc
+
+
+@triton.jit
 def attention_kernel(q, kc, vc, start_ptr, col_ptr, out, S, window, scale,
                      s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs, s_ob, s_oh,
                      G: tl.constexpr, D: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -82,26 +108,8 @@ def attention_kernel(q, kc, vc, start_ptr, col_ptr, out, S, window, scale,
     lo = tl.load(start_ptr + b)
     if HAS_WINDOW:
         lo = tl.maximum(lo, col - window + 1)
-    m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
-    l_i = tl.full((BLOCK_G,), 0.0, tl.float32)
-    acc = tl.full((BLOCK_G, BLOCK_D), 0.0, tl.float32)
-    kbase = kc + b * s_kb + hk * s_kh
-    vbase = vc + b * s_vb + hk * s_vh
-    for n0 in range(lo, hi + 1, BLOCK_N):
-        cols = n0 + n
-        mn = cols <= hi
-        kt = tl.load(kbase + cols[None, :] * s_ks + d[:, None], mask=md[:, None] & mn[None, :],
-                     other=0.0).to(tl.float32)  # (BLOCK_D, BLOCK_N)
-        s = tl.dot(qv, kt, input_precision=QK_PRECISION, out_dtype=tl.float32) * scale  # (BLOCK_G, BLOCK_N)
-        s = tl.where(mn[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.reduce(s, 1, _MAX))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.reduce(p, 1, _SUM)
-        v = tl.load(vbase + cols[:, None] * s_vs + d[None, :], mask=mn[:, None] & md[None, :],
-                    other=0.0).to(tl.float32)  # (BLOCK_N, BLOCK_D)
-        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PV_PRECISION, out_dtype=tl.float32)
-        m_i = m_new
+    m_i, l_i, acc = _attend(qv, kc + b * s_kb + hk * s_kh, vc + b * s_vb + hk * s_vh, lo, hi, s_ks, s_vs, scale,
+                            d, md, n, BLOCK_G, BLOCK_D, BLOCK_N, QK_PRECISION, PV_PRECISION)
     o = tl.where(l_i[:, None] > 0, acc / tl.maximum(l_i, 1e-30)[:, None], 0.0)
     tl.store(out + b * s_ob + qh[:, None] * s_oh + d[None, :], o.to(out.dtype.element_ty),
              mask=mg[:, None] & md[None, :])
@@ -149,26 +157,8 @@ def attention_split_kernel(q, kc, vc, start_ptr, col_ptr, part_m, part_l, part_o
     if HAS_WINDOW:
         lo = tl.maximum(lo, col - window + 1)
     lo = tl.maximum(lo, sp * CHUNK)
-    m_i = tl.full((BLOCK_G,), float("-inf"), tl.float32)
-    l_i = tl.full((BLOCK_G,), 0.0, tl.float32)
-    acc = tl.full((BLOCK_G, BLOCK_D), 0.0, tl.float32)
-    kbase = kc + b * s_kb + hk * s_kh
-    vbase = vc + b * s_vb + hk * s_vh
-    for n0 in range(lo, hi + 1, BLOCK_N):
-        cols = n0 + n
-        mn = cols <= hi
-        kt = tl.load(kbase + cols[None, :] * s_ks + d[:, None], mask=md[:, None] & mn[None, :],
-                     other=0.0).to(tl.float32)
-        s = tl.dot(qv, kt, input_precision=QK_PRECISION, out_dtype=tl.float32) * scale
-        s = tl.where(mn[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.reduce(s, 1, _MAX))
-        alpha = tl.where(m_new > float("-inf"), tl.exp(m_i - m_new), 0.0)
-        p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.reduce(p, 1, _SUM)
-        v = tl.load(vbase + cols[:, None] * s_vs + d[None, :], mask=mn[:, None] & md[None, :],
-                    other=0.0).to(tl.float32)
-        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PV_PRECISION, out_dtype=tl.float32)
-        m_i = m_new
+    m_i, l_i, acc = _attend(qv, kc + b * s_kb + hk * s_kh, vc + b * s_vb + hk * s_vh, lo, hi, s_ks, s_vs, scale,
+                            d, md, n, BLOCK_G, BLOCK_D, BLOCK_N, QK_PRECISION, PV_PRECISION)
     row = (b * (tl.num_programs(1) * G) + qh) * nsp + sp  # part_m / part_l: (B, Hq, nsp); part_o: (.., D)
     tl.store(part_m + row, m_i, mask=mg)
     tl.store(part_l + row, l_i, mask=mg)
