@@ -42,9 +42,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-import re
 import tempfile
-import unicodedata
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -54,6 +52,7 @@ import numpy as np
 from rlsd.prompts import assert_no_leak, fit_student, fit_teacher
 from rlsd.tasks import Task, read_tasks
 from rlsd.verifiers import score, score_many, task_format_score
+from rlsd.verifiers.extract import words
 from rlsd.verifiers.sandbox import sandbox_stats
 
 PASS_THRESHOLD = 1.0 - 1e-9
@@ -105,15 +104,8 @@ def paired_bootstrap(baseline_scores: Any, candidate_scores: Any, *, n_boot: int
 # Leakage
 # ----------------------------------------------------------------------------------------------
 
-_WORD = re.compile(r"[^\W_]+")  # letters and digits; punctuation, underscores and spaces separate words
-_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")  # soft hyphen, zero-width, BOM
 _MASK = "\x00"
-
-
-def _words(text: str) -> list[str]:
-    """Normalised words: NFKC, case-folded, zero-width characters removed, split at anything that is not
-    a letter or digit (so commas, underscores or line breaks inserted between words change nothing)."""
-    return _WORD.findall(_INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).casefold())
+_words = words  # the shared definition (rlsd.verifiers.extract.words)
 
 
 def _tokens(text: str, answer: str) -> list[str]:
@@ -331,12 +323,20 @@ def evaluate_against_champion(cfg: Any, *, candidate: str | Path, base_model: st
                               tasks_path: str | Path | None = None, out_dir: str | Path) -> dict[str, Any]:
     """:func:`run_evaluation` with the baseline chosen as the promotion gate needs it: the registered
     version @champion of ``cfg.registry.model_name`` points at now (fetched from the registry into a
-    temporary folder), else ``base_model`` (default ``cfg.model.path``)."""
+    temporary folder), else ``base_model`` (default ``cfg.model.path``): a local path, or a store / registry
+    reference (rlsd.model_refs) fetched hash-checked into a temporary folder and recorded by its pinned id."""
+    from rlsd.model_refs import fetch_model, is_reference
     from rlsd.registry import current_champion, download_version
 
     champ = current_champion(cfg)
     if champ is None:
         base = str(base_model or cfg.model.path)
+        if is_reference(base):
+            with tempfile.TemporaryDirectory(prefix="rlsd-base-") as tmp:
+                path, got = fetch_model(cfg, base, Path(tmp) / "model")
+                info = {"kind": "base", "name": got["name"], "version": got["version"], "uri": got["uri"]}
+                return run_evaluation(cfg, candidate=candidate, baseline=path, baseline_info=info,
+                                      tasks_path=tasks_path, out_dir=out_dir)
         info = {"kind": "base", "name": base, "version": None, "uri": base}
         return run_evaluation(cfg, candidate=candidate, baseline=base, baseline_info=info, tasks_path=tasks_path,
                               out_dir=out_dir)

@@ -15,6 +15,7 @@ Training completions are a few thousand characters at most, so only degenerate o
 from __future__ import annotations
 
 import re
+import unicodedata
 
 MAX_COMPLETION_CHARS = 100_000
 FORMATS = ("any", "tag", "line", "boxed")
@@ -193,3 +194,14 @@ def strip_fence(s: str) -> str:
     """An answer that is itself one fenced block -> its body."""
     m = re.fullmatch(r"\s*```[ \t]*[A-Za-z0-9_+-]*[ \t]*\n(.*?)```\s*", s, re.DOTALL)
     return m.group(1) if m else s
+
+
+_WORD = re.compile(r"[^\W_]+")  # letters and digits; punctuation, underscores and spaces separate words
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")  # soft hyphen, zero-width, BOM
+
+
+def words(text: str) -> list[str]:
+    """Normalised words, shared by the leakage check and the text graders: NFKC, case-folded, zero-width
+    characters removed, split at anything that is not a letter or digit (so commas, underscores, line
+    breaks or invisible characters inserted between or inside words change nothing)."""
+    return _WORD.findall(_INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).casefold())

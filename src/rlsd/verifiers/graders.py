@@ -49,20 +49,19 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-import unicodedata
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from rlsd.tasks import Task
+from rlsd.verifiers.extract import words
 
 MAX_ANSWER_CHARS = 8000
 METRICS = ("rouge_l", "bleu", "token_f1", "fuzzy", "embedding")
 COMBINATORS = ("min", "mean", "product", "weighted")
 GRADERS = ("similarity", "rubric", "judge", "verifier", "gate") + COMBINATORS
 _MARKER = re.compile(r"answer\s*:", re.IGNORECASE)
-_WORD = re.compile(r"\w+")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,12 +160,7 @@ def _model_path(spec: dict, where: str) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
-def _norm(s: str) -> str:
-    return unicodedata.normalize("NFKC", s).casefold()
-
-
-def _words(s: str) -> list[str]:
-    return _WORD.findall(_norm(s))
+_words = words  # shared with the leakage check (rlsd.verifiers.extract.words)
 
 
 def answer_text(completion: str) -> str:
