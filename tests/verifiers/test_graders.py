@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import rlsd.evaluate as ev
 from rlsd.tasks import Task
 from rlsd.verifiers import VERIFIERS, score
 from rlsd.verifiers import graders as G
@@ -102,6 +103,16 @@ def test_rubric_partial_credit_negative_items_and_whole_words():
     assert score(t, "Answer: cleared the spooler queues and re-added the printers") == 0.0  # whole words only
     r = {"grader": "rubric", "items": [{"phrase": "red"}]}
     assert G.rubric(r["items"], "I was tired") == 0.0 and G.rubric(r["items"], "It is red.") == 1.0
+
+
+def test_rubric_words_are_the_leakage_checks_words():
+    # one definition of a word (rlsd.verifiers.extract.words): a soft hyphen or zero-width space pasted from an
+    # HTML manual, or an underscore, neither hides a required phrase nor differs from what the leakage check sees
+    items = [{"phrase": "spooler queue"}]
+    for answer in ("the spoo\u00adler queue", "the spooler\u200b queue", "the spooler_queue", "the SPOOLER queue"):
+        assert G.rubric(items, answer) == 1.0, answer
+    assert G.rubric(items, "the spoolerqueue") == 0.0  # but words are not glued together
+    assert G._words("a\u200bb_c") == ev._words("a\u200bb_c") == ["ab", "c"]
 
 
 def test_keyword_stuffing_pays_less_than_a_written_answer_under_min_with_similarity():
