@@ -47,3 +47,24 @@ def write_addition_tasks(folder: Path, n_train: int = 64, n_eval: int = 16) -> t
     write_tasks(addition_tasks(n_train, digits=(1, 2), seed=21), tr)
     write_tasks(addition_tasks(n_eval, digits=(1, 2), seed=22, prefix="ev"), ev)
     return tr, ev
+
+
+def tiny_models(root: Path, n: int, seed: int) -> list[Path]:
+    """n distinct one-layer tiny models (seeds seed..seed+n-1) under root: m0, m1, ..."""
+    from rlsd.models import build_tiny_model
+
+    paths = [root / f"m{i}" for i in range(n)]
+    for i, p in enumerate(paths):
+        build_tiny_model(p, hidden_size=32, num_layers=1, num_heads=1, seed=seed + i)
+    return paths
+
+
+def registry_cfg(url: str, experiment: str, **registry: object):
+    """The default recipe pointed at the MLflow server ``url`` (one HTTP try), with registry overrides."""
+    import dataclasses
+
+    from rlsd.config import RLSDConfig
+
+    base = RLSDConfig()
+    return base.replace(tracking=dataclasses.replace(base.tracking, uri=url, experiment=experiment, http_retries=1),
+                        registry=dataclasses.replace(base.registry, **registry))

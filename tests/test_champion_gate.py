@@ -20,6 +20,7 @@ from rlsd import evaluate as evaluate_mod
 from rlsd.config import RegistryConfig, RLSDConfig
 from rlsd.evaluate import evaluate_against_champion, paired_bootstrap
 from rlsd.registry import check_gates, current_champion, promote, register_model
+from tests.helpers import registry_cfg, tiny_models
 
 N_TASKS = 100
 
@@ -49,21 +50,12 @@ def evaluation(cand: list[float], base: list[float], baseline: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from rlsd.models import build_tiny_model
-
-    root = tmp_path_factory.mktemp("gate-models")
-    paths = [root / f"m{i}" for i in range(4)]
-    for i, p in enumerate(paths):
-        build_tiny_model(p, hidden_size=32, num_layers=1, num_heads=1, seed=10 + i)
-    return paths
+    return tiny_models(tmp_path_factory.mktemp("gate-models"), 4, seed=10)
 
 
 def _cfg(url: str, name: str) -> RLSDConfig:
-    base = RLSDConfig()
-    return base.replace(
-        tracking=dataclasses.replace(base.tracking, uri=url, experiment="champion-gate-tests", http_retries=1),
-        registry=dataclasses.replace(base.registry, model_name=name, margin=0.0, max_leakage_rate=0.05,
-                                     require_ci_above_zero=True))
+    return registry_cfg(url, "champion-gate-tests", model_name=name, margin=0.0, max_leakage_rate=0.05,
+                        require_ci_above_zero=True)
 
 
 def _champion(url: str, name: str) -> str:

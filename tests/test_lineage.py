@@ -5,30 +5,21 @@ already registered instead of creating a second one."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from rlsd import registry
 from rlsd.config import RLSDConfig
 from rlsd.registry import find_training_run, image_code_version, kfp_run_id, register_model
+from tests.helpers import registry_cfg, tiny_models
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from rlsd.models import build_tiny_model
-
-    root = tmp_path_factory.mktemp("lineage-models")
-    paths = [root / f"m{i}" for i in range(2)]
-    for i, p in enumerate(paths):
-        build_tiny_model(p, hidden_size=32, num_layers=1, num_heads=1, seed=20 + i)
-    return paths
+    return tiny_models(tmp_path_factory.mktemp("lineage-models"), 2, seed=20)
 
 
 def _cfg(url: str, name: str) -> RLSDConfig:
-    base = RLSDConfig()
-    return base.replace(tracking=dataclasses.replace(base.tracking, uri=url, experiment="lineage-tests", http_retries=1),
-                        registry=dataclasses.replace(base.registry, model_name=name))
+    return registry_cfg(url, "lineage-tests", model_name=name)
 
 
 def _client(url: str):
