@@ -3,7 +3,24 @@
 Wiring only (components/ hold the steps, src/rlsd/ the behaviour). Kubernetes details are set
 here: MinIO keys and MLflow's basic-auth user as env from secrets, retries with back-off on the I/O
 steps, caching off for ingest (it looks for new tickets; later steps are keyed on the snapshot id
-it returns). Evaluate compares the candidate with the registry's current @champion (the base model
+it returns).
+
+Inputs: ``manuals`` / ``tickets`` name store prefixes (``s3://<bucket>/<prefix>/``); left empty (the default)
+ingest reads the configured inbox (store.inbox: s3://<store.bucket>/inbox/tickets/ and .../manuals/) and takes
+only the files no snapshot has recorded yet (by SHA-256), so a scheduled run with no parameters ingests what is
+new and never deletes from the inbox. Local paths work too, for kfp.local (rlsd.pipeline_local passes the sample).
+
+What the KFP cache reuses (KFP keys a step on its input parameters and the ids of its input artifacts):
+* ingest: never cached (it looks for new files).
+* validate and build-tasks: keyed on the recipe, the store parameters, ``snapshot`` and the snapshot id ingest
+  returns as a string parameter (not on ingest's artifact, whose id is new every run): a rerun on an unchanged
+  snapshot reuses both, and build-tasks' cached ``tasks`` artifact keeps its id.
+* train: keyed on the recipe, its parameters and that ``tasks`` artifact: reused when the recipe and the tasks are
+  unchanged; evaluate likewise (same model artifact, same tasks). A reused evaluation names the champion it was
+  compared with, and the promotion gate refuses one that is no longer the current champion.
+* register-and-promote: never reused (its kfp_run_id parameter is the run's own id).
+
+Evaluate compares the candidate with the registry's current @champion (the base model
 before the first promotion); register tags the version with the KFP run id (the run's uuid placeholder)
 and the other lineage ids. Training has two routes, each its own branch:
 * single pod (nodes == 1): train requests the GPUs, with node selector, toleration, CPU/memory
@@ -77,8 +94,8 @@ def rlsd_pipeline(
     store_endpoint: str = "",
     store_bucket: str = "",
     snapshot: str = "latest",
-    manuals: list = ["data/sample/manuals"],  # noqa: B006 - KFP pipeline defaults are literals
-    tickets: list = ["data/sample/tickets"],  # noqa: B006
+    manuals: list = [],  # noqa: B006 - KFP pipeline defaults are literals; [] (with tickets []) = the inbox
+    tickets: list = [],  # noqa: B006
     algorithm: str = "rlsd",
     base_model: str = "",
     steps: int = 0,
@@ -87,19 +104,22 @@ def rlsd_pipeline(
     promotion_margin: float = RegistryConfig.margin,
     min_new_tickets: int = PlatformConfig.min_new_tickets,
 ):
-    """Empty strings and steps=0 keep the recipe's values; snapshot="latest" trains on what ingest just wrote."""
+    """Empty strings and steps=0 keep the recipe's values; snapshot="latest" trains on what ingest just wrote;
+    manuals and tickets both empty read what is new in the configured inbox."""
     store = {"store_endpoint": store_endpoint, "store_bucket": store_bucket}
 
     ingest_task = ingest(config_yaml=config_yaml, manuals=manuals, tickets=tickets, **store)
     ingest_task.set_caching_options(enable_caching=False)
-    validate_task = validate(config_yaml=config_yaml, ingested=ingest_task.outputs["snapshot"], snapshot=snapshot,
-                             **store)
-    tasks_task = build_tasks(config_yaml=config_yaml, ingested=ingest_task.outputs["snapshot"], snapshot=snapshot,
+    # the snapshot id as a string parameter: the cache key of validate / build-tasks (and through the tasks
+    # artifact, of train / evaluate) stays the same while the snapshot does
+    snapshot_id = ingest_task.outputs["snapshot_id"]
+    validate_task = validate(config_yaml=config_yaml, snapshot_id=snapshot_id, snapshot=snapshot, **store)
+    tasks_task = build_tasks(config_yaml=config_yaml, snapshot_id=snapshot_id, snapshot=snapshot,
                              **store).after(validate_task)
     io_tasks = [ingest_task, validate_task, tasks_task]
 
-    # ingest's single return value (named "Output") is the gate: kfp.local 2.17 resolves a
-    # condition's task outputs only under that name, so the snapshot id travels as artifact metadata.
+    # ingest's return value (named "Output") is the gate: kfp.local 2.17 resolves a condition's task
+    # outputs only under that name, so the snapshot id is a separate output parameter (OutputPath).
     with dsl.If(ingest_task.outputs["Output"] >= min_new_tickets, name="enough-new-tickets"):
         inputs = {"config_yaml": config_yaml, "tasks": tasks_task.outputs["tasks"], "base_model": base_model,
                   "algorithm": algorithm, "steps": steps, "nodes": nodes, "gpus_per_node": gpus_per_node}

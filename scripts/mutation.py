@@ -45,7 +45,7 @@ GROUPS: dict[str, dict] = {
         "source": ["src/rlsd/evaluate.py"],
         # the metric arithmetic, leakage and reports on controlled outputs; the random tiny-model runs and
         # the CLI test are left out (slow, and they pin no value a mutant could change)
-        "tests": ["tests/test_evaluate.py", "-k",
+        "tests": ["tests/test_evaluate.py", "tests/test_evaluate_exact.py", "-k",
                   "not greedy_is_deterministic and not run_evaluation_files_and_keys and not without_baseline_and_cli "
                   "and not evaluate_model_with_controlled_sampler"],
         "names": None,
@@ -212,6 +212,28 @@ EQUIVALENT: dict[str, str] = {
     "rlsd.evaluate.x__baseline_identity__mutmut_10": "the result is built with info.get(key): a missing \"version\" key "
     "gives None, as the None value does",
     "rlsd.evaluate.x__baseline_identity__mutmut_11": "same as mutmut_10",
+    "rlsd.evaluate.x_pass_at_k__mutmut_11": "`n + c < k` instead of `n - c < k`: when n - c < k <= n the product "
+    "runs over i = n-c+1..n, which contains i = k, whose factor 1 - k/k is exactly 0: pass@k = 1.0 either way",
+    "rlsd.evaluate.x__ngrams__mutmut_5": "extra windows past the end are shorter than n words: they can be in the "
+    "secret set but never equal an n-word window of the output (find_leak reads only full windows)",
+    "rlsd.evaluate.x__ngrams__mutmut_6": "same as mutmut_5 (one extra, shorter window)",
+    "rlsd.evaluate.x_paired_bootstrap__mutmut_40": "rng.integers(N, size=...) draws from [0, N) like "
+    "rng.integers(0, N, size=...), from the same stream: the same indices",
+    "rlsd.evaluate.x_png_data_uri__mutmut_14": "\"ASCII\" and \"ascii\" name the same codec",
+    "rlsd.evaluate.x_evaluate_model__mutmut_75": "progress-bar text (tqdm desc) only",
+    "rlsd.evaluate.x_evaluate_model__mutmut_76": "progress-bar text (tqdm desc) only",
+    "rlsd.evaluate.x_evaluate_model__mutmut_77": "progress-bar text (tqdm desc) only",
+    "rlsd.evaluate.x_evaluate_model__mutmut_78": "progress-bar text (tqdm desc) only",
+    "rlsd.evaluate.x_evaluate_model__mutmut_79": "progress-bar display (tqdm leave) only",
+    "rlsd.evaluate.x_evaluate_model__mutmut_80": "progress-bar display (tqdm disable) only",
+    "rlsd.evaluate.x_run_evaluation__mutmut_59": "cfg.eval always has num_samples: getattr's default is never used",
+    "rlsd.evaluate.x_write_report__mutmut_185": "encoding=None writes with the locale's encoding, UTF-8 here and in "
+    "the images (C.UTF-8)",
+    "rlsd.evaluate.x_write_report__mutmut_187": "same as mutmut_185",
+    "rlsd.evaluate.x_write_report__mutmut_196": "\"UTF-8\" and \"utf-8\" name the same codec",
+    "rlsd.evaluate.x_write_report__mutmut_261": "same as mutmut_185 (report.html)",
+    "rlsd.evaluate.x_write_report__mutmut_263": "same as mutmut_185 (report.html)",
+    "rlsd.evaluate.x_write_report__mutmut_270": "same as mutmut_196 (report.html)",
 }
 
 # Survivors of a measured run that a test committed after that run kills (checked by hand on a clone); the next

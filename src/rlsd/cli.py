@@ -108,6 +108,14 @@ def _cmd_ingest(cfg: RLSDConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inbox_put(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.data.inbox import put
+
+    for r in put(cfg, args.kind, args.files):
+        print(f"{r['status']}: {r['path']} -> {r['uri']} ({r['bytes']} bytes, sha256 {r['sha256'][:12]}...)")
+    return 0
+
+
 def _cmd_build_tasks(cfg: RLSDConfig, args: argparse.Namespace) -> int:
     from rlsd.data.build import build_tasks
 
@@ -314,9 +322,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
                    help="compare with the registry's current @champion (else model.path), as the promotion gate needs")
     p.add_argument("--tasks", help="task JSONL (default: data.eval_tasks)")
 
-    p = add("ingest", _cmd_ingest, "ingest manuals and ticket exports into the store as a new snapshot")
-    p.add_argument("--manuals", nargs="*", default=[], metavar="PATH", help="manual files or folders (md, html, txt, pdf)")
-    p.add_argument("--tickets", nargs="*", default=[], metavar="PATH", help="ticket exports or folders (jsonl, csv)")
+    p = add("ingest", _cmd_ingest, "ingest manuals and ticket exports into the store as a new snapshot "
+                                   "(no --manuals / --tickets: what is new in the configured inbox, store.inbox)")
+    p.add_argument("--manuals", nargs="*", default=[], metavar="PATH",
+                   help="manual files or folders (md, html, txt, pdf), or store prefixes s3://<bucket>/<prefix>/")
+    p.add_argument("--tickets", nargs="*", default=[], metavar="PATH",
+                   help="ticket exports or folders (jsonl, csv), or store prefixes s3://<bucket>/<prefix>/")
+    p = add("inbox", _cmd_inbox_put, "inbox put --kind tickets|manuals FILE...: upload files into the configured inbox "
+                                     "(an existing name with other content is refused, never replaced)")
+    p.add_argument("action", choices=["put"])
+    p.add_argument("--kind", required=True, choices=["tickets", "manuals"])
+    p.add_argument("files", nargs="+", metavar="FILE")
     p = add("build-tasks", _cmd_build_tasks, "turn a snapshot's verified tickets into train/eval task files")
     p.add_argument("--snapshot", default="latest")
     p = add("validate", _cmd_validate, "Great Expectations checks of a snapshot and task files; quarantine and report")
@@ -379,13 +395,15 @@ class UsageError(Exception):
 
 # Arguments that name inputs which must exist before any work starts: (dest, kind) with kind file | dir | any.
 _INPUTS: dict[str, list[tuple[str, str]]] = {
-    "ingest": [("manuals", "any"), ("tickets", "any")],
+    "ingest": [("manuals", "any"), ("tickets", "any")],  # s3:// URIs are checked by rlsd.data.inbox
+    "inbox": [("files", "file")],
     "evaluate": [("candidate", "any"), ("baseline", "any"), ("tasks", "file")],
     "grade": [("tasks", "file"), ("completions", "file")],
     "validate": [("tasks", "dir")],
     "register": [("model", "dir"), ("evaluation", "file")],
     "promote": [("evaluation", "file")],
     "push": [("folder", "dir")],
+    "import-model": [("path", "dir")],
     "track": [("output", "dir")],
 }
 
@@ -394,7 +412,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
     for dest, kind in _INPUTS.get(args.command, []):
         values = getattr(args, dest, None)
         for v in values if isinstance(values, list) else [values]:
-            if v is None:
+            if v is None or (args.command == "ingest" and _is_uri(v)):
                 continue
             flag = "--" + dest.replace("_", "-")
             p = Path(v)
@@ -409,6 +427,12 @@ def _check_inputs(args: argparse.Namespace) -> None:
     out = getattr(args, "output", None)
     if out and args.command != "track" and Path(out).exists() and not Path(out).is_dir():
         raise UsageError(f"--output {out!r} is an existing file; --output names a folder (give a new or existing folder)")
+
+
+def _is_uri(value: str) -> bool:
+    from rlsd.data.inbox import is_uri
+
+    return is_uri(value)
 
 
 def _one_line(text: str, limit: int = 400) -> str:

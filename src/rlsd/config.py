@@ -246,9 +246,16 @@ class StoreConfig:
     secure: bool = False
     region: str = ""
     retries: int = 3
+    # Where new ticket exports and manuals land (rlsd inbox put, or any S3 client): s3://<bucket>/<inbox>/tickets/
+    # and .../manuals/ (backend local: <root>/<inbox>/tickets, .../manuals). Ingest reads it when given no inputs.
+    inbox: str = "inbox"
 
     def __post_init__(self) -> None:
         _check(self.retries >= 1, lambda: f"store.retries must be >= 1 (tries per S3 call), got {self.retries}")
+        _check(isinstance(self.inbox, str) and bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*",
+                                                                  self.inbox)) and ".." not in self.inbox,
+               lambda: f"store.inbox must be a key prefix like 'inbox' or 'teams/a/inbox' (letters, digits, '.', '_', "
+                       f"'-' between single '/'), got {_r(self.inbox)}")
         _check(self.backend == "local" or bool(self.endpoint and self.bucket),
                lambda: f"store.endpoint and store.bucket must be set for backend s3, got {_r(self.endpoint)}, {_r(self.bucket)}")
 

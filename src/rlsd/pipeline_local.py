@@ -106,10 +106,13 @@ def without_retries(src: Path, dst: Path) -> Path:
 
 def run_local(cfg_path: str | None, overrides: list[str] | tuple[str, ...] = (), workdir: str = "runs/pipeline",
               *, pipeline_yaml: str | Path | None = None, arguments: dict[str, Any] | None = None,
-              quiet: bool = False, retries: bool = False) -> dict[str, Any]:
+              quiet: bool = False, retries: bool = False, inbox: bool = False) -> dict[str, Any]:
     """Run the compiled pipeline locally on the recipe; return (and print) where its results are.
 
-    ``arguments`` override pipeline parameters (e.g. ``{"min_new_tickets": 0}``).
+    Inputs: the sample corpus's local folders (data/sample, as ``make demo`` runs it), or with ``inbox=True``
+    the pipeline's defaults (no manuals / tickets: what is new in the recipe's configured inbox, store.inbox),
+    as a scheduled run on a cluster reads them. ``arguments`` override pipeline parameters
+    (e.g. ``{"min_new_tickets": 0}``).
     """
     from kfp import components, local
 
@@ -119,7 +122,8 @@ def run_local(cfg_path: str | None, overrides: list[str] | tuple[str, ...] = (),
         raise FileNotFoundError(f"model.path {str(model)!r} does not exist: build the demo model first "
                                 f"(`rlsd make-tiny-model` or `rlsd import-smollm2`) or point model.path at a local model")
     args: dict[str, Any] = {
-        "config_yaml": cfg.to_yaml(), "manuals": _sample("manuals"), "tickets": _sample("tickets"),
+        "config_yaml": cfg.to_yaml(), "manuals": [] if inbox else _sample("manuals"),
+        "tickets": [] if inbox else _sample("tickets"),
         "algorithm": cfg.algorithm.name, "nodes": 1, "gpus_per_node": 0,
         "promotion_margin": cfg.registry.margin, "min_new_tickets": cfg.platform.min_new_tickets,
     }

@@ -74,12 +74,15 @@ def test_ingest(tmp_path, monkeypatch):
     fake = Recorder({"snapshot_id": "snap-20260101-0001", "new_verified_tickets": 12, "manuals": 3})
     patch_rlsd(monkeypatch, "rlsd.data.ingest", "ingest", fake)
     snap, conn = art(Dataset, tmp_path, "snapshot"), art(Artifact, tmp_path, "connections")
+    sid = tmp_path / "snapshot_id"
     out = ingest.python_func(config_yaml=CONFIG, manuals=["data/sample/manuals"], tickets=["t/a.json", "t/b.json"],
-                             store_endpoint="minio.prod:9000", store_bucket="", snapshot=snap, connections=conn)
+                             store_endpoint="minio.prod:9000", store_bucket="", snapshot=snap, connections=conn,
+                             snapshot_id=str(sid))
     (cfg,), kwargs = fake.calls[0]
     assert kwargs == {"manuals": ["data/sample/manuals"], "tickets": ["t/a.json", "t/b.json"]}
     assert (cfg.store.endpoint, cfg.store.bucket) == ("minio.prod:9000", "rlsd")  # "" keeps the recipe's bucket
     assert out == 12 and snap.metadata["snapshot_id"] == "snap-20260101-0001"
+    assert sid.read_text() == "snap-20260101-0001"  # the string parameter later steps are cache-keyed on
     assert json.loads(Path(snap.path).read_text())["manuals"] == 3
     log = connection_log(conn)
     # the operator's list, not the run's endpoint
@@ -98,8 +101,7 @@ def test_validate_logs_numeric_results(tmp_path, monkeypatch):
     patch_rlsd(monkeypatch, "rlsd.data.validate", "validate", fake)
     rep, m, conn = art(Artifact, tmp_path, "report"), art(Metrics, tmp_path, "metrics"), art(Artifact, tmp_path, "c")
     html, md = art(HTML, tmp_path, "v.html"), art(Markdown, tmp_path, "v.md")
-    ingested = art(Dataset, tmp_path, "snapshot", {"snapshot_id": "snap-42"})
-    validate.python_func(config_yaml=CONFIG, ingested=ingested, snapshot="latest", store_endpoint="", store_bucket="b2",
+    validate.python_func(config_yaml=CONFIG, snapshot_id="snap-42", snapshot="latest", store_endpoint="", store_bucket="b2",
                          report=rep, metrics=m, report_html=html, report_md=md, connections=conn)
     (cfg,), kwargs = fake.calls[0]
     assert kwargs == {"snapshot": "snap-42", "out_dir": rep.path} and cfg.store.bucket == "b2"  # "latest" resolved
@@ -115,8 +117,7 @@ def test_validate_failure_fails_the_step(tmp_path, monkeypatch):
 
     patch_rlsd(monkeypatch, "rlsd.data.validate", "validate", run)
     with pytest.raises(ValueError, match="threshold"):
-        validate.python_func(config_yaml=CONFIG, ingested=art(Dataset, tmp_path, "s", {"snapshot_id": "snap-2"}),
-                             snapshot="snap-1", store_endpoint="", store_bucket="",
+        validate.python_func(config_yaml=CONFIG, snapshot_id="snap-2", snapshot="snap-1", store_endpoint="", store_bucket="",
                              report=art(Artifact, tmp_path, "r"), metrics=art(Metrics, tmp_path, "m"),
                              report_html=art(HTML, tmp_path, "h"), report_md=art(Markdown, tmp_path, "md"),
                              connections=art(Artifact, tmp_path, "c"))
@@ -131,13 +132,28 @@ def test_build_tasks_records_relative_file_names(tmp_path, monkeypatch):
     fake = Recorder(run)
     patch_rlsd(monkeypatch, "rlsd.data.build", "build_tasks", fake)
     tasks = art(Dataset, tmp_path, "tasks")
-    ingested = art(Dataset, tmp_path, "snapshot", {"snapshot_id": "snap-42"})
-    build_tasks.python_func(config_yaml=CONFIG, ingested=ingested, snapshot="snap-7", store_endpoint="",
+    build_tasks.python_func(config_yaml=CONFIG, snapshot_id="snap-42", snapshot="snap-7", store_endpoint="",
                             store_bucket="",
                             tasks=tasks, connections=art(Artifact, tmp_path, "c"))
     assert fake.calls[0][1] == {"snapshot": "snap-7", "out_dir": tasks.path}  # an explicit id wins over the ingested
     assert tasks.metadata == {"train_file": "tasks/train.jsonl", "eval_file": "eval.jsonl",
                               "counts": {"train": 30, "eval": 8}}
+    tasks2 = art(Dataset, tmp_path, "tasks2")
+    build_tasks.python_func(config_yaml=CONFIG, snapshot_id="snap-42", snapshot="latest", store_endpoint="",
+                            store_bucket="", tasks=tasks2, connections=art(Artifact, tmp_path, "c"))
+    assert fake.calls[1][1] == {"snapshot": "snap-42", "out_dir": tasks2.path}  # "latest" = the id ingest returned
+
+
+def test_no_snapshot_at_all_fails_validate_and_build_tasks_with_a_clear_message(tmp_path):
+    """An empty inbox on a store that holds no snapshot yet: ingest returns "" and the next steps say so."""
+    with pytest.raises(ValueError, match="no snapshot to validate"):
+        validate.python_func(config_yaml=CONFIG, snapshot_id="", snapshot="latest", store_endpoint="", store_bucket="",
+                             report=art(Artifact, tmp_path, "r"), metrics=art(Metrics, tmp_path, "m"),
+                             report_html=art(HTML, tmp_path, "h"), report_md=art(Markdown, tmp_path, "md"),
+                             connections=art(Artifact, tmp_path, "c"))
+    with pytest.raises(ValueError, match="no snapshot to build tasks from"):
+        build_tasks.python_func(config_yaml=CONFIG, snapshot_id="", snapshot="latest", store_endpoint="",
+                                store_bucket="", tasks=art(Dataset, tmp_path, "t"), connections=art(Artifact, tmp_path, "c"))
 
 
 def test_train_applies_promoted_parameters(tmp_path, monkeypatch):
@@ -233,5 +249,5 @@ def test_component_refuses_a_planted_outbound_connection(tmp_path, monkeypatch):
     conn = art(Artifact, tmp_path, "connections")
     with pytest.raises(PerimeterError, match=r"192\.0\.2\.1:443"):
         ingest.python_func(config_yaml=CONFIG, manuals=[], tickets=[], store_endpoint="", store_bucket="",
-                           snapshot=art(Dataset, tmp_path, "s"), connections=conn)
+                           snapshot=art(Dataset, tmp_path, "s"), connections=conn, snapshot_id=str(tmp_path / "sid"))
     assert connection_log(conn)["refused"] == 1

@@ -87,6 +87,48 @@ def test_compiled_pipeline_sets_the_cluster_details():
     assert yaml.safe_load(params["config_yaml"]["defaultValue"])["store"]["backend"] == "s3"
 
 
+def test_steps_after_ingest_are_keyed_on_the_snapshot_id_parameter_not_its_artifact():
+    """KFP keys a step's cache on its input parameters and input artifact ids; ingest never caches, so a step fed
+    one of its artifacts would never hit the cache. validate and build-tasks take the snapshot id as a string."""
+    spec, _ = _docs()
+    root = spec["root"]["dag"]["tasks"]
+    ingest_out = spec["components"]["comp-ingest"]["outputDefinitions"]["parameters"]
+    assert ingest_out == {"Output": {"parameterType": "NUMBER_INTEGER"}, "snapshot_id": {"parameterType": "STRING"}}
+    for name in ("validate", "build-tasks"):
+        task = root[name]
+        assert "artifacts" not in task["inputs"], name  # nothing of ingest's (or anyone's) artifacts
+        assert "artifacts" not in spec["components"][task["componentRef"]["name"]].get("inputDefinitions", {}), name
+        assert task["inputs"]["parameters"]["snapshot_id"] == {
+            "taskOutputParameter": {"outputParameterKey": "snapshot_id", "producerTask": "ingest"}}, name
+        assert task["inputs"]["parameters"]["snapshot"] == {"componentInputParameter": "snapshot"}, name
+        assert task["cachingOptions"] == {"enableCache": True}, name
+    assert root["ingest"]["cachingOptions"] == {}
+    # train and evaluate see only build-tasks' (cache-stable) tasks artifact and parameters, never ingest's outputs
+    for tasks in _routes(spec).values():
+        for name, task in tasks.items():
+            producers = {a.get("taskOutputArtifact", {}).get("producerTask")
+                         for a in task["inputs"].get("artifacts", {}).values()}
+            assert "ingest" not in producers, name
+            assert not any("ingest" in str(v) for v in task["inputs"].get("parameters", {}).values()), name
+            if name.startswith(("train", "evaluate")):
+                assert task["cachingOptions"] == {"enableCache": True}, name
+    # the inputs default to the configured inbox (empty), not to paths inside an image
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["manuals"].get("defaultValue") == [] and params["tickets"].get("defaultValue") == []
+
+
+def test_run_local_with_inbox_defaults_passes_no_inputs_and_the_gate_skips(tmp_path, monkeypatch):
+    from rlsd.pipeline_local import run_local
+
+    _local_env(monkeypatch, tmp_path)
+    r = run_local(None, ["model.path=model"], str(tmp_path / "runs"), inbox=True, quiet=True)
+    calls = _calls(tmp_path)
+    assert (calls["ingest"]["manuals"], calls["ingest"]["tickets"]) == ([], [])
+    assert list(calls) == ["ingest", "validate", "build_tasks"]  # 0 new tickets: training skipped
+    assert calls["validate"]["snapshot"] == calls["build_tasks"]["snapshot"] == "snap-0001"
+    assert r["new_verified_tickets"] == 0 and not r["trained"]
+
+
 def test_single_pod_route_holds_the_gpus_with_shm_limits_and_a_timeout():
     spec, k8s = _docs()
     ex = _executor(spec, _routes(spec)["single-pod"], "train")

@@ -62,6 +62,14 @@ previous snapshot and for this ingest's winners) lives in a SQLite file in a tem
 written as sharded objects (rlsd.data.index), so memory does not grow with the number of records.
 The index shards, the manifest and ``refs/latest`` are written last, so an ingest that fails leaves
 only unreferenced objects.
+
+**Store prefixes and the inbox** (rlsd.data.inbox). A source may be ``s3://<bucket>/<prefix>/``; with no
+sources at all the configured inbox (``store.inbox``) is read. Such sources are checked and listed before the
+store is opened (a malformed URI, a missing bucket or refused credentials: InboxError, nothing written); their
+objects are streamed into a scratch folder and read by the same readers, recorded in the manifest under their
+s3:// URI. They are incremental: a file whose SHA-256 a snapshot reachable from ``refs/latest`` already records
+is left out unparsed (``already_ingested`` in the report), and an inbox with nothing new writes nothing and
+returns the latest snapshot with 0 new tickets. Explicitly named local paths are read as before.
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -76,6 +85,7 @@ from pathlib import Path
 from typing import Any
 
 from rlsd.config import RLSDConfig
+from rlsd.data.inbox import fetch, ingested_hashes, resolve_sources
 from rlsd.data.index import WorkIndex, micros, read_index, write_index
 from rlsd.data.readers import (  # noqa: F401  (re-exported: the readers' public names lived here before)
     ANSWER_TYPES,
@@ -212,28 +222,61 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
     its stored + quarantined records must be the same number.
     """
     t0 = time.perf_counter()
-    store = store or open_store(cfg.store)
-    manual_files, skipped_m, refused_m = _expand(manuals, MANUAL_SUFFIXES)
-    ticket_files, skipped_t, refused_t = _expand(tickets, TICKET_SUFFIXES)
-    if not manual_files and not ticket_files and not refused_m and not refused_t:
+    # every source checked (and store prefixes listed) before the store is opened: bad input writes nothing
+    sources = resolve_sources(cfg, manuals, tickets)
+    manual_files, skipped_m, refused_m = _expand(sources.local["manuals"], MANUAL_SUFFIXES)
+    ticket_files, skipped_t, refused_t = _expand(sources.local["tickets"], TICKET_SUFFIXES)
+    if not sources.incremental and not manual_files and not ticket_files and not refused_m and not refused_t:
         raise IngestError("nothing to ingest: name manual files/folders (--manuals) and/or ticket exports (--tickets)")
-    redactor = Redactor.from_config(cfg.ingest, id_key=id_key(store) if cfg.ingest.redact else b"")
-
+    store = store or open_store(cfg.store)
     prev_id = store.latest()
     prev = store.read_manifest(prev_id) if prev_id else None
-    with WorkIndex() as work:
-        if prev:
-            work.load_previous(store, prev)
-        return _ingest_into(cfg, store, work, prev_id, prev, manual_files, ticket_files,
-                            [(f, "manual") for f in skipped_m] + [(f, "tickets") for f in skipped_t],
-                            [(f, r, "manual") for f, r in refused_m] + [(f, r, "tickets") for f, r in refused_t],
-                            redactor, progress, t0)
+    with tempfile.TemporaryDirectory(prefix="rlsd-ingest-") as scratch:
+        names: dict[Path, str] = {}
+        already: list[dict[str, Any]] = []
+        if sources.incremental:  # store objects and inbox files: only those no snapshot records yet
+            known = ingested_hashes(store)
+            for kind, suffixes, files, skipped in (("manuals", MANUAL_SUFFIXES, manual_files, skipped_m),
+                                                   ("tickets", TICKET_SUFFIXES, ticket_files, skipped_t)):
+                got, got_names, got_known = fetch(sources, kind, Path(scratch), known)
+                names.update(got_names)
+                already += got_known
+                for f in got:
+                    (files if f.suffix.lower() in suffixes else skipped).append(f)
+        if not (manual_files or ticket_files or skipped_m or skipped_t or refused_m or refused_t):
+            return _nothing_new(store, prev_id, prev, already, t0)
+        redactor = Redactor.from_config(cfg.ingest, id_key=id_key(store) if cfg.ingest.redact else b"")
+        with WorkIndex() as work:
+            if prev:
+                work.load_previous(store, prev)
+            rep = _ingest_into(cfg, store, work, prev_id, prev, manual_files, ticket_files,
+                               [(f, "manual") for f in skipped_m] + [(f, "tickets") for f in skipped_t],
+                               [(f, r, "manual") for f, r in refused_m] + [(f, r, "tickets") for f, r in refused_t],
+                               redactor, progress, t0, names)
+    rep["already_ingested"] = already
+    return rep
+
+
+def _nothing_new(store: Store, prev_id: str | None, prev: dict[str, Any] | None, already: list[dict[str, Any]],
+                 t0: float) -> dict[str, Any]:
+    """The report of an incremental ingest that found no new file: the latest snapshot stands, nothing written."""
+    idx = (prev or {}).get("index", {})
+    counts = {"sections": idx.get("sections", {}).get("count", 0), "tickets": idx.get("tickets", {}).get("count", 0),
+              "new_tickets": 0, "updated_tickets": 0, "same_time_edits": 0, "new_verified_tickets": 0,
+              "quarantined": 0, "read": 0, "stored": 0, "skipped_files": 0, "redactions": {}, "replaced_bytes": 0,
+              "truncated": 0}
+    return {"snapshot_id": prev_id, "previous": prev_id, "unchanged": True, "snapshot_written": False,
+            "new_verified_tickets": 0, "store": store.description, "sources": [], "skipped_files": [], "skipped": [],
+            "counts": counts, "objects_written": 0, "bytes_read": 0, "quarantine": [], "quarantined": [],
+            "already_ingested": already, "seconds": time.perf_counter() - t0}
 
 
 def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | None, prev: dict[str, Any] | None,
                  manual_files: list[Path], ticket_files: list[Path], skipped: list[tuple[Path, str]],
-                 refused: list[tuple[Path, str, str]], redactor: Redactor, progress: bool, t0: float
-                 ) -> dict[str, Any]:
+                 refused: list[tuple[Path, str, str]], redactor: Redactor, progress: bool, t0: float,
+                 names: dict[Path, str] | None = None) -> dict[str, Any]:
+    """``names``: the name to record for a local copy (its s3:// URI); other files are recorded by their path."""
+    names = names or {}
     reports: list[SourceReport] = []
     quarantined = QuarantineSpool(work.folder)
     same_time_edit = cfg.ingest.same_time_edit
@@ -262,7 +305,7 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
         rep.redactions.update(counts)
         quarantined.append(rec)
 
-    red_path = lambda f: redactor.redact(str(f))[0]  # noqa: E731
+    red_path = lambda f: redactor.redact(names.get(f, str(f)))[0]  # noqa: E731
 
     # -- symlinks that leave their folder: refused, each one a quarantined record of its own source --
     for f, reason, kind in refused:
@@ -280,7 +323,7 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
     # -- manuals: a re-ingested document replaces all of its sections ------------------------------
     doc_source: dict[str, str] = {}
     for f in manual_files:
-        secs, q, rep = parse_manual(f, cfg=cfg.ingest, redactor=redactor)
+        secs, q, rep = parse_manual(f, cfg=cfg.ingest, redactor=redactor, source=names.get(f))
         doc = secs[0]["doc_id"] if secs else slug(f.stem)
         if secs and doc in doc_source:
             reason = f"duplicate document id: {doc!r} already ingested from {doc_source[doc]} in this run; rename one file"
@@ -313,6 +356,8 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
     pending: dict[str, bytes] = {}  # digest -> bytes of winners not yet written
     for f in ticket_files:
         rep = ticket_report(f, redactor)
+        if f in names:
+            rep.path = red_path(f)
         reports.append(rep)
         src = len(reports) - 1
         for ticket, where in iter_tickets(f, cfg=cfg.ingest, redactor=redactor, rep=rep, quarantined=quarantined):
@@ -487,4 +532,7 @@ def format_report(rep: dict[str, Any]) -> str:
                      + (f" redactions={s['redactions']}" if s["redactions"] else ""))
     for f in rep["skipped_files"]:
         lines.append(f"  skipped (unsupported suffix): {f}")
+    if rep.get("already_ingested"):
+        lines.append(f"  already ingested (same SHA-256 in an earlier snapshot), not read again: "
+                     f"{len(rep['already_ingested'])} files")
     return "\n".join(lines)

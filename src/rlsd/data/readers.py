@@ -296,16 +296,17 @@ def binary_reason(raw: bytes, text: str, replaced: int) -> str:
     return ""
 
 
-def parse_manual(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, doc_id: str | None = None
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], SourceReport]:
+def parse_manual(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, doc_id: str | None = None,
+                 source: str | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], SourceReport]:
     """One manual file -> (sections, quarantined, report). A file that yields no text, or a PDF that
-    cannot be read, is one quarantined record."""
+    cannot be read, is one quarantined record. ``source``: the name recorded for the file (an s3:// URI
+    when ``path`` is a local copy of a store object); default ``path``."""
     p = Path(path)
     fmt = MANUAL_SUFFIXES.get(p.suffix.lower(), "unsupported")
     size = p.stat().st_size
     too_big = size > cfg.max_manual_bytes
     raw = b"" if too_big else p.read_bytes()
-    rep = SourceReport(path=redactor.redact(str(p))[0], kind="manual", format=fmt,
+    rep = SourceReport(path=redactor.redact(source or str(p))[0], kind="manual", format=fmt,
                        sha256="" if too_big else sha256(raw), bytes=size)
     doc_id = doc_id or slug(redactor.redact(p.stem)[0])
     quarantined: list[dict[str, Any]] = []
