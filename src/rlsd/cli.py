@@ -23,13 +23,37 @@ from rlsd.config import ConfigError, RLSDConfig, load_config
 
 
 def _cmd_train(cfg: RLSDConfig, args: argparse.Namespace) -> int:
-    for key, value in (("data.train_tasks", cfg.data.train_tasks), ("model.path", cfg.model.path)):
-        if not Path(value).exists():  # say so before the heavy imports and the model load
-            raise UsageError(f"{key} {value!r}: no such file or folder")
-    from rlsd.train import train
+    from rlsd.model_refs import is_reference
 
-    summary = train(cfg, output_dir=args.output)
+    fetch = is_reference(cfg.model.path) or cfg.model.continue_from == "champion"
+    for key, value in (("data.train_tasks", cfg.data.train_tasks), ("model.path", cfg.model.path)):
+        if not (key == "model.path" and fetch) and not Path(value).exists():  # before the heavy imports and the model load
+            raise UsageError(f"{key} {value!r}: no such file or folder")
+    if fetch:  # a store / registry reference (or the @champion): fetched hash-checked into a scratch folder
+        import tempfile
+
+        from rlsd.model_refs import resolve_base
+
+        with tempfile.TemporaryDirectory(prefix="rlsd-base-") as tmp:
+            run_cfg, base = resolve_base(cfg, tmp)
+            print(f"base model {base['uri']} (sha256 verified: {base['sha256_verified']})")
+            from rlsd.train import train
+
+            summary = train(run_cfg, output_dir=args.output)
+    else:
+        from rlsd.train import train
+
+        summary = train(cfg, output_dir=args.output)
     print(f"trained {summary['steps']} steps; final model: {summary['final_model']}")
+    return 0
+
+
+def _cmd_import_model(cfg: RLSDConfig, args: argparse.Namespace) -> int:
+    from rlsd.model_refs import import_model
+
+    r = import_model(cfg, args.path, args.name)
+    print(f"imported {r['files']} files ({r['bytes']} bytes) from {args.path}; put in a recipe:\n"
+          f"  model.path: {r['ref']}\n(store://models/{r['name']} follows the newest import of that name)")
     return 0
 
 
@@ -359,6 +383,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable[[RLSDCon
     p.add_argument("--version", required=True, type=int)
     p.add_argument("--evaluation", required=True, help="evaluation JSON from `rlsd evaluate`")
 
+    p = add("import-model", _cmd_import_model, "upload a local model folder to the store once (versioned, with a "
+                                               "manifest of file SHA-256s) and print its store://models/ reference")
+    p.add_argument("path", help="model folder (save_pretrained, or holding one .gguf)")
+    p.add_argument("--name", help="model name in the store (default: the folder's name)")
     p = add("push", _cmd_push, "push a folder (e.g. the trained model <run>/final) to the store as an immutable snapshot")
     p.add_argument("--folder", required=True)
     p.add_argument("--name", required=True, help="folder name in the store, e.g. the model name")

@@ -67,8 +67,13 @@ def _check(cond: bool, msg: str | typing.Callable[[], str]) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # Local HF folder, or a .gguf file, or a folder holding exactly one .gguf file. Never a hub id.
+    # The base model (rlsd.model_refs): a local HF folder, a .gguf file or a folder holding exactly one; or
+    # store://models/<name>[@<id>] (imported once with `rlsd import-model`, hash-checked when fetched); or
+    # models:/<name>@<alias> / models:/<name>/<version> from the MLflow registry. Never a hub id.
     path: str = "artifacts/tiny-model"
+    # base: train from model.path. champion: from the current @champion of registry.model_name when the
+    # registry has one, else from model.path (scheduled retraining continues from the best model so far).
+    continue_from: Literal["base", "champion"] = "base"
     # Computation dtype of the policy: float32 on CPU, bfloat16 on GPU.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # Attention implementation handed to transformers ("sdpa" or "eager").
@@ -83,7 +88,8 @@ class ModelConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        _check(bool(self.path), "model.path must name a local model folder or .gguf file, got ''")
+        _check(bool(self.path), "model.path must name a local model folder or .gguf file, store://models/<name> or "
+               "models:/<name>@<alias>, got ''")
 
 
 @dataclass(frozen=True)
@@ -221,6 +227,12 @@ class TrainConfig:
     # Held-out accuracy every N steps (0 = never during training).
     eval_every: int = 0
     output_dir: str = "runs/latest"
+    # Where checkpoints go ("" = <output_dir>/checkpoints). On a cluster: durable storage such as the workspace
+    # PVC (/workspace/...); the train step adds the KFP run id, so a restarted pod of the same run resumes there.
+    checkpoint_dir: str = ""
+    # The train step also pushes the final model to the store (folder registry.model_name), besides the KFP
+    # artifact and the registry.
+    push_model: bool = False
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, lambda: f"train.steps must be >= 1, got {self.steps}")
@@ -506,7 +518,7 @@ RANGES: dict[str, tuple[float, float]] = {
 
 # Local paths, relative to the working directory (their root) unless absolute. A '..' part would let a
 # recipe or a pipeline parameter point the store or the output at any folder above it.
-PATH_FIELDS = ("model.path", "data.train_tasks", "data.eval_tasks", "train.output_dir", "store.root",
+PATH_FIELDS = ("model.path", "data.train_tasks", "data.eval_tasks", "train.output_dir", "train.checkpoint_dir", "store.root",
                "tracking.artifact_location")
 
 
