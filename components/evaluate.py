@@ -11,7 +11,8 @@ from components._image import RLSD_IMAGE
 def evaluate(config_yaml: str, model: Input[Model], tasks: Input[Dataset], base_model: str,
              evaluation: Output[Artifact], metrics: Output[Metrics], report_html: Output[HTML],
              report_md: Output[Markdown], connections: Output[Artifact]):
-    """Args: base_model: the baseline when the registry has no @champion yet ("" = the recipe's model.path).
+    """Args: base_model: the baseline when the registry has no @champion yet ("" = the recipe's model.path): a
+    local path, store://models/<name>[@id] or models:/<name>@alias, fetched hash-checked into a temporary folder.
     evaluation: folder with evaluation.json (its "baseline" names the model compared with)."""
     import os
     import shutil

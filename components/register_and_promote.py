@@ -16,7 +16,9 @@ def register_and_promote(config_yaml: str, model: Input[Model], evaluation: Inpu
     """Args: promotion_margin: registry.margin (pass@1 points over the champion); kfp_run_id: the run's id
     (the pipeline passes dsl.PIPELINE_JOB_ID_PLACEHOLDER). Returns name, version, uri, decision.
     The version is tagged with its lineage (training run, snapshot, KFP run, image code version); a retry of
-    this step reuses the version registered for the same training run and model artifact."""
+    this step reuses the version registered for the same training run and model artifact. The version's source is
+    the store folder the train step pushed (store://models/<name>@<id>) when there is one, so a later run that
+    continues from this version fetches those files hash-checked."""
     import json
     import os
     from collections import namedtuple
@@ -29,7 +31,7 @@ def register_and_promote(config_yaml: str, model: Input[Model], evaluation: Inpu
     with step(config_yaml, {"registry.margin": promotion_margin}, log_path=connections.path) as cfg:
         reg = register_model(cfg, os.path.join(model.path, model.metadata.get("final_model", "final")), evaluation=ev,
                              training_run_id=model.metadata.get("mlflow_run_id", ""), training_output_dir=model.path,
-                             kfp_run=kfp_run_id, source=model.uri or model.path)
+                             kfp_run=kfp_run_id, source=model.metadata.get("store_ref") or model.uri or model.path)
         verdict = promote(cfg, version=reg["version"], evaluation=ev)
     with open(decision.path, "w", encoding="utf-8") as f:
         f.write(f"# {reg['name']} v{reg['version']}: {verdict['decision']}\n\n"

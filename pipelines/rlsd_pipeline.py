@@ -20,7 +20,10 @@ What the KFP cache reuses (KFP keys a step on its input parameters and the ids o
   compared with, and the promotion gate refuses one that is no longer the current champion.
 * register-and-promote: never reused (its kfp_run_id parameter is the run's own id).
 
-Evaluate compares the candidate with the registry's current @champion (the base model
+Train fetches its base model (the recipe's model.path: a store://models/ import, or the @champion with
+model.continue_from: champion) hash-checked into its own scratch folder, keeps checkpoints in
+train.checkpoint_dir/<run id> on the workspace PVC (a restarted pod resumes there), and outputs only the
+final weights (also pushed to the store with train.push_model). Evaluate compares the candidate with the registry's current @champion (the base model
 before the first promotion); register tags the version with the KFP run id (the run's uuid placeholder)
 and the other lineage ids. Training has two routes, each its own branch:
 * single pod (nodes == 1): train requests the GPUs, with node selector, toleration, CPU/memory
@@ -122,7 +125,8 @@ def rlsd_pipeline(
     # outputs only under that name, so the snapshot id is a separate output parameter (OutputPath).
     with dsl.If(ingest_task.outputs["Output"] >= min_new_tickets, name="enough-new-tickets"):
         inputs = {"config_yaml": config_yaml, "tasks": tasks_task.outputs["tasks"], "base_model": base_model,
-                  "algorithm": algorithm, "steps": steps, "nodes": nodes, "gpus_per_node": gpus_per_node}
+                  "algorithm": algorithm, "steps": steps, "nodes": nodes, "gpus_per_node": gpus_per_node,
+                  "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
         routes = []
         # each route is its own branch with its own evaluate and register (names: train, evaluate,
         # register-and-promote on the single-pod route, which is the one kfp.local runs)

@@ -482,6 +482,71 @@ def run_training(cfg: RLSDConfig, *, output_dir: str, api: Any = None, core_api:
     return {**summary, "final_model": str(out / "final"), "trainjob": f"{p.namespace}/{name}"}
 
 
+def _run_dir_name(key: str) -> str:
+    """A folder name for the run key (a KFP run id): letters, digits, '.', '_' and '-' only."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", key).strip(".-") or "run"
+
+
+def train_step(cfg: RLSDConfig, *, model_dir: str, run_key: str = "", scratch: str | None = None,
+               **route: Any) -> dict[str, Any]:
+    """The train step of the pipeline: fetch the base model, train by :func:`run_training`, keep only the final
+    weights in ``model_dir``, push them to the store.
+
+    1. The base (``model.path``, or the current @champion with ``model.continue_from: champion``) is fetched by
+       rlsd.model_refs into the step's scratch folder (hash-checked; a local path is used in place). For a
+       multi-node run the scratch is on the shared workspace, which the TrainJob's pods mount.
+    2. Checkpoints go to ``train.checkpoint_dir``/<run_key> when set (durable: the workspace PVC), so a restarted
+       pod of the same run (same ``run_key``, a fresh empty working directory) resumes from the newest complete
+       checkpoint; otherwise under the scratch run folder (lost with the pod, as before).
+    3. ``model_dir`` (the KFP Model artifact) receives the exported model only: weights, tokenizer and config,
+       no DeepSpeed checkpoint or optimizer state; evaluate and register download just that.
+    4. With ``train.push_model`` the final model is pushed to the store as folder ``registry.model_name``.
+    Returns run_training's summary with final_model = model_dir, base_model (what was fetched: name, version,
+    uri, sha256_verified) and store_ref (the pushed folder, or "")."""
+    import tempfile
+
+    from rlsd.model_refs import push_model, resolve_base
+
+    key = _run_dir_name(run_key or hashlib.sha256(cfg.to_yaml().encode()).hexdigest()[:16])
+    if scratch is None and cfg.platform.nodes > 1:
+        scratch = str(Path(route.get("workspace", WORKSPACE)) / f"scratch-{key}")
+    own = scratch is None
+    root = Path(tempfile.mkdtemp(prefix="rlsd-train-") if own else scratch)
+    try:
+        if (root / "base-model").exists():  # a retried step: fetch again rather than trust what is there
+            shutil.rmtree(root / "base-model")
+        run_cfg, base = resolve_base(cfg, root)
+        if cfg.train.checkpoint_dir:
+            run_cfg = run_cfg.replace(train=type(cfg.train)(**{**run_cfg.train.__dict__,
+                                                               "checkpoint_dir": str(Path(cfg.train.checkpoint_dir) / key)}))
+        summary = run_training(run_cfg, output_dir=str(root / "run"), **route)
+        out = Path(model_dir)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(summary["final_model"], out)
+    finally:
+        if own:
+            shutil.rmtree(root, ignore_errors=True)
+    pushed = push_model(cfg, out, cfg.registry.model_name)["ref"] if cfg.train.push_model else ""
+    base = {k: base[k] for k in ("kind", "name", "version", "uri", "sha256_verified")}
+    _tag_training_run(cfg, summary.get("run_id"), base)
+    return {**summary, "final_model": str(out), "base_model": base, "store_ref": pushed}
+
+
+def _tag_training_run(cfg: RLSDConfig, run_id: str | None, base: dict[str, Any]) -> None:
+    """The training run's tags say which base it started from (never fatal: the model metadata has it too)."""
+    if not run_id or not cfg.tracking.enabled:
+        return
+    try:
+        from rlsd.registry import _client
+
+        client = _client(cfg)
+        for k, v in base.items():
+            client.set_tag(run_id, f"rlsd.base_model.{k}", "" if v is None else str(v))
+    except Exception as e:  # noqa: BLE001 - tracking must not fail a finished training
+        print(f"warning: could not tag training run {run_id} with its base model ({type(e).__name__}: {e})")
+
+
 def render(cfg: RLSDConfig) -> str:
     """The TrainJob YAML ``run_training`` would submit for ``cfg`` (for review or ``kubectl apply``)."""
     name = job_name(cfg)

@@ -186,16 +186,14 @@ def _fetch_registry(cfg: RLSDConfig, ref: ModelRef, dest: Path, shown: str) -> d
 def fetch_model(cfg: RLSDConfig, ref: str | ModelRef, dest: str | Path) -> tuple[Path, dict[str, Any]]:
     """(local model path, info) for ``ref``. A local path is returned as it is (info kind "path"); a store or
     registry reference is written to ``dest`` (which must not exist), every file checked against its
-    SHA-256. info: {kind, name, version, uri, sha256_verified, files: {path: sha256}}."""
+    SHA-256, and must hold a model. info: {kind, name, version, uri, sha256_verified, files: {path: sha256}}."""
     from rlsd.models import _resolve
 
     r = ref if isinstance(ref, ModelRef) else parse_ref(ref)
     shown = str(r)
-    if r.kind == "path":
-        try:
-            _resolve(r.name)
-        except (FileNotFoundError, ValueError) as e:
-            raise ModelRefError(f"base model {shown!r}: {'no such file or folder' if not Path(r.name).exists() else e}") from None
+    if r.kind == "path":  # used in place, as before (loading it says what is wrong with a folder that is there)
+        if not Path(r.name).exists():
+            raise ModelRefError(f"base model {shown!r}: no such file or folder")
         return Path(r.name), {"kind": "path", "name": r.name, "version": None, "uri": r.name, "sha256_verified": False}
     dest = Path(dest)
     if dest.exists():

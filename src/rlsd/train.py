@@ -420,7 +420,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
                 pt.copy_(ps.detach().to(pt.dtype))
 
     # ---------------------------------------------------------------- resume
-    ckpt_dir = out / "checkpoints"
+    ckpt_dir = Path(cfg.train.checkpoint_dir) if cfg.train.checkpoint_dir else out / "checkpoints"  # durable: a PVC
     start_step = 0
     latest = latest_checkpoint(ckpt_dir)
     if latest is not None:

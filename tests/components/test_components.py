@@ -156,35 +156,43 @@ def test_no_snapshot_at_all_fails_validate_and_build_tasks_with_a_clear_message(
                                 store_bucket="", tasks=art(Dataset, tmp_path, "t"), connections=art(Artifact, tmp_path, "c"))
 
 
+BASE = {"kind": "store", "name": "smollm2", "version": "ab12", "uri": "store://models/smollm2@ab12",
+        "sha256_verified": True}
+
+
 def test_train_applies_promoted_parameters(tmp_path, monkeypatch):
-    def run(cfg, *, output_dir):
-        return {"final_model": os.path.join(output_dir, "final"), "steps": cfg.train.steps, "run_id": "r-42"}
+    def run(cfg, *, model_dir, run_key):
+        return {"final_model": model_dir, "steps": cfg.train.steps, "run_id": "r-42", "base_model": BASE,
+                "store_ref": "store://models/rlsd-model@cd34"}
 
     fake = Recorder(run)
-    patch_rlsd(monkeypatch, "rlsd.cluster", "run_training", fake)
+    patch_rlsd(monkeypatch, "rlsd.cluster", "train_step", fake)
     tasks = art(Dataset, tmp_path, "tasks", {"train_file": "tasks/train.jsonl", "eval_file": "eval.jsonl"})
     model, m = art(Model, tmp_path, "model"), art(Metrics, tmp_path, "metrics")
     train.python_func(config_yaml=CONFIG, tasks=tasks, base_model="/models/smollm2", algorithm="grpo", steps=3,
-                      nodes=2, gpus_per_node=8, model=model, metrics=m, connections=art(Artifact, tmp_path, "c"))
+                      nodes=2, gpus_per_node=8, model=model, metrics=m, connections=art(Artifact, tmp_path, "c"),
+                      kfp_run_id="kfp-9")
     (cfg,), kwargs = fake.calls[0]
-    assert kwargs == {"output_dir": model.path}
+    assert kwargs == {"model_dir": model.path, "run_key": "kfp-9"}  # checkpoints are keyed on the KFP run
     assert (cfg.model.path, cfg.algorithm.name, cfg.train.steps) == ("/models/smollm2", "grpo", 3)
     assert (cfg.platform.nodes, cfg.platform.gpus_per_node) == (2, 8)
     assert cfg.data.train_tasks == os.path.join(tasks.path, "tasks/train.jsonl")
     assert cfg.data.eval_tasks == os.path.join(tasks.path, "eval.jsonl")
     # the training run id travels with the model: register tags the version with it (lineage, retries)
-    assert model.metadata == {"final_model": "final", "algorithm": "grpo", "mlflow_run_id": "r-42"}
+    # the artifact folder IS the model (final weights only); the base it started from and the store copy
+    assert model.metadata == {"final_model": ".", "algorithm": "grpo", "mlflow_run_id": "r-42", "base_model": BASE,
+                              "store_ref": "store://models/rlsd-model@cd34"}
     assert m.metadata == {"steps": 3}
 
 
 def test_train_zero_steps_and_empty_model_keep_the_recipe(tmp_path, monkeypatch):
-    fake = Recorder(lambda cfg, *, output_dir: {"final_model": os.path.join(output_dir, "final"), "steps": 7})
-    patch_rlsd(monkeypatch, "rlsd.cluster", "run_training", fake)
+    fake = Recorder(lambda cfg, *, model_dir, run_key: {"final_model": model_dir, "steps": 7})
+    patch_rlsd(monkeypatch, "rlsd.cluster", "train_step", fake)
     train.python_func(config_yaml=CONFIG, tasks=art(Dataset, tmp_path, "tasks"), base_model="", algorithm="rlsd",
                       steps=0, nodes=1, gpus_per_node=0, model=art(Model, tmp_path, "model"),
                       metrics=art(Metrics, tmp_path, "m"), connections=art(Artifact, tmp_path, "c"))
     cfg = fake.calls[0][0][0]
-    assert cfg.train.steps == 7 and cfg.model.path == "artifacts/tiny-model"
+    assert cfg.train.steps == 7 and cfg.model.path == "artifacts/tiny-model" and fake.calls[0][1]["run_key"] == ""
     assert cfg.data.train_tasks == str(tmp_path / "tasks" / "train.jsonl")  # default file name without metadata
 
 
@@ -230,6 +238,13 @@ def test_register_and_promote(tmp_path, monkeypatch):
     assert cfg.registry.margin == 2.0
     assert pro.calls[0][1] == {"version": 4, "evaluation": {"delta": 6.2}}
     assert tuple(out) == ("rlsd-model", "4", "models:/rlsd-model/4", "promoted")
+    # a model the train step pushed to the store is registered with that store folder as its source, so a run
+    # that continues from this version fetches the hash-checked store copy (rlsd.model_refs)
+    pushed = art(Model, tmp_path, "model2", {"final_model": ".", "store_ref": "store://models/rlsd-model@cd34"})
+    register_and_promote.python_func(config_yaml=CONFIG, model=pushed, evaluation=ev, promotion_margin=2.0,
+                                     decision=dec, connections=art(Artifact, tmp_path, "c2"), kfp_run_id="kfp-1")
+    (_, model_dir), kwargs = reg.calls[1]
+    assert model_dir == os.path.join(pushed.path, ".") and kwargs["source"] == "store://models/rlsd-model@cd34"
     assert Path(dec.path).read_text().splitlines()[0] == "# rlsd-model v4: promoted"
 
 

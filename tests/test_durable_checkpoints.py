@@ -1,0 +1,128 @@
+"""The train step's outputs (rlsd.cluster.train_step): the Model folder holds the final weights only; checkpoints
+go to train.checkpoint_dir/<run id>, so a train pod restarted with a fresh empty working directory resumes from
+the newest complete checkpoint and ends with the weights of an uninterrupted run; the final model is pushed to the
+store when asked."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlsd.config import load_config
+from tests.helpers import warm_tiny_model, write_addition_tasks
+
+MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tr, ev = write_addition_tasks(tmp_path_factory.mktemp("tasks"))
+    return warm_tiny_model(), tr, ev
+
+
+def _sets(setup, **extra) -> list[str]:
+    model, tr, ev = setup
+    base = {"model.path": str(model), "data.train_tasks": str(tr), "data.eval_tasks": str(ev),
+            "rollout.group_size": 4, "rollout.prompts_per_step": 4, "rollout.max_new_tokens": 12,
+            "rollout.engine": "generate", "teacher.template": "'{question}H:{context}\n'", "train.lr": 1e-4,
+            "train.steps": 5, "train.checkpoint_every": 2, "train.eval_every": 0, "tracking.enabled": False}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def _steps(metrics: Path) -> list[int]:
+    return [json.loads(x)["step"] for x in metrics.read_text().splitlines() if x.strip()]
+
+
+def test_model_artifact_holds_final_weights_only_and_checkpoints_go_to_the_durable_folder(setup, tmp_path):
+    from rlsd.cluster import train_step
+
+    durable = tmp_path / "pvc" / "checkpoints"
+    cfg = load_config(overrides=_sets(setup, **{"train.checkpoint_dir": str(durable)}))
+    s = train_step(cfg, model_dir=str(tmp_path / "model"), run_key="run/7 a")
+    model = tmp_path / "model"
+    names = {p.relative_to(model).as_posix() for p in model.rglob("*")}
+    assert names == MODEL_FILES, names  # no checkpoints/, optimizer states, teacher.pt, rng, metrics
+    assert s["final_model"] == str(model) and s["store_ref"] == ""
+    assert s["base_model"] == {"kind": "path", "name": str(setup[0]), "version": None, "uri": str(setup[0]),
+                               "sha256_verified": False}
+    ckpts = sorted(p.name for p in (durable / "run-7-a").iterdir())
+    assert ckpts == ["step-2", "step-4"]  # the run id (made a folder name) keeps runs apart
+    ckpt_bytes = sum(p.stat().st_size for p in (durable / "run-7-a" / "step-4").rglob("*") if p.is_file())
+    model_bytes = sum(p.stat().st_size for p in model.rglob("*") if p.is_file())
+    in_ckpt = {p.name for p in (durable / "run-7-a" / "step-4").rglob("*") if p.is_file()}
+    assert {"mp_rank_00_model_states.pt", "trainer_state.json", "rng_rank0.pt", "teacher.pt"} <= in_ckpt, in_ckpt
+    # weights + teacher + Adam's two moments: the checkpoint is > 3x the weights; the artifact is not
+    assert ckpt_bytes > 3 * (model / "model.safetensors").stat().st_size
+    assert model_bytes < 1.5 * (model / "model.safetensors").stat().st_size
+
+
+def _env():
+    drop = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RLSD_FAILPOINT")
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, "PYTHONUNBUFFERED": "1"}
+
+
+def _pod(sets: list[str], model_dir: Path, scratch: Path) -> subprocess.Popen:
+    """A train pod: a fresh process with its own empty scratch (working) folder, the same run id."""
+    code = ("import sys; from rlsd.config import load_config; from rlsd.cluster import train_step; "
+            "train_step(load_config(overrides=sys.argv[3:]), model_dir=sys.argv[1], run_key='kfp-run-1', "
+            "scratch=sys.argv[2])")
+    scratch.mkdir(parents=True)
+    return subprocess.Popen([sys.executable, "-c", code, str(model_dir), str(scratch), *sets], cwd=scratch,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_restarted_pod_resumes_from_the_durable_checkpoint_to_the_same_weights(setup, tmp_path):
+    from rlsd.cluster import train_step
+
+    ref = load_config(overrides=_sets(setup, **{"train.checkpoint_dir": str(tmp_path / "ref-ckpt")}))
+    train_step(ref, model_dir=str(tmp_path / "ref"), run_key="uninterrupted")
+
+    sets = _sets(setup, **{"train.checkpoint_dir": str(tmp_path / "pvc")})
+    p = _pod(sets, tmp_path / "model", tmp_path / "pod1")
+    done = tmp_path / "pvc" / "kfp-run-1" / "step-2" / "trainer_state.json"
+    deadline = time.time() + 600
+    while not done.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert done.exists(), p.stdout.read() if p.poll() is not None else "no checkpoint appeared"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (tmp_path / "model").exists()
+
+    again = _pod(sets, tmp_path / "model", tmp_path / "pod2")  # a new pod: empty working folder, same run
+    assert again.wait(timeout=600) == 0, again.stdout.read()
+    # it resumed (its own fresh log starts after the checkpoint) rather than starting over
+    assert _steps(tmp_path / "pod2" / "run" / "metrics.jsonl") == [3, 4, 5]
+    a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(tmp_path / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-6)
+
+
+def test_final_model_is_pushed_to_the_store_and_the_base_is_fetched_from_it(setup, tmp_path, capsys):
+    from rlsd.cli import main
+    from rlsd.cluster import train_step
+    from rlsd.data.store import file_sha256
+    from rlsd.model_refs import fetch_model
+
+    store = tmp_path / "store"
+    assert main(["import-model", str(setup[0]), "--name", "warm", "--set", f"store.root={store}"]) == 0
+    ref = next(w for w in capsys.readouterr().out.split() if w.startswith("store://models/warm@"))
+    cfg = load_config(overrides=_sets(setup, **{"model.path": "store://models/warm", "store.root": str(store),
+                                                "train.push_model": True, "train.steps": 1,
+                                                "registry.model_name": "pushed"}))
+    s = train_step(cfg, model_dir=str(tmp_path / "model"), run_key="r")
+    assert s["base_model"]["uri"] == ref and s["base_model"]["sha256_verified"] is True
+    assert s["store_ref"].startswith("store://models/pushed@")
+    path, info = fetch_model(cfg, s["store_ref"], tmp_path / "back")
+    assert {k: file_sha256(path / k) for k in MODEL_FILES} == {k: file_sha256(tmp_path / "model" / k) for k in MODEL_FILES}
+    assert info["sha256_verified"] is True
