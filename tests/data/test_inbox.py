@@ -160,7 +160,9 @@ def test_empty_inbox_is_zero_new_tickets_not_an_error(s3_env, capsys):
     assert (rep["new_verified_tickets"], rep["snapshot_written"], rep["snapshot_id"]) == (0, False, None)
     assert open_store(cfg.store).list_snapshots() == []
     sets = ["--set", "store.backend=s3", "--set", f"store.endpoint={s3_env.endpoint}", "--set", f"store.bucket={bucket}"]
+    capsys.readouterr()
     assert main(["ingest", *sets]) == 0
+    assert "nothing new to ingest (0 files already ingested); snapshot (none yet)" in capsys.readouterr().out
 
 
 def _bad(capsys, argv) -> str:

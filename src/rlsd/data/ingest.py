@@ -215,7 +215,8 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
     ``objects_written``, ``quarantine`` (the hashes of the objects holding every quarantined record, in
     order, QUARANTINE_CHUNK per object; also in the manifest), ``quarantined`` (the first
     QUARANTINE_SAMPLE records; ``counts["quarantined"]`` is the total), ``skipped`` (files of an
-    unsupported type found in folders, with their SHA-256; also in the manifest), ``seconds``.
+    unsupported type found in folders, with their SHA-256; also in the manifest), ``already_ingested`` (store
+    objects and inbox files left out unparsed because a snapshot already records their SHA-256), ``seconds``.
 
     Raises IngestError, with nothing visible written, when a file does not reconcile: its records read
     by the parser, its records counted by an independent pass over the file (readers.count_records) and
@@ -520,6 +521,10 @@ def load_snapshot(store: Store, snapshot: str = "latest") -> tuple[dict[str, Any
 
 def format_report(rep: dict[str, Any]) -> str:
     """A short human summary of an ingest report."""
+    if not rep["sources"] and not rep["snapshot_written"]:
+        return (f"nothing new to ingest ({len(rep.get('already_ingested', []))} files already ingested); snapshot "
+                f"{rep['snapshot_id'] or '(none yet)'} in {rep['store']} stands: {rep['counts']['sections']} sections, "
+                f"{rep['counts']['tickets']} tickets, 0 new verified tickets")
     lines = [f"snapshot {rep['snapshot_id']} ({'unchanged' if rep['unchanged'] else 'new'}; previous "
              f"{rep['previous']}) in {rep['store']}: {rep['counts']['sections']} sections, "
              f"{rep['counts']['tickets']} tickets, {rep['objects_written']} objects written"]
