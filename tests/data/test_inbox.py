@@ -260,3 +260,40 @@ def test_s3_inbox_put_refuses_other_content(s3_env, tmp_path, capsys):
     assert f"s3://{bucket}/inbox/tickets/{clash.name}" in err and "already holds other content" in err
     assert _objects(s3_env, bucket, "inbox/") == before
     assert put(cfg, "tickets", SAMPLE_TICKETS[:1])[0]["status"] == "unchanged"
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_pipeline_with_no_input_parameters_ingests_the_s3_inbox_then_nothing(s3_env, tmp_path, monkeypatch):
+    """The compiled pipeline through kfp.local with the real ingest / validate / build-tasks steps and its default
+    (empty) manuals / tickets parameters, as a schedule runs it: the first run ingests the inbox, the second finds
+    nothing new (0 new verified tickets, the same snapshot); training is gated off by min_new_tickets here."""
+    import os
+
+    from rlsd.pipeline_local import run_local
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), str(REPO)]))
+    (tmp_path / "model").mkdir()
+    bucket = f"rlsd-{uuid.uuid4().hex[:10]}"
+    sets = ["store.backend=s3", f"store.endpoint={s3_env.endpoint}", f"store.bucket={bucket}", "store.retries=2",
+            "model.path=model", "platform.min_new_tickets=1000000", f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}"]
+    cfg = load_config(None, sets)
+    put(cfg, "tickets", SAMPLE_TICKETS)
+    put(cfg, "manuals", SAMPLE_MANUALS)
+    inbox = _objects(s3_env, bucket, "inbox/")
+    expected = ingest(load_config(), manuals=[SAMPLE / "manuals"], tickets=[SAMPLE / "tickets"],
+                      store=LocalStore(tmp_path / "ref"))["new_verified_tickets"]
+
+    first = run_local(None, sets, str(tmp_path / "runs"), inbox=True, quiet=True)
+    store = open_store(cfg.store)
+    sid = store.latest()
+    assert first["new_verified_tickets"] == expected > 0 and not first["trained"]
+    assert first["validation_report"] and sid
+    report = json.loads((Path(first["run_dir"]) / "ingest" / "snapshot").read_text())
+    assert report["snapshot_id"] == sid and all(s["path"].startswith(f"s3://{bucket}/inbox/") for s in report["sources"])
+
+    second = run_local(None, sets, str(tmp_path / "runs"), inbox=True, quiet=True)
+    assert second["new_verified_tickets"] == 0 and not second["trained"]
+    assert store.latest() == sid and store.list_snapshots() == [sid]
+    assert _objects(s3_env, bucket, "inbox/") == inbox
