@@ -15,10 +15,13 @@ What the KFP cache reuses (KFP keys a step on its input parameters and the ids o
 * validate and build-tasks: keyed on the recipe, the store parameters, ``snapshot`` and the snapshot id ingest
   returns as a string parameter (not on ingest's artifact, whose id is new every run): a rerun on an unchanged
   snapshot reuses both, and build-tasks' cached ``tasks`` artifact keeps its id.
-* train: keyed on the recipe, its parameters and that ``tasks`` artifact: reused when the recipe and the tasks are
-  unchanged; evaluate likewise (same model artifact, same tasks). A reused evaluation names the champion it was
-  compared with, and the promotion gate refuses one that is no longer the current champion.
+* train: not reused across runs: its kfp_run_id parameter (the run's own id, which names its checkpoint folder so a
+  restarted pod resumes) is new every run, and its base may be the registry's @champion, which a cache keyed on
+  inputs cannot see change. Evaluate, fed train's new Model artifact, runs again too. Within one run a retried
+  or restarted train pod resumes from its checkpoints instead.
 * register-and-promote: never reused (its kfp_run_id parameter is the run's own id).
+A rerun on an unchanged snapshot (nothing new in the inbox) therefore costs ingest plus two cache hits, and the
+gate keeps train and the rest from starting.
 
 Train fetches its base model (the recipe's model.path: a store://models/ import, or the @champion with
 model.continue_from: champion) hash-checked into its own scratch folder, keeps checkpoints in
