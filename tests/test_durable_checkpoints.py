@@ -126,3 +126,35 @@ def test_final_model_is_pushed_to_the_store_and_the_base_is_fetched_from_it(setu
     path, info = fetch_model(cfg, s["store_ref"], tmp_path / "back")
     assert {k: file_sha256(path / k) for k in MODEL_FILES} == {k: file_sha256(tmp_path / "model" / k) for k in MODEL_FILES}
     assert info["sha256_verified"] is True
+
+
+def test_without_the_volume_a_restarted_pod_resumes_from_the_store_copy(setup, tmp_path):
+    """train.checkpoint_store: every complete checkpoint is copied to the store; a new pod whose checkpoint folder
+    is empty (no persistent volume: a different, empty folder) restores the newest copy, hash-checked, and
+    resumes from it to the weights of an uninterrupted run."""
+    from rlsd.cluster import train_step
+
+    store = tmp_path / "store"
+    ref = load_config(overrides=_sets(setup, **{"store.root": str(store)}))
+    train_step(ref, model_dir=str(tmp_path / "ref"), run_key="uninterrupted")
+
+    def sets(disk):
+        return _sets(setup, **{"train.checkpoint_dir": str(tmp_path / disk), "train.checkpoint_store": True,
+                               "store.root": str(store)})
+
+    p = _pod(sets("disk1"), tmp_path / "model", tmp_path / "pod1")
+    deadline = time.time() + 600
+    pushed = store / "refs" / "folders" / "checkpoints-kfp-run-1"  # written last: the copy is whole
+    while not pushed.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert pushed.exists(), p.stdout.read() if p.poll() is not None else "no checkpoint reached the store"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    # the pod's disk is gone: the new pod gets an empty checkpoint folder, the store keeps the copy of step 2
+    again = _pod(sets("disk2"), tmp_path / "model", tmp_path / "pod2")
+    assert again.wait(timeout=600) == 0, again.stdout.read()
+    assert _steps(tmp_path / "pod2" / "run" / "metrics.jsonl") == [3, 4, 5]
+    assert sorted(x.name for x in (tmp_path / "disk2" / "kfp-run-1").iterdir()) == ["step-2", "step-4"]
+    a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(tmp_path / "model" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-6)

@@ -500,14 +500,17 @@ def train_step(cfg: RLSDConfig, *, model_dir: str, run_key: str = "", scratch: s
        checkpoint; otherwise under the scratch run folder (lost with the pod, as before).
     3. ``model_dir`` (the KFP Model artifact) receives the exported model only: weights, tokenizer and config,
        no DeepSpeed checkpoint or optimizer state; evaluate and register download just that.
-    4. With ``train.push_model`` the final model is pushed to the store as folder ``registry.model_name``.
+    4. With ``train.push_model`` the final model is pushed to the store as folder ``registry.model_name``; with
+       ``train.checkpoint_store`` every checkpoint is copied to the store too, and a pod whose checkpoint folder
+       is empty resumes from the newest copy.
     Returns run_training's summary with final_model = model_dir, base_model (what was fetched: name, version,
     uri, sha256_verified) and store_ref (the pushed folder, or "")."""
     import tempfile
+    import uuid
 
-    from rlsd.model_refs import push_model, resolve_base
+    from rlsd.model_refs import push_model, resolve_base, restore_checkpoint
 
-    key = _run_dir_name(run_key or hashlib.sha256(cfg.to_yaml().encode()).hexdigest()[:16])
+    key = _run_dir_name(run_key or uuid.uuid4().hex)  # no run id: nothing to resume from another run
     if scratch is None and cfg.platform.nodes > 1:
         scratch = str(Path(route.get("workspace", WORKSPACE)) / f"scratch-{key}")
     own = scratch is None
@@ -516,9 +519,11 @@ def train_step(cfg: RLSDConfig, *, model_dir: str, run_key: str = "", scratch: s
         if (root / "base-model").exists():  # a retried step: fetch again rather than trust what is there
             shutil.rmtree(root / "base-model")
         run_cfg, base = resolve_base(cfg, root)
-        if cfg.train.checkpoint_dir:
-            run_cfg = run_cfg.replace(train=type(cfg.train)(**{**run_cfg.train.__dict__,
-                                                               "checkpoint_dir": str(Path(cfg.train.checkpoint_dir) / key)}))
+        if cfg.train.checkpoint_dir or cfg.train.checkpoint_store:  # one folder (and store copy) per run
+            ckpt = Path(cfg.train.checkpoint_dir or root / "checkpoints") / key
+            run_cfg = run_cfg.replace(train=type(cfg.train)(**{**run_cfg.train.__dict__, "checkpoint_dir": str(ckpt)}))
+        if cfg.train.checkpoint_store:  # a pod without the volume's checkpoints resumes from the store's copy
+            restore_checkpoint(run_cfg, run_cfg.train.checkpoint_dir)
         summary = run_training(run_cfg, output_dir=str(root / "run"), **route)
         out = Path(model_dir)
         if out.exists():

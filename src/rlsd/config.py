@@ -233,6 +233,10 @@ class TrainConfig:
     # The train step also pushes the final model to the store (folder registry.model_name), besides the KFP
     # artifact and the registry.
     push_model: bool = False
+    # Also copy every complete checkpoint to the store (folder checkpoints-<name of the checkpoint folder>, i.e.
+    # of the KFP run in the train step) and, when the checkpoint folder holds none, resume from the newest copy:
+    # a restarted pod resumes even without a persistent volume.
+    checkpoint_store: bool = False
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, lambda: f"train.steps must be >= 1, got {self.steps}")

@@ -208,6 +208,53 @@ def fetch_model(cfg: RLSDConfig, ref: str | ModelRef, dest: str | Path) -> tuple
     return dest, {**info, "ref": shown}
 
 
+# ----------------------------------------------------------------------------------------------
+# Checkpoints in the store (train.checkpoint_store)
+# ----------------------------------------------------------------------------------------------
+
+
+def checkpoint_folder(ckpt_dir: str | Path) -> str:
+    """The store folder that mirrors the checkpoints of ``ckpt_dir`` (in the train step: <checkpoint_dir>/<run id>)."""
+    return "checkpoints-" + (re.sub(r"[^A-Za-z0-9._-]", "-", Path(ckpt_dir).name).strip(".-") or "run")[:100]
+
+
+def push_checkpoint(cfg: RLSDConfig, path: str | Path) -> str:
+    """Upload one complete checkpoint folder (``<ckpt_dir>/step-N``, trainer_state.json written last) as the newest
+    version of :func:`checkpoint_folder`; returns the folder id."""
+    from rlsd.data.store import open_store
+
+    path = Path(path)
+    return open_store(cfg.store).upload_folder(path, checkpoint_folder(path.parent))["folder_id"]
+
+
+def restore_checkpoint(cfg: RLSDConfig, ckpt_dir: str | Path) -> Path | None:
+    """When ``ckpt_dir`` holds no complete checkpoint, download the newest one pushed to the store (every file
+    hash-checked) as ``ckpt_dir/step-N``; returns its path, or None when there is nothing to restore."""
+    import json
+
+    from rlsd.data.store import StoreNotFound, open_store
+    from rlsd.train import latest_checkpoint
+
+    ckpt_dir = Path(ckpt_dir)
+    if latest_checkpoint(ckpt_dir) is not None:
+        return None
+    tmp = ckpt_dir / ".restoring"
+    _clean(tmp)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        open_store(cfg.store).download_folder(checkpoint_folder(ckpt_dir), tmp)
+    except StoreNotFound:
+        return None
+    except BaseException:
+        _clean(tmp)
+        raise
+    step = int(json.loads((tmp / "trainer_state.json").read_text())["step"])
+    dest = ckpt_dir / f"step-{step}"
+    _clean(dest)
+    tmp.rename(dest)
+    return dest
+
+
 def base_model_ref(cfg: RLSDConfig) -> str:
     """The reference a training run starts from: with ``model.continue_from: champion`` the version @champion of
     ``registry.model_name`` points at now (pinned by version: the alias may move during the run) when there is

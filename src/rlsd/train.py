@@ -587,7 +587,11 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
 
             # ============================================================ checkpoint (at a batch boundary)
             if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < cfg.train.steps:
-                save_checkpoint(engine, teacher, ckpt_dir, step + 1, rank, cfg.train.keep_checkpoints)
+                saved = save_checkpoint(engine, teacher, ckpt_dir, step + 1, rank, cfg.train.keep_checkpoints)
+                if cfg.train.checkpoint_store and rank == 0:  # a copy that outlives the volume (rlsd.model_refs)
+                    from rlsd.model_refs import push_checkpoint
+
+                    push_checkpoint(cfg, saved)
         bar.close()
 
         # ---------------------------------------------------------------- export
