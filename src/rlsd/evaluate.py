@@ -392,7 +392,8 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
         for which, res in (("candidate", cand), ("baseline", base)):
             for row in (res or {}).get("per_task", []):
                 f.write(json.dumps({"model": which, **row}) + "\n")
-    write_report(result, out, cand=cand, base=base, boot_samples=None if boot is None else boot["samples"])
+    write_report(result, out, cand=cand, base=base, boot_samples=None if boot is None else boot["samples"],
+                 note=getattr(ev, "note", ""))
     return result
 
 
@@ -447,8 +448,9 @@ def _fmt(v: Any) -> str:
 
 
 def write_report(result: dict[str, Any], out: Path, *, cand: dict[str, Any], base: dict[str, Any] | None,
-                 boot_samples: Any = None) -> None:
-    """report.md and report.html (same content) with the plots beside them."""
+                 boot_samples: Any = None, note: str = "") -> None:
+    """report.md and report.html (same content) with the plots beside them; ``note`` (the recipe's
+    eval.note, e.g. what a short demo run can and cannot show) opens both when non-empty."""
     plots = _plots(result, out, boot_samples)
     sides = [("candidate", result["candidate"])] + ([("baseline", result["baseline"])] if result["baseline"] else [])
     rows = [["model", "path", "greedy pass@1", "pass@1", f"pass@{result['candidate']['k']}", "teacher greedy pass@1"]]
@@ -469,7 +471,8 @@ def write_report(result: dict[str, Any], out: Path, *, cand: dict[str, Any], bas
         c = result["comparison"]
         notes.insert(0, f"Paired bootstrap over {c['n_tasks']} tasks: pass@1 difference {c['diff_pass1']:+.3f} "
                         f"(95% CI {c['ci_low']:+.3f} .. {c['ci_high']:+.3f}).")
-    md = ["# Evaluation report", ""]
+    note = " ".join(note.split())  # one paragraph, however the YAML string was wrapped
+    md = ["# Evaluation report", ""] + ([f"> **Note:** {note}", ""] if note else [])
     for table in (rows, type_rows):
         md += ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
         md += ["| " + " | ".join(r) + " |" for r in table[1:]] + [""]
@@ -485,7 +488,10 @@ def write_report(result: dict[str, Any], out: Path, *, cand: dict[str, Any], bas
         return f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
 
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>rlsd evaluation</title></head><body>",
-             "<h1>Evaluation report</h1>", table_html(rows), "<br>", table_html(type_rows),
+             "<h1>Evaluation report</h1>"]
+    if note:
+        parts.append(f"<p class='note'><strong>Note:</strong> {html.escape(note)}</p>")
+    parts += [table_html(rows), "<br>", table_html(type_rows),
              "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"]
     parts += [f"<img src='{png_data_uri(out / p)}' alt='{p}'>" for p in plots]
     if leak["examples"]:
