@@ -210,3 +210,18 @@ def test_a_version_pushed_to_the_store_is_fetched_from_the_store_hash_checked(ti
     with pytest.raises(ModelRefError, match=r"base model models:/refs-pushed@champion \(version \d+, store://.*corrupt"):
         fetch_model(cfg, "models:/refs-pushed@champion", tmp_path / "again")
     assert not (tmp_path / "again").exists() and not (tmp_path / "again.partial").exists()
+
+
+def test_resolve_base_fetches_once_for_every_rank(tiny, tmp_path):
+    """The resolved config names the fetched folder and no longer asks for the champion, so the ranks a launcher
+    starts with it (`rlsd train --config <resolved>`) load that folder instead of resolving the registry again."""
+    from rlsd.model_refs import import_model, resolve_base
+
+    cfg = load_config(overrides=[f"store.root={tmp_path / 'store'}", "model.continue_from=base"])
+    ref = import_model(cfg, tiny, "tiny")["ref"]
+    cfg = cfg.replace(model=type(cfg.model)(path="store://models/tiny", continue_from="champion"))
+    cfg = cfg.replace(tracking=type(cfg.tracking)(**{**cfg.tracking.__dict__, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}))
+    run_cfg, info = resolve_base(cfg, tmp_path / "scratch")  # no registered model: the champion falls back to the base
+    assert info["uri"] == ref and run_cfg.model.path == str(tmp_path / "scratch" / "base-model")
+    assert run_cfg.model.continue_from == "base" and _files(Path(run_cfg.model.path)) == _files(tiny)
+    assert load_config(overrides=[f"model.path={run_cfg.model.path}"]).model.path == run_cfg.model.path

@@ -270,7 +270,10 @@ def base_model_ref(cfg: RLSDConfig) -> str:
 
 def resolve_base(cfg: RLSDConfig, scratch: str | Path) -> tuple[RLSDConfig, dict[str, Any]]:
     """``cfg`` with ``model.path`` pointing at a local copy of its base model (fetched into
-    ``<scratch>/base-model`` unless it is a local path), and the info of what was fetched."""
+    ``<scratch>/base-model`` unless it is a local path) and ``model.continue_from: base``, and the info of what
+    was fetched."""
     ref = base_model_ref(cfg)
     path, info = fetch_model(cfg, ref, Path(scratch) / "base-model")
-    return cfg.replace(model=type(cfg.model)(**{**cfg.model.__dict__, "path": str(path)})), info
+    # resolved once: a launcher's ranks (`rlsd train --config <this config>`) load this folder, not the champion again
+    resolved = type(cfg.model)(**{**cfg.model.__dict__, "path": str(path), "continue_from": "base"})
+    return cfg.replace(model=resolved), info
