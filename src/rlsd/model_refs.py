@@ -147,11 +147,15 @@ def _fetch_store(cfg: RLSDConfig, ref: ModelRef, dest: Path, shown: str) -> dict
 
 
 def _fetch_registry(cfg: RLSDConfig, ref: ModelRef, dest: Path, shown: str) -> dict[str, Any]:
+    import logging
+
     from mlflow.exceptions import MlflowException
 
     from rlsd.data.store import file_sha256
     from rlsd.registry import _client
 
+    # a first look at a fresh sqlite registry logs its table set-up at INFO: not the user's business on stderr
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     client = _client(cfg)
     try:
         mv = (client.get_model_version_by_alias(ref.name, ref.alias) if ref.alias

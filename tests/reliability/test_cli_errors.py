@@ -50,6 +50,14 @@ CASES = [
     ("schedule-kfp-outage", ["schedule", "--cron", "0 0 2 * * *", "--host", "http://127.0.0.1:1"], 1, "cannot reach a server"),
     ("pipeline-bad-config", ["pipeline", "--config", "adir"], 2, "is a directory"),
     ("grade-missing-tasks", ["grade", "--tasks", "nope.jsonl"], 2, "--tasks 'nope.jsonl': no such"),
+    ("import-model-missing-folder", ["import-model", "nope"], 2, "'nope': no such file or folder"),
+    ("import-model-not-a-model", ["import-model", "adir"], 1, "is not a local model"),
+    ("train-unknown-store-model", ["train", "--set", "model.path=store://models/nope", "--set", "data.train_tasks=afile"],
+     1, "base model store://models/nope: not in the store"),
+    ("train-malformed-model-ref", ["train", "--set", "model.path=models:/nope", "--set", "data.train_tasks=afile"],
+     1, "expected models:/<name>@<alias>"),
+    ("train-unknown-registry-alias", ["train", "--set", "model.path=models:/nope@champion", "--set",
+                                      "data.train_tasks=afile"], 1, "the registry has no alias @champion of model 'nope'"),
 ]
 
 
