@@ -119,9 +119,16 @@ def test_final_model_is_pushed_to_the_store_and_the_base_is_fetched_from_it(setu
     ref = next(w for w in capsys.readouterr().out.split() if w.startswith("store://models/warm@"))
     cfg = load_config(overrides=_sets(setup, **{"model.path": "store://models/warm", "store.root": str(store),
                                                 "train.push_model": True, "train.steps": 1,
-                                                "registry.model_name": "pushed"}))
+                                                "registry.model_name": "pushed", "tracking.enabled": True,
+                                                "tracking.uri": f"sqlite:///{tmp_path / 'ml.db'}"}))
     s = train_step(cfg, model_dir=str(tmp_path / "model"), run_key="r")
     assert s["base_model"]["uri"] == ref and s["base_model"]["sha256_verified"] is True
+    # the training run says which base it started from
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(f"sqlite:///{tmp_path / 'ml.db'}").get_run(s["run_id"]).data.tags
+    assert {k: tags[f"rlsd.base_model.{k}"] for k in ("kind", "name", "version", "uri", "sha256_verified")} == {
+        "kind": "store", "name": "warm", "version": ref.rsplit("@", 1)[1], "uri": ref, "sha256_verified": "True"}
     assert s["store_ref"].startswith("store://models/pushed@")
     path, info = fetch_model(cfg, s["store_ref"], tmp_path / "back")
     assert {k: file_sha256(path / k) for k in MODEL_FILES} == {k: file_sha256(tmp_path / "model" / k) for k in MODEL_FILES}
