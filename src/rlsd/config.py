@@ -403,6 +403,9 @@ class RegistryConfig:
     # the mean difference by >= 0.05 (more than any sensible margin) and a percentile bootstrap over so few
     # per-task differences has far less than its nominal 95% coverage, so the interval gate means little.
     min_paired_tasks: int = 20
+    # No champion yet: the first version needs only the leakage bound and not to be measurably worse than the
+    # base model (false), or must pass the margin, interval and paired-task gates against the base model (true).
+    first_version_needs_gain: bool = False
 
     def __post_init__(self) -> None:
         _check(bool(self.model_name), "registry.model_name must be a non-empty name, got ''")
@@ -426,6 +429,8 @@ class EvalConfig:
     leak_ngram: int = 6
     # Evaluate only the first N held-out tasks (0 = all): a quick look on a small machine.
     limit: int = 0
+    # A paragraph that opens the evaluation report (e.g. what a short demo run can and cannot show).
+    note: str = ""
 
     def __post_init__(self) -> None:
         _check(self.k >= 1, lambda: f"eval.k must be >= 1, got {self.k}")

@@ -393,7 +393,7 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
             for row in (res or {}).get("per_task", []):
                 f.write(json.dumps({"model": which, **row}) + "\n")
     write_report(result, out, cand=cand, base=base, boot_samples=None if boot is None else boot["samples"],
-                 note=getattr(ev, "note", ""))
+                 note=ev.note)
     return result
 
 

@@ -154,7 +154,9 @@ def check_gates(reg: RegistryConfig, evaluation: dict[str, Any], *, has_champion
     ``reg.min_paired_tasks`` paired tasks, and (when ``champion_version`` is given, as :func:`promote`
     always does) a baseline that is that champion: ``evaluation["baseline"]`` with kind "champion",
     name ``reg.model_name`` and that version.
-    Without one: only the leakage bound (the first good-enough version becomes champion).
+    Without one (the first version): the leakage bound, and a candidate measurably worse than the base model
+    it was compared with (interval entirely below zero) is refused; with ``reg.first_version_needs_gain`` the
+    margin, interval and paired-task gates apply against the base model as they would against a champion.
     """
     reasons: list[str] = []
     ok = True
@@ -173,14 +175,48 @@ def check_gates(reg: RegistryConfig, evaluation: dict[str, Any], *, has_champion
                        f"registry.max_leakage_rate {reg.max_leakage_rate:.4f}"
                        + (f" ({leak.get('n_leaks')} of {n} outputs)" if n is not None else ""))
     if not has_champion:
-        reasons.append("ok: no @champion exists yet, so the first version within the leakage bound becomes "
-                       "champion (margin and interval gates need a champion to compare with)" if ok else
-                       "FAIL: no @champion exists yet; the first version within the leakage bound would become champion")
-        return ok, reasons
+        return _first_version_gates(reg, evaluation, ok, reasons)
     if not isinstance(evaluation.get("comparison"), dict):
         reasons.append("FAIL: the evaluation has no comparison with a baseline (comparison is null): evaluate the "
                        "candidate against the current champion (`rlsd evaluate` with a baseline)")
         return False, reasons
+    ok &= _comparison_gates(reg, evaluation, reasons)
+    if champion_version is not None:
+        good, what = _baseline_is(evaluation, reg.model_name, str(champion_version))
+        ok &= good
+        reasons.append(f"ok: compared with the current champion {what}" if good else
+                       f"FAIL: compared with {what}, not with the current champion {reg.model_name} "
+                       f"v{champion_version}: evaluate the candidate against models:/{reg.model_name}@{CHAMPION}")
+    return ok, reasons
+
+
+def _first_version_gates(reg: RegistryConfig, evaluation: dict[str, Any], ok: bool,
+                         reasons: list[str]) -> tuple[bool, list[str]]:
+    """check_gates when the registry has no @champion yet (``ok``/``reasons``: the leakage gate's)."""
+    comp = evaluation.get("comparison") if isinstance(evaluation.get("comparison"), dict) else None
+    if reg.first_version_needs_gain:
+        if comp is None:
+            reasons.append("FAIL: no @champion exists yet and registry.first_version_needs_gain is set, but the "
+                           "evaluation has no comparison with the base model")
+            return False, reasons
+        ok &= _comparison_gates(reg, evaluation, reasons)
+        reasons.append(f"{'ok' if ok else 'FAIL'}: no @champion exists yet; with registry.first_version_needs_gain "
+                       "the first version must pass the gates above against the base model")
+        return ok, reasons
+    reasons.append("ok: no @champion exists yet, so the first version within the leakage bound becomes "
+                   "champion (margin and interval gates need a champion to compare with)" if ok else
+                   "FAIL: no @champion exists yet; the first version within the leakage bound would become champion")
+    hi = _num(evaluation, "comparison", "ci_high", required=False) if comp is not None else None
+    if hi is not None and hi < 0:
+        reasons.append(f"FAIL: measurably worse than the base model it was compared with (pass@1 difference "
+                       f"{_num(evaluation, 'comparison', 'diff_pass1'):+.4f}, interval upper end {hi:+.4f} < 0)")
+        ok = False
+    return ok, reasons
+
+
+def _comparison_gates(reg: RegistryConfig, evaluation: dict[str, Any], reasons: list[str]) -> bool:
+    """The margin, interval and paired-task gates on ``evaluation["comparison"]``; appends their reasons."""
+    ok = True
     diff = _num(evaluation, "comparison", "diff_pass1")
     good = diff >= reg.margin
     ok &= good
@@ -202,13 +238,7 @@ def check_gates(reg: RegistryConfig, evaluation: dict[str, Any], *, has_champion
     reasons.append(f"{'ok' if good else 'FAIL'}: {'unknown' if n_paired is None else int(n_paired)} paired tasks "
                    f"{'>=' if good else '<'} registry.min_paired_tasks {reg.min_paired_tasks}"
                    + ("" if good else " (too few for the interval to mean anything)"))
-    if champion_version is not None:
-        good, what = _baseline_is(evaluation, reg.model_name, str(champion_version))
-        ok &= good
-        reasons.append(f"ok: compared with the current champion {what}" if good else
-                       f"FAIL: compared with {what}, not with the current champion {reg.model_name} "
-                       f"v{champion_version}: evaluate the candidate against models:/{reg.model_name}@{CHAMPION}")
-    return ok, reasons
+    return ok
 
 
 def _baseline_is(evaluation: dict[str, Any], name: str, version: str) -> tuple[bool, str]:
