@@ -133,7 +133,10 @@ class Pod:
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise RuntimeError("bubblewrap (bwrap) is not installed: scripts/setup.sh installs it")
+        # --cap-drop ALL: run as root (as here), bwrap would leave the step every capability, enough to
+        # unmount the tmpfs that hides the checkout; the pods of manifests/ drop ALL capabilities too
         cmd = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", name,
+               "--cap-drop", "ALL",
                "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
                "--tmpfs", "/tmp", "--tmpfs", "/home", "--tmpfs", "/mnt", "--dir", HOME, "--dir", WORKDIR,
                "--tmpfs", str(self.checkout),
