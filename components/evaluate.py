@@ -1,5 +1,5 @@
-"""Evaluate the trained model against the current @champion (else the base model) with the training verifiers
-(wraps rlsd.evaluate.evaluate_against_champion)."""
+"""Evaluate the trained model against the champion resolve-models pinned (else the base model) with the training
+verifiers (wraps rlsd.evaluate.evaluate_against_champion)."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
@@ -10,9 +10,11 @@ from components._image import RLSD_IMAGE
 @dsl.component(base_image=RLSD_IMAGE, install_kfp_package=False)
 def evaluate(config_yaml: str, model: Input[Model], tasks: Input[Dataset], base_model: str,
              evaluation: Output[Artifact], metrics: Output[Metrics], report_html: Output[HTML],
-             report_md: Output[Markdown], connections: Output[Artifact]):
-    """Args: base_model: the baseline when the registry has no @champion yet ("" = the recipe's model.path): a
-    local path, store://models/<name>[@id] or models:/<name>@alias, fetched hash-checked into a temporary folder.
+             report_md: Output[Markdown], connections: Output[Artifact], champion: str = "-"):
+    """Args: base_model: the baseline when there is no champion ("" = the recipe's model.path): a local path,
+    store://models/<name>[@id] or models:/<name>@alias, fetched hash-checked into a temporary folder.
+    champion: the champion to compare with, pinned by resolve-models (models:/<name>/<version>; "" = none, use
+    base_model); "-" (the default, outside the pipeline) looks up the current @champion.
     evaluation: folder with evaluation.json (its "baseline" names the model compared with)."""
     import os
     import shutil
@@ -26,7 +28,7 @@ def evaluate(config_yaml: str, model: Input[Model], tasks: Input[Dataset], base_
         result = evaluate_against_champion(
             cfg, candidate=os.path.join(model.path, model.metadata.get("final_model", "final")),
             base_model=cfg.model.path, tasks_path=os.path.join(tasks.path, tasks.metadata.get("eval_file", "eval.jsonl")),
-            out_dir=evaluation.path)
+            out_dir=evaluation.path, champion=None if champion == "-" else champion)
     shutil.copyfile(os.path.join(evaluation.path, "report.html"), report_html.path)
     shutil.copyfile(os.path.join(evaluation.path, "report.md"), report_md.path)
     for key, value in numeric_metrics(result).items():

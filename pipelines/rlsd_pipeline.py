@@ -1,9 +1,10 @@
-"""The RLSD pipeline: ingest -> validate -> build tasks -> [enough new tickets?] train -> evaluate -> register.
+"""The RLSD pipeline: ingest -> validate -> build tasks -> [enough new tickets?] resolve models -> train ->
+evaluate -> register.
 
 Wiring only (components/ hold the steps, src/rlsd/ the behaviour). Kubernetes details are set
 here: MinIO keys and MLflow's basic-auth user as env from secrets, retries with back-off on the I/O
 steps, caching off for ingest (it looks for new tickets; later steps are keyed on the snapshot id
-it returns).
+it returns), resolve-models (it reads the registry and the store now) and register (side effects).
 
 Inputs: ``manuals`` / ``tickets`` name store prefixes (``s3://<bucket>/<prefix>/``); left empty (the default)
 ingest reads the configured inbox (store.inbox: s3://<store.bucket>/inbox/tickets/ and .../manuals/) and takes
@@ -15,19 +16,30 @@ What the KFP cache reuses (KFP keys a step on its input parameters and the ids o
 * validate and build-tasks: keyed on the recipe, the store parameters, ``snapshot`` and the snapshot id ingest
   returns as a string parameter (not on ingest's artifact, whose id is new every run): a rerun on an unchanged
   snapshot reuses both, and build-tasks' cached ``tasks`` artifact keeps its id.
-* train: not reused across runs: its kfp_run_id parameter (the run's own id, which names its checkpoint folder so a
-  restarted pod resumes) is new every run, and its base may be the registry's @champion, which a cache keyed on
-  inputs cannot see change. Evaluate, fed train's new Model artifact, runs again too. Within one run a retried
-  or restarted train pod resumes from its checkpoints instead.
-* register-and-promote: never reused (its kfp_run_id parameter is the run's own id).
-A rerun on an unchanged snapshot (nothing new in the inbox) therefore costs ingest plus two cache hits, and the
-gate keeps train and the rest from starting.
+* resolve-models: never cached. It pins the mutable model references once per run: the base train starts from
+  (``models:/<name>/<version>`` of the current champion with ``model.continue_from: champion`` when there is
+  one, else the recipe's / ``base_model``'s reference pinned: ``store://models/<name>@<id>``,
+  ``models:/<name>/<version>`` or a local path) and the champion evaluate compares with (``models:/<name>/<version>``,
+  "" when there is none).
+* train: keyed on the recipe, the tasks artifact (so the snapshot), the pinned base and algorithm / steps /
+  nodes / gpus_per_node; no run id. Reused when all of these are unchanged; a moved @champion or a new import
+  is a new pinned reference, so a new key, never a stale hit. Its checkpoint folder
+  (train.checkpoint_dir/<key>, rlsd.cluster.checkpoint_key) is derived from the same inputs, so a retried or
+  restarted pod of the same task resumes from its newest complete checkpoint.
+* evaluate: keyed on the recipe, train's Model artifact, the tasks artifact, the pinned base and the pinned
+  champion: reused exactly when train was and the champion is the same version. It compares with that version,
+  not with whatever is @champion when it runs; the promotion gate (rlsd.registry) refuses an evaluation whose
+  baseline is no longer the champion at promotion time.
+* register-and-promote: never cached (it writes to the registry; a retry is idempotent per training run).
+A rerun on an unchanged snapshot (nothing new in the inbox) costs ingest plus two cache hits, and the gate keeps
+resolve-models, train and the rest from starting. Run with the gate open on unchanged inputs and models (e.g.
+min_new_tickets=0), it costs resolve-models plus cache hits for train and evaluate, and register again
+(which finds the version already registered for that training run).
 
-Train fetches its base model (the recipe's model.path: a store://models/ import, or the @champion with
-model.continue_from: champion) hash-checked into its own scratch folder, keeps checkpoints in
-train.checkpoint_dir/<run id> on the workspace PVC (a restarted pod resumes there), and outputs only the
-final weights (also pushed to the store with train.push_model). Evaluate compares the candidate with the registry's current @champion (the base model
-before the first promotion); register tags the version with the KFP run id (the run's uuid placeholder)
+Train fetches its pinned base model hash-checked into its own scratch folder, keeps checkpoints in
+train.checkpoint_dir/<key> on the workspace PVC (a restarted pod resumes there), and outputs only the
+final weights (also pushed to the store with train.push_model). Evaluate compares the candidate with the pinned
+champion (the base model before the first promotion); register tags the version with the KFP run id (the run's uuid placeholder)
 and the other lineage ids. Training has two routes, each its own branch:
 * single pod (nodes == 1): train requests the GPUs, with node selector, toleration, CPU/memory
   requests and limits, a memory-backed /dev/shm, the shared workspace and a timeout;
@@ -51,6 +63,7 @@ from components.build_tasks import build_tasks
 from components.evaluate import evaluate
 from components.ingest import ingest
 from components.register_and_promote import register_and_promote
+from components.resolve_models import resolve_models
 from components.train import train
 from components.validate import validate
 from kfp import compiler, dsl, kubernetes
@@ -127,9 +140,16 @@ def rlsd_pipeline(
     # ingest's return value (named "Output") is the gate: kfp.local 2.17 resolves a condition's task
     # outputs only under that name, so the snapshot id is a separate output parameter (OutputPath).
     with dsl.If(ingest_task.outputs["Output"] >= min_new_tickets, name="enough-new-tickets"):
-        inputs = {"config_yaml": config_yaml, "tasks": tasks_task.outputs["tasks"], "base_model": base_model,
-                  "algorithm": algorithm, "steps": steps, "nodes": nodes, "gpus_per_node": gpus_per_node,
-                  "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
+        # the mutable references (a newest import, @champion, model.continue_from: champion) pinned once, never
+        # cached: train and evaluate take the pinned references as parameters, so their cache keys see the models
+        resolve_task = resolve_models(config_yaml=config_yaml, base_model=base_model)
+        resolve_task.set_caching_options(enable_caching=False)
+        io_tasks.append(resolve_task)
+        pinned_base, champion = resolve_task.outputs["base_model"], resolve_task.outputs["champion"]
+        # only parameters and upstream artifacts, no run id: a rerun with the same inputs hits the cache, and
+        # train's checkpoint key (rlsd.cluster.checkpoint_key) is derived from the same inputs
+        inputs = {"config_yaml": config_yaml, "tasks": tasks_task.outputs["tasks"], "base_model": pinned_base,
+                  "algorithm": algorithm, "steps": steps, "nodes": nodes, "gpus_per_node": gpus_per_node}
         routes = []
         # each route is its own branch with its own evaluate and register (names: train, evaluate,
         # register-and-promote on the single-pod route, which is the one kfp.local runs)
@@ -138,13 +158,15 @@ def rlsd_pipeline(
             with branch():
                 train_task = _train(gpu, **inputs)
                 eval_task = evaluate(config_yaml=config_yaml, model=train_task.outputs["model"],
-                                     tasks=tasks_task.outputs["tasks"], base_model=base_model)
+                                     tasks=tasks_task.outputs["tasks"], base_model=pinned_base, champion=champion)
                 register_task = register_and_promote(config_yaml=config_yaml, model=train_task.outputs["model"],
                                                      evaluation=eval_task.outputs["evaluation"],
                                                      promotion_margin=promotion_margin,
                                                      kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                register_task.set_caching_options(enable_caching=False)  # side effects; idempotent per training run
                 routes.append((train_task, eval_task, register_task))
 
+    kubernetes.use_secret_as_env(resolve_task, **TRACKING_SECRET)
     for train_task, eval_task, register_task in routes:
         io_tasks.append(register_task)
         for task in [train_task, eval_task, register_task]:

@@ -483,8 +483,20 @@ def run_training(cfg: RLSDConfig, *, output_dir: str, api: Any = None, core_api:
 
 
 def _run_dir_name(key: str) -> str:
-    """A folder name for the run key (a KFP run id): letters, digits, '.', '_' and '-' only."""
+    """A folder name for the run key (:func:`checkpoint_key`): letters, digits, '.', '_' and '-' only."""
     return re.sub(r"[^A-Za-z0-9._-]", "-", key).strip(".-") or "run"
+
+
+def checkpoint_key(*, config_yaml: str, tasks: str, base_model: str, algorithm: str, steps: int, nodes: int,
+                   gpus_per_node: int) -> str:
+    """The checkpoint folder name of a pipeline train step, derived from the step's own inputs (the recipe text,
+    the tasks artifact's identity, the pinned base model and the promoted parameters), the same inputs KFP keys
+    its cache on: a retried or restarted pod of the same task gets the same key (and resumes), a changed
+    snapshot, recipe, parameter or base model gets another. ``tasks``: the tasks artifact's URI (a cached
+    build-tasks keeps it; its snapshot id lives in it)."""
+    inputs = {"config_yaml": config_yaml, "tasks": tasks, "base_model": base_model, "algorithm": algorithm,
+              "steps": int(steps), "nodes": int(nodes), "gpus_per_node": int(gpus_per_node)}
+    return "train-" + hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def train_step(cfg: RLSDConfig, *, model_dir: str, run_key: str = "", scratch: str | None = None,
@@ -496,8 +508,9 @@ def train_step(cfg: RLSDConfig, *, model_dir: str, run_key: str = "", scratch: s
        rlsd.model_refs into the step's scratch folder (hash-checked; a local path is used in place). For a
        multi-node run the scratch is on the shared workspace, which the TrainJob's pods mount.
     2. Checkpoints go to ``train.checkpoint_dir``/<run_key> when set (durable: the workspace PVC), so a restarted
-       pod of the same run (same ``run_key``, a fresh empty working directory) resumes from the newest complete
-       checkpoint; otherwise under the scratch run folder (lost with the pod, as before).
+       pod of the same task (same ``run_key``: the pipeline passes :func:`checkpoint_key` of the step's inputs; a
+       fresh empty working directory) resumes from the newest complete checkpoint; otherwise under the scratch
+       run folder (lost with the pod, as before). No ``run_key``: a random one (nothing to resume).
     3. ``model_dir`` (the KFP Model artifact) receives the exported model only: weights, tokenizer and config,
        no DeepSpeed checkpoint or optimizer state; evaluate and register download just that.
     4. With ``train.push_model`` the final model is pushed to the store as folder ``registry.model_name``; with

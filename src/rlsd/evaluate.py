@@ -320,15 +320,28 @@ def _side(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_against_champion(cfg: Any, *, candidate: str | Path, base_model: str | Path | None = None,
-                              tasks_path: str | Path | None = None, out_dir: str | Path) -> dict[str, Any]:
+                              tasks_path: str | Path | None = None, out_dir: str | Path,
+                              champion: str | None = None) -> dict[str, Any]:
     """:func:`run_evaluation` with the baseline chosen as the promotion gate needs it: the registered
     version @champion of ``cfg.registry.model_name`` points at now (fetched from the registry into a
     temporary folder), else ``base_model`` (default ``cfg.model.path``): a local path, or a store / registry
-    reference (rlsd.model_refs) fetched hash-checked into a temporary folder and recorded by its pinned id."""
-    from rlsd.model_refs import fetch_model, is_reference
+    reference (rlsd.model_refs) fetched hash-checked into a temporary folder and recorded by its pinned id.
+
+    ``champion``: the champion pinned before the run (``models:/<name>/<version>``, rlsd.model_refs.resolve_models;
+    "" = there was none): compare with exactly that version (or the base) instead of looking @champion up now.
+    The promotion gate still refuses an evaluation whose baseline is no longer the champion when it promotes."""
+    from rlsd.model_refs import fetch_model, is_reference, parse_ref
     from rlsd.registry import current_champion, download_version
 
-    champ = current_champion(cfg)
+    if champion is None:
+        champ = current_champion(cfg)
+    elif champion:
+        r = parse_ref(champion)
+        if r.kind != "registry" or not r.version or r.name != cfg.registry.model_name:
+            raise ValueError(f"champion {champion!r}: expected models:/{cfg.registry.model_name}/<version>")
+        champ = {"kind": "champion", "name": r.name, "version": r.version, "uri": champion}
+    else:
+        champ = None
     if champ is None:
         base = str(base_model or cfg.model.path)
         if is_reference(base):

@@ -13,7 +13,9 @@ One resolver for three kinds of reference (``model.path`` in a recipe, or the ``
   from MLflow's artifact store (recorded as not hash-verified).
 
 ``model.continue_from: champion`` (:func:`base_model_ref`) makes a run start from the current @champion of
-``registry.model_name`` when the registry has one, else from ``model.path``: the retraining loop.
+``registry.model_name`` when the registry has one, else from ``model.path``: the retraining loop. In the pipeline
+:func:`resolve_models` pins both the base and the champion to immutable references once, before train and
+evaluate, which then take them as parameters (``model.continue_from: base``).
 
 Failures raise :class:`ModelRefError` with one line naming the reference (a name, id or alias that does not
 exist, a file whose hash does not match, a local path that does not exist). A failed fetch leaves nothing at
@@ -270,6 +272,60 @@ def base_model_ref(cfg: RLSDConfig) -> str:
         if champ is not None:
             return f"{REGISTRY_SCHEME}{champ['name']}/{champ['version']}"
     return cfg.model.path
+
+
+def pin_ref(cfg: RLSDConfig, ref: str) -> str:
+    """``ref`` made immutable: ``store://models/<name>`` -> ``store://models/<name>@<id of the newest import>``,
+    ``models:/<name>@<alias>`` -> ``models:/<name>/<version the alias points at now>``; a pinned reference or a
+    local path is returned as it is. An unknown name or alias raises :class:`ModelRefError` naming it."""
+    r = parse_ref(ref)
+    if r.kind == "store" and not r.version:
+        from rlsd.data.store import StoreError, StoreNotFound, open_store
+
+        store = open_store(cfg.store)
+        try:  # the name's pointer (Store.upload_folder writes it last; download_folder reads it the same way)
+            folder_id = store._get(f"refs/folders/{r.name}").decode().strip()
+        except StoreNotFound:
+            raise ModelRefError(f"base model {ref}: the store holds no model named {r.name!r}; "
+                                f"import it first (rlsd import-model)") from None
+        except StoreError as e:
+            raise ModelRefError(f"base model {ref}: {e}") from None
+        return str(ModelRef("store", r.name, folder_id))
+    if r.kind == "registry" and r.alias:
+        import logging
+
+        from mlflow.exceptions import MlflowException
+
+        from rlsd.registry import _client
+
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        try:
+            mv = _client(cfg).get_model_version_by_alias(r.name, r.alias)
+        except MlflowException as e:
+            raise ModelRefError(f"base model {ref}: the registry has no alias @{r.alias} of model {r.name!r} "
+                                f"({e.error_code})") from None
+        return str(ModelRef("registry", r.name, str(mv.version)))
+    return str(r)
+
+
+def resolve_models(cfg: RLSDConfig) -> dict[str, str]:
+    """What a pipeline run's train and evaluate steps use, pinned once before them (the ``resolve-models`` step,
+    never cached): {"base_model": the immutable reference train starts from (the current champion's
+    ``models:/<name>/<version>`` with ``model.continue_from: champion`` when there is one, else ``model.path``
+    pinned by :func:`pin_ref`), "champion": ``models:/<name>/<version>`` of the current @champion of
+    ``registry.model_name`` that evaluate compares with, or "" when there is none}.
+
+    Pinned, the two are plain parameters of train and evaluate, so the KFP cache key of those steps changes
+    exactly when the model they use does (a moved @champion or a new import is a new key, never a stale hit)."""
+    from rlsd.registry import current_champion
+
+    champ = current_champion(cfg)
+    champion = f"{REGISTRY_SCHEME}{champ['name']}/{champ['version']}" if champ else ""
+    if cfg.model.continue_from == "champion" and champion:
+        base = champion
+    else:
+        base = pin_ref(cfg, cfg.model.path)
+    return {"base_model": base, "champion": champion}
 
 
 def resolve_base(cfg: RLSDConfig, scratch: str | Path) -> tuple[RLSDConfig, dict[str, Any]]:

@@ -117,8 +117,11 @@ def run_local(cfg_path: str | None, overrides: list[str] | tuple[str, ...] = (),
     from kfp import components, local
 
     cfg = load_config(cfg_path, list(overrides))
+    from rlsd.model_refs import is_reference
+
     model = Path(cfg.model.path)
-    if not model.exists():
+    # store:// and models:/ references are resolved (and checked) by the resolve-models and train steps
+    if not is_reference(cfg.model.path) and not model.exists():
         raise FileNotFoundError(f"model.path {str(model)!r} does not exist: build the demo model first "
                                 f"(`rlsd make-tiny-model` or `rlsd import-smollm2`) or point model.path at a local model")
     args: dict[str, Any] = {

@@ -21,9 +21,12 @@ from components.build_tasks import build_tasks
 from components.evaluate import evaluate
 from components.ingest import ingest
 from components.register_and_promote import register_and_promote
+from components.resolve_models import resolve_models
 from components.train import train
 from components.validate import validate
 from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
+
+from rlsd.cluster import checkpoint_key
 
 CONFIG = "store: {backend: s3, endpoint: 'minio.rlsd.svc:9000', bucket: rlsd}\ntrain: {steps: 7}\n"
 
@@ -170,11 +173,14 @@ def test_train_applies_promoted_parameters(tmp_path, monkeypatch):
     tasks = art(Dataset, tmp_path, "tasks", {"train_file": "tasks/train.jsonl", "eval_file": "eval.jsonl"})
     model, m = art(Model, tmp_path, "model"), art(Metrics, tmp_path, "metrics")
     train.python_func(config_yaml=CONFIG, tasks=tasks, base_model="/models/smollm2", algorithm="grpo", steps=3,
-                      nodes=2, gpus_per_node=8, model=model, metrics=m, connections=art(Artifact, tmp_path, "c"),
-                      kfp_run_id="kfp-9")
+                      nodes=2, gpus_per_node=8, model=model, metrics=m, connections=art(Artifact, tmp_path, "c"))
     (cfg,), kwargs = fake.calls[0]
-    assert kwargs == {"model_dir": model.path, "run_key": "kfp-9"}  # checkpoints are keyed on the KFP run
+    # checkpoints are keyed on the step's own inputs (as the KFP cache is), not on a run id
+    key = checkpoint_key(config_yaml=CONFIG, tasks=tasks.uri, base_model="/models/smollm2", algorithm="grpo",
+                         steps=3, nodes=2, gpus_per_node=8)
+    assert kwargs == {"model_dir": model.path, "run_key": key} and key.startswith("train-")
     assert (cfg.model.path, cfg.algorithm.name, cfg.train.steps) == ("/models/smollm2", "grpo", 3)
+    assert cfg.model.continue_from == "base"  # the pinned base is used as it is, never re-resolved to @champion
     assert (cfg.platform.nodes, cfg.platform.gpus_per_node) == (2, 8)
     assert cfg.data.train_tasks == os.path.join(tasks.path, "tasks/train.jsonl")
     assert cfg.data.eval_tasks == os.path.join(tasks.path, "eval.jsonl")
@@ -188,16 +194,32 @@ def test_train_applies_promoted_parameters(tmp_path, monkeypatch):
 def test_train_zero_steps_and_empty_model_keep_the_recipe(tmp_path, monkeypatch):
     fake = Recorder(lambda cfg, *, model_dir, run_key: {"final_model": model_dir, "steps": 7})
     patch_rlsd(monkeypatch, "rlsd.cluster", "train_step", fake)
-    train.python_func(config_yaml=CONFIG, tasks=art(Dataset, tmp_path, "tasks"), base_model="", algorithm="rlsd",
+    config = CONFIG + "model: {continue_from: champion}\n"
+    train.python_func(config_yaml=config, tasks=art(Dataset, tmp_path, "tasks"), base_model="", algorithm="rlsd",
                       steps=0, nodes=1, gpus_per_node=0, model=art(Model, tmp_path, "model"),
                       metrics=art(Metrics, tmp_path, "m"), connections=art(Artifact, tmp_path, "c"))
     cfg = fake.calls[0][0][0]
-    assert cfg.train.steps == 7 and cfg.model.path == "artifacts/tiny-model" and fake.calls[0][1]["run_key"] == ""
+    assert cfg.train.steps == 7 and cfg.model.path == "artifacts/tiny-model" and cfg.model.continue_from == "champion"
+    assert fake.calls[0][1]["run_key"] == checkpoint_key(config_yaml=config, tasks=str(tmp_path / "tasks"),
+                                                         base_model="", algorithm="rlsd", steps=0, nodes=1,
+                                                         gpus_per_node=0)
     assert cfg.data.train_tasks == str(tmp_path / "tasks" / "train.jsonl")  # default file name without metadata
 
 
+def test_resolve_models_returns_the_pinned_references(tmp_path, monkeypatch):
+    fake = Recorder({"base_model": "models:/rlsd-model/2", "champion": "models:/rlsd-model/2"})
+    patch_rlsd(monkeypatch, "rlsd.model_refs", "resolve_models", fake)
+    c = art(Artifact, tmp_path, "c")
+    out = resolve_models.python_func(config_yaml=CONFIG, base_model="store://models/smollm2", connections=c)
+    assert (out.base_model, out.champion) == ("models:/rlsd-model/2", "models:/rlsd-model/2")
+    assert fake.calls[0][0][0].model.path == "store://models/smollm2"  # the parameter overrides the recipe's
+    assert connection_log(c)["mode"]  # it ran inside the perimeter guard like every step
+    resolve_models.python_func(config_yaml=CONFIG, base_model="", connections=art(Artifact, tmp_path, "c2"))
+    assert fake.calls[1][0][0].model.path == "artifacts/tiny-model"  # "" keeps the recipe's
+
+
 def test_evaluate_copies_reports_and_logs_metrics(tmp_path, monkeypatch):
-    def run(cfg, *, candidate, base_model, tasks_path, out_dir):
+    def run(cfg, *, candidate, base_model, tasks_path, out_dir, champion):
         for name, text in [("evaluation.json", "{}"), ("report.md", "# md"), ("report.html", "<h1>html</h1>")]:
             Path(out_dir, name).write_text(text)
         return {"candidate": {"pass@1": 0.5}, "baseline": {"pass@1": 0.25}, "comparison": None, "per_task": [1, 0]}
@@ -209,11 +231,21 @@ def test_evaluate_copies_reports_and_logs_metrics(tmp_path, monkeypatch):
     ev, m = art(Artifact, tmp_path, "evaluation"), art(Metrics, tmp_path, "metrics")
     html, md = art(HTML, tmp_path, "report.html"), art(Markdown, tmp_path, "report.md")
     evaluate.python_func(config_yaml=CONFIG, model=model, tasks=tasks, base_model="/models/base", evaluation=ev,
-                         metrics=m, report_html=html, report_md=md, connections=art(Artifact, tmp_path, "c"))
+                         metrics=m, report_html=html, report_md=md, connections=art(Artifact, tmp_path, "c"),
+                         champion="models:/rlsd-model/3")
     (cfg,), kwargs = fake.calls[0]
     assert cfg.model.path == "/models/base"
+    # compares with exactly the champion resolve-models pinned, not whatever is @champion when it runs
     assert kwargs == {"candidate": os.path.join(model.path, "final"), "base_model": "/models/base",
-                      "tasks_path": os.path.join(tasks.path, "eval.jsonl"), "out_dir": ev.path}
+                      "tasks_path": os.path.join(tasks.path, "eval.jsonl"), "out_dir": ev.path,
+                      "champion": "models:/rlsd-model/3"}
+    # "" = there was no champion (the base); left out (outside the pipeline) = look @champion up now
+    for given, passed in [("", ""), (None, None)]:
+        extra = {} if given is None else {"champion": given}
+        evaluate.python_func(config_yaml=CONFIG, model=model, tasks=tasks, base_model="/models/base", evaluation=ev,
+                             metrics=m, report_html=html, report_md=md, connections=art(Artifact, tmp_path, "c"),
+                             **extra)
+        assert fake.calls[-1][1]["champion"] == passed
     assert Path(html.path).read_text() == "<h1>html</h1>" and Path(md.path).read_text() == "# md"
     assert m.metadata == {"candidate.pass@1": 0.5, "baseline.pass@1": 0.25}
 

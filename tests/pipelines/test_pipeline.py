@@ -53,7 +53,7 @@ def test_compiled_pipeline_sets_the_cluster_details():
     root = spec["root"]["dag"]["tasks"]
     gate = spec["components"]["comp-condition-1"]["dag"]["tasks"]
     assert set(root) == {"ingest", "validate", "build-tasks", "condition-1"}
-    assert set(gate) == {"condition-branches-2"}
+    assert set(gate) == {"resolve-models", "condition-branches-2"}
     routes = _routes(spec)
     assert set(routes["single-pod"]) == {"train", "evaluate", "register-and-promote"}  # the names kfp.local reads
     assert {n.rsplit("-", 1)[0] for n in routes["multi-node"]} == {"train", "evaluate", "register-and-promote"}
@@ -64,7 +64,7 @@ def test_compiled_pipeline_sets_the_cluster_details():
     # caching off for ingest only; retries with back-off on the I/O steps, not on train
     assert root["ingest"]["cachingOptions"] == {} and root["validate"]["cachingOptions"] == {"enableCache": True}
     retry = {"maxRetryCount": 3, "backoffDuration": "30s", "backoffFactor": 2.0, "backoffMaxDuration": "600s"}
-    for name, tasks in [("ingest", root), ("validate", root), ("build-tasks", root)]:
+    for name, tasks in [("ingest", root), ("validate", root), ("build-tasks", root), ("resolve-models", gate)]:
         assert tasks[name]["retryPolicy"] == retry, name
     for tasks in routes.values():
         for name, task in tasks.items():
@@ -74,7 +74,7 @@ def test_compiled_pipeline_sets_the_cluster_details():
     for ex in executors:
         envs = {k["envVar"]: s["secretName"] for s in k8s[ex]["secretAsEnv"] for k in s["keyToEnv"]}
         assert envs["AWS_ACCESS_KEY_ID"] == envs["AWS_SECRET_ACCESS_KEY"] == "rlsd-minio", ex
-        tracked = ex.startswith(("exec-train", "exec-evaluate", "exec-register"))
+        tracked = ex.startswith(("exec-resolve-models", "exec-train", "exec-evaluate", "exec-register"))
         assert (envs.get("MLFLOW_TRACKING_USERNAME") == envs.get("MLFLOW_TRACKING_PASSWORD") == "rlsd-mlflow") == tracked
     # no component installs packages at run time (the perimeter has no PyPI)
     for ex in executors.values():
@@ -115,6 +115,67 @@ def test_steps_after_ingest_are_keyed_on_the_snapshot_id_parameter_not_its_artif
     # the inputs default to the configured inbox (empty), not to paths inside an image
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["manuals"].get("defaultValue") == [] and params["tickets"].get("defaultValue") == []
+
+
+def test_train_and_evaluate_are_keyed_on_cache_stable_inputs_and_the_pinned_models():
+    """Issue 15 item 6: no run id reaches train or evaluate (a new one every run would defeat the cache); their
+    parameters are pipeline parameters or the outputs of resolve-models (the pinned base and champion), their
+    artifacts build-tasks' tasks and train's model. resolve-models and register are never cached."""
+    spec, _ = _docs()
+    root_params = set(spec["root"]["inputDefinitions"]["parameters"])
+    gate = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert gate["resolve-models"]["cachingOptions"] == {}  # never cached: it reads the registry and the store now
+    assert gate["resolve-models"]["inputs"]["parameters"] == {
+        "base_model": {"componentInputParameter": "pipelinechannel--base_model"},
+        "config_yaml": {"componentInputParameter": "pipelinechannel--config_yaml"}}
+    resolve_out = spec["components"][gate["resolve-models"]["componentRef"]["name"]]["outputDefinitions"]["parameters"]
+    assert set(resolve_out) == {"base_model", "champion"}
+    # the branches receive resolve-models' outputs as channels
+    channels = gate["condition-branches-2"]["inputs"]["parameters"]
+    for out in ("base_model", "champion"):
+        assert channels[f"pipelinechannel--resolve-models-{out}"] == {
+            "taskOutputParameter": {"outputParameterKey": out, "producerTask": "resolve-models"}}
+    allowed = {f"pipelinechannel--{p}" for p in root_params} | {
+        "pipelinechannel--resolve-models-base_model", "pipelinechannel--resolve-models-champion"}
+    for route, tasks in _routes(spec).items():
+        for name, task in tasks.items():
+            comp = spec["components"][task["componentRef"]["name"]]
+            if name.startswith("register"):
+                assert task["cachingOptions"] == {}, (route, name)  # side effects: never cached
+                continue
+            assert name.startswith(("train", "evaluate")), name
+            assert task["cachingOptions"] == {"enableCache": True}, (route, name)
+            assert "kfp_run_id" not in comp["inputDefinitions"]["parameters"], (route, name)
+            assert "pipeline_job" not in json.dumps(task["inputs"]), (route, name)  # no run id, uuid or name
+            for key, src in task["inputs"]["parameters"].items():
+                if key == "accelerator_count":  # the GPU count placeholder of the single-pod route
+                    assert src == {"runtimeValue": {"constant": "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}"}}
+                    continue
+                assert set(src) == {"componentInputParameter"} and src["componentInputParameter"] in allowed, (
+                    route, name, key, src)
+            producers = {a.get("taskOutputArtifact", {}).get("producerTask") or a.get("componentInputArtifact")
+                         for a in task["inputs"]["artifacts"].values()}
+            assert producers <= {"pipelinechannel--build-tasks-tasks", "train"} | {
+                n for n in tasks if n.startswith("train")}, (route, name, producers)
+            if name.startswith("train"):
+                assert task["inputs"]["parameters"]["base_model"] == {
+                    "componentInputParameter": "pipelinechannel--resolve-models-base_model"}
+            else:
+                assert task["inputs"]["parameters"]["base_model"] == {
+                    "componentInputParameter": "pipelinechannel--resolve-models-base_model"}
+                assert task["inputs"]["parameters"]["champion"] == {
+                    "componentInputParameter": "pipelinechannel--resolve-models-champion"}
+
+
+def test_run_local_accepts_store_and_registry_references(tmp_path, monkeypatch):
+    """`rlsd pipeline` no longer refuses a model.path that is not a local folder: resolve-models and train
+    resolve store:// and models:/ references (here the gate skips training, so nothing resolves them)."""
+    from rlsd.pipeline_local import run_local
+
+    _local_env(monkeypatch, tmp_path)
+    for ref in ("store://models/smollm2", "models:/rlsd-model@champion"):
+        r = run_local(None, [f"model.path={ref}"], str(tmp_path / "runs"), inbox=True, quiet=True)
+        assert not r["trained"]
 
 
 def test_run_local_with_inbox_defaults_passes_no_inputs_and_the_gate_skips(tmp_path, monkeypatch):
@@ -203,8 +264,11 @@ def test_run_local_runs_the_compiled_pipeline_end_to_end(tmp_path, monkeypatch, 
                   arguments={"manuals": [str(tmp_path / "manuals")], "tickets": tickets})
     elapsed = time.perf_counter() - t0
     calls = _calls(tmp_path)
-    assert list(calls) == ["ingest", "validate", "build_tasks", "train", "evaluate", "register", "promote"]
-    assert len({c["pid"] for c in calls.values()}) == 6  # one subprocess per step (register+promote share one)
+    assert list(calls) == ["ingest", "validate", "build_tasks", "resolve", "train", "evaluate_champion", "evaluate",
+                           "register", "promote"]
+    assert len({c["pid"] for c in calls.values()}) == 7  # one subprocess per step (register+promote share one)
+    # resolve-models pinned the base (no champion in the stub registry) and evaluate got the pinned champion ""
+    assert calls["resolve"]["model_path"] == "model" and calls["evaluate_champion"]["champion"] == ""
     assert calls["ingest"]["tickets"] == tickets and calls["ingest"]["perimeter"] == "strict"
     assert calls["validate"]["snapshot"] == calls["build_tasks"]["snapshot"] == "snap-0001"  # "latest" resolved
     assert calls["train"]["tasks_exist"] and calls["train"]["train_tasks"].startswith(calls["build_tasks"]["out_dir"])
@@ -218,10 +282,10 @@ def test_run_local_runs_the_compiled_pipeline_end_to_end(tmp_path, monkeypatch, 
     assert Path(r["validation_report"]).read_text() == "<h1>valid</h1>"
     assert r["registered"] == {"name": "rlsd-model", "version": "1", "uri": "models:/rlsd-model/1",
                                "decision": "promoted", "alias": "champion", "alias_uri": "models:/rlsd-model@champion"}
-    assert len(r["connection_logs"]) == 6 and r["connections"]["refused"] == 0 and r["connections"]["modes"] == ["strict"]
+    assert len(r["connection_logs"]) == 7 and r["connections"]["refused"] == 0 and r["connections"]["modes"] == ["strict"]
     out = capsys.readouterr().out
     assert f"report: {r['report_html']}" in out and "alias: models:/rlsd-model@champion" in out
-    print(f"local pipeline, 6 steps with stand-ins: {elapsed:.1f} s")
+    print(f"local pipeline, 7 steps with stand-ins: {elapsed:.1f} s")
 
 
 def test_run_local_skips_training_below_min_new_tickets(tmp_path, monkeypatch):

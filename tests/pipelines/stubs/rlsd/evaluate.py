@@ -15,6 +15,7 @@ def run_evaluation(cfg, *, candidate, baseline=None, tasks_path=None, out_dir):
     return result
 
 
-def evaluate_against_champion(cfg, *, candidate, base_model=None, tasks_path=None, out_dir):
+def evaluate_against_champion(cfg, *, candidate, base_model=None, tasks_path=None, out_dir, champion=None):
+    record("evaluate_champion", champion=champion)
     return run_evaluation(cfg, candidate=candidate, baseline=base_model or cfg.model.path, tasks_path=tasks_path,
                           out_dir=out_dir)

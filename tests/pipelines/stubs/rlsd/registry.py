@@ -9,3 +9,8 @@ def register_model(cfg, model_dir, *, run_id=None, evaluation=None, **lineage):
 def promote(cfg, *, version, evaluation):
     record("promote", version=version, margin=cfg.registry.margin)
     return {"decision": "promoted", "reasons": ["no champion yet"]}
+
+
+def current_champion(cfg):
+    record("resolve", model_path=cfg.model.path, continue_from=cfg.model.continue_from)
+    return None
