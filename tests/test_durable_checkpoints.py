@@ -1,5 +1,6 @@
 """The train step's outputs (rlsd.cluster.train_step): the Model folder holds the final weights only; checkpoints
-go to train.checkpoint_dir/<run id>, so a train pod restarted with a fresh empty working directory resumes from
+go to train.checkpoint_dir/<key>, the key derived from the step's own inputs (rlsd.cluster.checkpoint_key, as the
+KFP cache key is), so a train pod restarted with a fresh empty working directory and the same inputs resumes from
 the newest complete checkpoint and ends with the weights of an uninterrupted run; the final model is pushed to the
 store when asked."""
 
@@ -17,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from rlsd.cluster import checkpoint_key
 from rlsd.config import load_config
 from tests.helpers import warm_tiny_model, write_addition_tasks
 
@@ -66,18 +68,43 @@ def test_model_artifact_holds_final_weights_only_and_checkpoints_go_to_the_durab
     assert model_bytes < 1.5 * (model / "model.safetensors").stat().st_size
 
 
+# the pipeline train step's inputs (components/train.py passes these to checkpoint_key)
+INPUTS = {"config_yaml": "train: {steps: 5}\n", "tasks": "s3://mlpipeline/v2/artifacts/build-tasks/1/tasks",
+          "base_model": "store://models/smollm2@ab12", "algorithm": "rlsd", "steps": 5, "nodes": 1, "gpus_per_node": 0}
+
+
+def test_the_checkpoint_key_is_derived_from_the_steps_inputs():
+    """Same inputs (a retried or restarted pod of the same task) -> same key; a changed pinned base, snapshot
+    (tasks artifact), recipe or parameter -> another key, so no run resumes another's checkpoints."""
+    from rlsd.cluster import _run_dir_name
+
+    key = checkpoint_key(**INPUTS)
+    assert key == checkpoint_key(**dict(reversed(list(INPUTS.items()))))  # the same inputs, in any order
+    assert key.startswith("train-") and _run_dir_name(key) == key and len(key) == 38
+    changed = [("base_model", "models:/rlsd-model/1"), ("base_model", "store://models/smollm2@ab13"),
+               ("tasks", "s3://mlpipeline/v2/artifacts/build-tasks/2/tasks"), ("config_yaml", "train: {steps: 6}\n"),
+               ("algorithm", "grpo"), ("steps", 6), ("nodes", 2), ("gpus_per_node", 1)]
+    keys = {checkpoint_key(**{**INPUTS, k: v}) for k, v in changed}
+    assert len(keys) == len(changed) and key not in keys
+
+
+KEY = checkpoint_key(**INPUTS)
+
+
 def _env():
     drop = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RLSD_FAILPOINT")
     return {**{k: v for k, v in os.environ.items() if k not in drop}, "PYTHONUNBUFFERED": "1"}
 
 
 def _pod(sets: list[str], model_dir: Path, scratch: Path) -> subprocess.Popen:
-    """A train pod: a fresh process with its own empty scratch (working) folder, the same run id."""
-    code = ("import sys; from rlsd.config import load_config; from rlsd.cluster import train_step; "
-            "train_step(load_config(overrides=sys.argv[3:]), model_dir=sys.argv[1], run_key='kfp-run-1', "
-            "scratch=sys.argv[2])")
+    """A train pod: a fresh process with its own empty scratch (working) folder, the key derived from the same
+    inputs as components/train.py derives it (nothing passed from the previous pod)."""
+    code = ("import json, sys; from rlsd.config import load_config; from rlsd.cluster import checkpoint_key, train_step; "
+            "train_step(load_config(overrides=sys.argv[4:]), model_dir=sys.argv[1], "
+            "run_key=checkpoint_key(**json.loads(sys.argv[3])), scratch=sys.argv[2])")
     scratch.mkdir(parents=True)
-    return subprocess.Popen([sys.executable, "-c", code, str(model_dir), str(scratch), *sets], cwd=scratch,
+    return subprocess.Popen([sys.executable, "-c", code, str(model_dir), str(scratch), json.dumps(INPUTS), *sets],
+                            cwd=scratch,
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -89,7 +116,7 @@ def test_a_restarted_pod_resumes_from_the_durable_checkpoint_to_the_same_weights
 
     sets = _sets(setup, **{"train.checkpoint_dir": str(tmp_path / "pvc")})
     p = _pod(sets, tmp_path / "model", tmp_path / "pod1")
-    done = tmp_path / "pvc" / "kfp-run-1" / "step-2" / "trainer_state.json"
+    done = tmp_path / "pvc" / KEY / "step-2" / "trainer_state.json"
     deadline = time.time() + 600
     while not done.exists() and p.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -98,7 +125,7 @@ def test_a_restarted_pod_resumes_from_the_durable_checkpoint_to_the_same_weights
     p.wait()
     assert not (tmp_path / "model").exists()
 
-    again = _pod(sets, tmp_path / "model", tmp_path / "pod2")  # a new pod: empty working folder, same run
+    again = _pod(sets, tmp_path / "model", tmp_path / "pod2")  # a new pod: empty working folder, same inputs
     assert again.wait(timeout=600) == 0, again.stdout.read()
     # it resumed (its own fresh log starts after the checkpoint) rather than starting over
     assert _steps(tmp_path / "pod2" / "run" / "metrics.jsonl") == [3, 4, 5]
@@ -151,7 +178,7 @@ def test_without_the_volume_a_restarted_pod_resumes_from_the_store_copy(setup, t
 
     p = _pod(sets("disk1"), tmp_path / "model", tmp_path / "pod1")
     deadline = time.time() + 600
-    pushed = store / "refs" / "folders" / "checkpoints-kfp-run-1"  # written last: the copy is whole
+    pushed = store / "refs" / "folders" / f"checkpoints-{KEY}"  # written last: the copy is whole
     while not pushed.exists() and p.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert pushed.exists(), p.stdout.read() if p.poll() is not None else "no checkpoint reached the store"
@@ -161,7 +188,7 @@ def test_without_the_volume_a_restarted_pod_resumes_from_the_store_copy(setup, t
     again = _pod(sets("disk2"), tmp_path / "model", tmp_path / "pod2")
     assert again.wait(timeout=600) == 0, again.stdout.read()
     assert _steps(tmp_path / "pod2" / "run" / "metrics.jsonl") == [3, 4, 5]
-    assert sorted(x.name for x in (tmp_path / "disk2" / "kfp-run-1").iterdir()) == ["step-2", "step-4"]
+    assert sorted(x.name for x in (tmp_path / "disk2" / KEY).iterdir()) == ["step-2", "step-4"]
     a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(tmp_path / "model" / "model.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-6)
