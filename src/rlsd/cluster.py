@@ -523,7 +523,7 @@ def train_step(cfg: RLSDConfig, *, model_dir: str, run_key: str = "", scratch: s
 
     from rlsd.model_refs import push_model, resolve_base, restore_checkpoint
 
-    key = _run_dir_name(run_key or uuid.uuid4().hex)  # no run id: nothing to resume from another run
+    key = _run_dir_name(run_key or uuid.uuid4().hex)  # no key: nothing to resume from another run
     if scratch is None and cfg.platform.nodes > 1:
         scratch = str(Path(route.get("workspace", WORKSPACE)) / f"scratch-{key}")
     own = scratch is None

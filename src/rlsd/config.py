@@ -228,13 +228,14 @@ class TrainConfig:
     eval_every: int = 0
     output_dir: str = "runs/latest"
     # Where checkpoints go ("" = <output_dir>/checkpoints). On a cluster: durable storage such as the workspace
-    # PVC (/workspace/...); the train step adds the KFP run id, so a restarted pod of the same run resumes there.
+    # PVC (/workspace/...); the train step adds a key derived from its inputs (rlsd.cluster.checkpoint_key), so a
+    # restarted pod of the same task resumes there.
     checkpoint_dir: str = ""
     # The train step also pushes the final model to the store (folder registry.model_name), besides the KFP
     # artifact and the registry.
     push_model: bool = False
     # Also copy every complete checkpoint to the store (folder checkpoints-<name of the checkpoint folder>, i.e.
-    # of the KFP run in the train step) and, when the checkpoint folder holds none, resume from the newest copy:
+    # the train step's key) and, when the checkpoint folder holds none, resume from the newest copy:
     # a restarted pod resumes even without a persistent volume.
     checkpoint_store: bool = False
 

@@ -220,7 +220,7 @@ def fetch_model(cfg: RLSDConfig, ref: str | ModelRef, dest: str | Path) -> tuple
 
 
 def checkpoint_folder(ckpt_dir: str | Path) -> str:
-    """The store folder that mirrors the checkpoints of ``ckpt_dir`` (in the train step: <checkpoint_dir>/<run id>)."""
+    """The store folder that mirrors the checkpoints of ``ckpt_dir`` (in the train step: <checkpoint_dir>/<key of its inputs>)."""
     return "checkpoints-" + (re.sub(r"[^A-Za-z0-9._-]", "-", Path(ckpt_dir).name).strip(".-") or "run")[:100]
 
 
