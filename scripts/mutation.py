@@ -220,6 +220,8 @@ EQUIVALENT: dict[str, str] = {
     "rlsd.evaluate.x_paired_bootstrap__mutmut_40": "rng.integers(N, size=...) draws from [0, N) like "
     "rng.integers(0, N, size=...), from the same stream: the same indices",
     "rlsd.evaluate.x_png_data_uri__mutmut_14": "\"ASCII\" and \"ascii\" name the same codec",
+    "rlsd.evaluate.x_evaluate_model__mutmut_8": "num_samples default 1 instead of 0: n = max(k, num_samples) and k >= 1 "
+    "(checked first), so max(k, 0) = max(k, 1) = k",
     "rlsd.evaluate.x_evaluate_model__mutmut_75": "progress-bar text (tqdm desc) only",
     "rlsd.evaluate.x_evaluate_model__mutmut_76": "progress-bar text (tqdm desc) only",
     "rlsd.evaluate.x_evaluate_model__mutmut_77": "progress-bar text (tqdm desc) only",
