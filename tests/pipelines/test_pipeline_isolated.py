@@ -93,9 +93,9 @@ FULL = {"ingest", "validate", "build-tasks", "train", "evaluate", "register-and-
 def _boxed(r: dict, expected: set[str]) -> None:
     """Every step of the run went through the box, and the run folder holds exactly those steps."""
     ran = {s["name"]: s["rc"] for s in r["steps"]}
-    assert set(ran) == expected and set(ran.values()) == {0}, ran
+    assert expected <= set(ran) and set(ran.values()) == {0}, ran
     assert all(s["checkout_hidden"] for s in r["steps"])  # the box the probe tests above show to bite
-    assert {p.name for p in Path(r["run_dir"]).iterdir() if p.is_dir()} == expected
+    assert {p.name for p in Path(r["run_dir"]).iterdir() if p.is_dir()} == set(ran)  # no step ran unboxed
 
 
 @pytest.mark.slow
@@ -109,7 +109,7 @@ def test_three_runs_of_a_deployment_in_isolated_pods(tmp_path):
 
     The model is a tiny random one, imported into the store as SmolLM2 would be; `make pipeline-isolated
     MODEL=smollm2` runs the same three runs on SmolLM2-135M (too slow for CI at any useful budget here).
-    Measured on this 2-core machine shared with other jobs (load 5-7): 450 s and 642 s (servers and wheel ~60 s;
+    Measured on this 2-core machine shared with other jobs (load 5-7): 411 to 642 s (servers and wheel ~60 s;
     run 1 ~290 s, run 2 ~265 s, run 3 ~25 s; each register step ~2 min, mostly MLflow's model logging), with
     DeepSpeed's CPU op already built; a run that must JIT-build it (no built op in $TORCH_EXTENSIONS_DIR to
     seed from) adds 1-6 min to run 1's train step. Over the ~6 min target on a loaded machine: see the report."""
@@ -142,4 +142,5 @@ def test_three_runs_of_a_deployment_in_isolated_pods(tmp_path):
     assert str(r2["registered"]["version"]) == "2"
 
     _boxed(r3, {"ingest", "validate", "build-tasks"})
+    assert not {"train", "evaluate", "register-and-promote"} & {s["name"] for s in r3["steps"]}
     assert r3["new_verified_tickets"] == 0 and not r3["trained"] and r3["registered"] is None
