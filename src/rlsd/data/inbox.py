@@ -311,11 +311,11 @@ def _put_s3(b: _Bucket, target: str, prefix: str, plan: list[tuple[Path, str]]) 
                                      f"{str(p)!r} has {digest[:12]}...); nothing was uploaded: rename the file")
                 status = "unchanged"
             else:
-                todo.append((p, key))
+                todo.append((p, key, digest))
             out.append({"path": str(p), "uri": uri, "sha256": digest, "bytes": p.stat().st_size, "status": status})
-    for p, key in todo:
-        b._call(f"put {key}", lambda p=p, key=key: b.client.fput_object(b.cfg.bucket, key, str(p),
-                                                                      metadata={"sha256": file_sha256(p)}))
+    for p, key, digest in todo:  # the digest the plan already computed: each file is hashed once
+        b._call(f"put {key}", lambda p=p, key=key, digest=digest: b.client.fput_object(
+            b.cfg.bucket, key, str(p), metadata={"sha256": digest}))
     return out
 
 
