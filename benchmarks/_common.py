@@ -114,3 +114,24 @@ def make_config(flat: dict[str, Any]) -> Any:
         sec, name = k.split(".", 1)
         tree.setdefault(sec, {})[name] = str(v) if isinstance(v, Path) else v
     return load_config(text=yaml.safe_dump(tree))
+
+
+def grouped_bars(path: Path, categories: list[str], series: dict[str, list[float]], colors: dict[str, str],
+                 ylabel: str) -> None:
+    """One PNG: a group of bars per category, one bar per series (values in [0, 1])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(series)
+    for j, (name, vals) in enumerate(series.items()):
+        ax.bar([i + j * width for i in range(len(categories))], vals, width, label=name, color=colors.get(name, "#999999"))
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(categories))], categories)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -39,7 +39,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import CACHE, RESULTS, ROOT, machine_line, make_config, md_table, quiet, read_metrics
+from _common import (
+    CACHE,
+    RESULTS,
+    ROOT,
+    grouped_bars,
+    machine_line,
+    make_config,
+    md_table,
+    quiet,
+    read_metrics,
+)
 from learning import SUMMARY_END, SUMMARY_START, ci, fmt
 
 ALGOS = ("grpo", "rlsd", "opsd", "grpo_opsd")
@@ -266,19 +276,9 @@ def report(results: dict[str, list[dict[str, Any]]], base: dict[str, Any], heade
     fig.tight_layout()
     fig.savefig(plot_dir / "accuracy.png", dpi=100)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = 0.8 / (len(algos) + 1)
-    for j, a in enumerate(["base"] + algos):
-        vals = [base["per_type"][t]["greedy_pass@1"] if a == "base" else
-                ci([sc["per_type"][t]["greedy_pass@1"] for sc in at(a, last)])[0] for t in types]
-        ax.bar([i + j * width for i in range(len(types))], vals, width, label=a, color=COLORS[a])
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(types))], types)
-    ax.set_ylabel(f"greedy pass@1 at step {last}")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(plot_dir / "per_type.png", dpi=100)
-    plt.close(fig)
+    series = {"base": [base["per_type"][t]["greedy_pass@1"] for t in types]}
+    series |= {a: [ci([sc["per_type"][t]["greedy_pass@1"] for sc in at(a, last)])[0] for t in types] for a in algos}
+    grouped_bars(plot_dir / "per_type.png", types, series, COLORS, f"greedy pass@1 at step {last}")
     rel = os.path.relpath(plot_dir, out_md.parent)
     lines += ["## Plots\n", f"![accuracy]({rel}/accuracy.png)\n", f"![per answer type]({rel}/per_type.png)\n"]
     if out_md.is_file() and SUMMARY_START in out_md.read_text():

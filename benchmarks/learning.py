@@ -51,7 +51,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import CACHE, RESULTS, ROOT, machine_line, make_config, md_table, quiet, read_metrics
+from _common import (
+    CACHE,
+    RESULTS,
+    ROOT,
+    grouped_bars,
+    machine_line,
+    make_config,
+    md_table,
+    quiet,
+    read_metrics,
+)
 
 ALGOS = ("grpo", "rlsd", "opsd", "grpo_opsd")
 TEMPLATE = "{question}H:{context}\n"
@@ -421,19 +431,9 @@ def report(results: dict[str, list[dict[str, Any]]], base: dict[str, Any], heade
     fig.savefig(plot_dir / "entropy_delta.png", dpi=100)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    width = 0.8 / (len(algos) + 1)
-    for j, a in enumerate(["warm start"] + algos):
-        vals = [base["tiers"][t]["greedy"] if a == "warm start" else ci([r["final"]["tiers"][t]["greedy"] for r in results[a]])[0]
-                for t in tiers]
-        ax.bar([i + j * width for i in range(len(tiers))], vals, width, label=a, color=colors.get(a, "#999999"))
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tiers))], tiers)
-    ax.set_ylabel("final greedy accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(plot_dir / "tiers.png", dpi=100)
-    plt.close(fig)
+    series = {"warm start": [base["tiers"][t]["greedy"] for t in tiers]}
+    series |= {a: [ci([r["final"]["tiers"][t]["greedy"] for r in results[a]])[0] for t in tiers] for a in algos}
+    grouped_bars(plot_dir / "tiers.png", tiers, series, colors, "final greedy accuracy")
     rel = os.path.relpath(plot_dir, out_md.parent)
     lines += ["## Plots\n", f"![accuracy]({rel}/accuracy.png)\n", f"![entropy and Delta]({rel}/entropy_delta.png)\n",
               f"![tiers]({rel}/tiers.png)\n"]
