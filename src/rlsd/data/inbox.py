@@ -29,7 +29,7 @@ import dataclasses
 import hashlib
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,25 +295,35 @@ def put(cfg: RLSDConfig, kind: str, files: Iterable[str | Path]) -> list[dict[st
     return _put_local(Path(target), plan)
 
 
+def _check_names(plan: list[tuple[Path, str]], where: Callable[[Path], str], held: Callable[[Path], str | None],
+                 verb: str) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """Every name checked before anything is written. ``held(p)`` is the SHA-256 the inbox holds under p's name
+    (None: nothing). Returns the report rows and the (file, digest) pairs still to write; InboxError when a name
+    holds other bytes."""
+    out, todo = [], []
+    for p, digest in plan:
+        have = held(p)
+        if have is not None and have != digest:
+            raise InboxError(f"inbox put: {where(p)} already holds other content (sha256 {have[:12]}..., the file "
+                             f"{str(p)!r} has {digest[:12]}...); nothing was {verb}: rename the file")
+        if have is None:
+            todo.append((p, digest))
+        out.append({"path": str(p), "uri": where(p), "sha256": digest, "bytes": p.stat().st_size,
+                    "status": "unchanged" if have else "uploaded"})
+    return out, todo
+
+
 def _put_s3(b: _Bucket, target: str, prefix: str, plan: list[tuple[Path, str]]) -> list[dict[str, Any]]:
     import tempfile
 
-    out, todo = [], []
     with tempfile.TemporaryDirectory(prefix="rlsd-inbox-") as tmp:
-        for p, digest in plan:
+        def held(p: Path) -> str | None:
             key = prefix + p.name
-            uri = target + p.name
-            status = "uploaded"
-            if b._exists(key):
-                held = b.download(key, Path(tmp) / "held")
-                if held != digest:
-                    raise InboxError(f"inbox put: {uri} already holds other content (sha256 {held[:12]}..., the file "
-                                     f"{str(p)!r} has {digest[:12]}...); nothing was uploaded: rename the file")
-                status = "unchanged"
-            else:
-                todo.append((p, key, digest))
-            out.append({"path": str(p), "uri": uri, "sha256": digest, "bytes": p.stat().st_size, "status": status})
-    for p, key, digest in todo:  # the digest the plan already computed: each file is hashed once
+            return b.download(key, Path(tmp) / "held") if b._exists(key) else None
+
+        out, todo = _check_names(plan, lambda p: target + p.name, held, "uploaded")
+    for p, digest in todo:  # the digest the plan already computed: each file is hashed once
+        key = prefix + p.name
         b._call(f"put {key}", lambda p=p, key=key, digest=digest: b.client.fput_object(
             b.cfg.bucket, key, str(p), metadata={"sha256": digest}))
     return out
@@ -323,21 +333,11 @@ def _put_local(folder: Path, plan: list[tuple[Path, str]]) -> list[dict[str, Any
     import os
     import tempfile
 
-    out, todo = [], []
-    for p, digest in plan:
-        dest = folder / p.name
-        status = "uploaded"
-        if dest.exists():
-            held = file_sha256(dest)
-            if held != digest:
-                raise InboxError(f"inbox put: {str(dest)!r} already holds other content (sha256 {held[:12]}..., the "
-                                 f"file {str(p)!r} has {digest[:12]}...); nothing was copied: rename the file")
-            status = "unchanged"
-        else:
-            todo.append((p, dest))
-        out.append({"path": str(p), "uri": str(dest), "sha256": digest, "bytes": p.stat().st_size, "status": status})
+    out, todo = _check_names(plan, lambda p: str(folder / p.name),
+                             lambda p: file_sha256(folder / p.name) if (folder / p.name).exists() else None, "copied")
     folder.mkdir(parents=True, exist_ok=True)
-    for p, dest in todo:  # a temporary name, then a hard link that fails if the name was taken meanwhile
+    for p, _ in todo:  # a temporary name, then a hard link that fails if the name was taken meanwhile
+        dest = folder / p.name
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         os.close(fd)
         try:
