@@ -193,3 +193,71 @@ def mlflow_server_s3(tmp_path_factory: pytest.TempPathFactory, seaweed_s3: Seawe
         yield srv
     finally:
         srv.stop()
+
+
+# Test values of the Secrets the prod overlay's MLflow Deployment reads.
+MANIFEST_SECRETS = {("rlsd-mlflow", "username"): "pipeline", ("rlsd-mlflow", "password"): "a-long-s3cret-pw-1",
+                    ("rlsd-mlflow", "flask-secret-key"): "csrf-key", ("rlsd-mlflow-db", "password"): "db-pw",
+                    ("rlsd-minio-mlflow", "accesskey"): "ak", ("rlsd-minio-mlflow", "secretkey"): "sk"}
+
+
+def start_mlflow_from_manifest(root: Path, port: int, *, s3: S3Server | None = None,
+                               service_port: int | None = None) -> _Proc:
+    """``mlflow server`` with the container command, args and env of the rendered prod overlay (basic-auth app,
+    the Host allow-list, the auth file from its ConfigMap), Secrets replaced by MANIFEST_SECRETS. Substituted
+    only: SQLite for PostgreSQL (both databases), 127.0.0.1 for 0.0.0.0, ``port``, one worker; with ``s3`` its
+    endpoint and user serve the artifacts, without it a local folder does; ``service_port`` moves the allowed
+    in-cluster ``:5000`` entries to the emulated Service port. Returns once /health answers (RuntimeError with
+    the server's log otherwise)."""
+    import configparser
+
+    from tests.manifests.test_manifests import by_kind, render
+
+    objs = render("prod")
+    (c,) = by_kind(objs, "Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"]
+    root.mkdir(parents=True, exist_ok=True)
+    subst = {"--backend-store-uri": f"sqlite:///{root / 'mlflow.db'}", "--host": "127.0.0.1",
+             "--port": str(port), "--workers": "1"}
+    if s3 is None:
+        subst["--artifacts-destination"] = str(root / "artifacts")
+    args = []
+    for a in c["args"]:
+        key, eq, val = a.partition("=")
+        if key in subst:
+            val = subst[key]
+        elif key == "--allowed-hosts" and service_port:
+            val = val.replace(":5000", f":{service_port}")
+        args.append(f"{key}={val}" if eq else a)
+    ini = configparser.ConfigParser()
+    ini.read_string(by_kind(objs, "ConfigMap")["mlflow-auth"]["data"]["basic_auth.ini"])
+    ini["mlflow"]["database_uri"] = f"sqlite:///{root / 'auth.db'}"
+    env = {"PATH": os.environ["PATH"], "HOME": str(root)}
+    for e in c["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = MANIFEST_SECRETS[(ref["name"], ref["key"])]
+    if s3 is not None:
+        env.update(s3.env())  # MLflow's own MinIO user: here the one SeaweedFS user
+        env["MLFLOW_S3_ENDPOINT_URL"] = f"http://{s3.endpoint}"
+    mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "auth")
+    if not env["MLFLOW_AUTH_CONFIG_PATH"].startswith(mount + "/"):
+        raise RuntimeError(f"MLFLOW_AUTH_CONFIG_PATH {env['MLFLOW_AUTH_CONFIG_PATH']} is not on the auth volume {mount}")
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(root / os.path.basename(env["MLFLOW_AUTH_CONFIG_PATH"]))
+    with open(env["MLFLOW_AUTH_CONFIG_PATH"], "w") as f:
+        ini.write(f)
+    proc = _Proc(root / "mlflow-server.log")
+    proc._spawn([_bin("mlflow"), *c["command"][1:], *args], env, root)
+    deadline = time.monotonic() + 150
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if not proc.running or time.monotonic() > deadline:
+            proc.stop()
+            raise RuntimeError(f"MLflow from the manifest did not start; log:\n{proc.log_tail()}")
+        time.sleep(0.5)

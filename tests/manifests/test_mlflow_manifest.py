@@ -8,21 +8,15 @@ from __future__ import annotations
 import base64
 import configparser
 import importlib.util
-import os
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 from tests.manifests.test_manifests import by_kind, render
-from tests.mlflow_server import _bin, _Proc
+from tests.mlflow_server import MANIFEST_SECRETS, start_mlflow_from_manifest
 from tests.s3server import free_ports
 
 IN_CLUSTER = "mlflow.rlsd.svc.cluster.local:5000"
-SECRETS = {("rlsd-mlflow", "username"): "pipeline", ("rlsd-mlflow", "password"): "a-long-s3cret-pw-1",
-           ("rlsd-mlflow", "flask-secret-key"): "csrf-key", ("rlsd-mlflow-db", "password"): "db-pw",
-           ("rlsd-minio-mlflow", "accesskey"): "ak", ("rlsd-minio-mlflow", "secretkey"): "sk"}
-
 
 def mlflow_container():
     dep = by_kind(render("prod"), "Deployment")["mlflow"]
@@ -63,49 +57,13 @@ def _request(url, host, auth=None):
 def test_server_from_the_manifest_serves_the_in_cluster_host_with_credentials_only(tmp_path):
     if importlib.util.find_spec("flask_wtf") is None:
         pytest.fail("MLflow's basic-auth app needs flask-wtf (a dev dependency, see pyproject.toml)")
-    exe = _bin("mlflow")
-    _, c = mlflow_container()
     port = free_ports(1)[0]
-    args = []
-    for a in c["args"]:
-        key = a.split("=", 1)[0]
-        if key == "--backend-store-uri":
-            a = f"--backend-store-uri=sqlite:///{tmp_path / 'mlflow.db'}"
-        elif key == "--artifacts-destination":
-            a = f"--artifacts-destination={tmp_path / 'artifacts'}"
-        elif key == "--host":
-            a = "--host=127.0.0.1"
-        elif key == "--port":
-            a = f"--port={port}"
-        elif key == "--workers":
-            a = "--workers=1"
-        args.append(a)
-    ini = configparser.ConfigParser()
-    ini.read_string(by_kind(render("prod"), "ConfigMap")["mlflow-auth"]["data"]["basic_auth.ini"])
-    ini["mlflow"]["database_uri"] = f"sqlite:///{tmp_path / 'auth.db'}"
-    mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "auth")
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
-    for e in c["env"]:
-        if "value" in e:
-            env[e["name"]] = e["value"]
-        else:
-            ref = e["valueFrom"]["secretKeyRef"]
-            env[e["name"]] = SECRETS[(ref["name"], ref["key"])]
-    assert env["MLFLOW_AUTH_CONFIG_PATH"].startswith(mount + "/")
-    env["MLFLOW_AUTH_CONFIG_PATH"] = str(tmp_path / os.path.basename(env["MLFLOW_AUTH_CONFIG_PATH"]))
-    with open(env["MLFLOW_AUTH_CONFIG_PATH"], "w") as f:
-        ini.write(f)
-    proc = _Proc(tmp_path / "server.log")
-    proc._spawn([exe, *c["command"][1:], *args], env, tmp_path)
+    proc = start_mlflow_from_manifest(tmp_path, port)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 150
-        while _request(url + "/health", "localhost") != 200:
-            assert proc.running, proc.log_tail()
-            assert time.monotonic() < deadline, proc.log_tail()
-            time.sleep(0.5)
+        assert _request(url + "/health", "localhost") == 200
         api = url + "/api/2.0/mlflow/experiments/search?max_results=1"
-        creds = (SECRETS[("rlsd-mlflow", "username")], SECRETS[("rlsd-mlflow", "password")])
+        creds = (MANIFEST_SECRETS[("rlsd-mlflow", "username")], MANIFEST_SECRETS[("rlsd-mlflow", "password")])
         assert _request(api, IN_CLUSTER, creds) == 200, proc.log_tail()
         assert _request(api, "mlflow:5000", creds) == 200
         assert _request(api, IN_CLUSTER) == 401

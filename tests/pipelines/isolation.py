@@ -216,69 +216,19 @@ def isolated_steps(pod: Pod):
 # The cluster's servers on this machine: SeaweedFS S3 and MLflow started as manifests/ starts it
 # ----------------------------------------------------------------------------------------------
 
-MLFLOW_SECRETS = {("rlsd-mlflow", "username"): "pipeline", ("rlsd-mlflow", "password"): "a-long-s3cret-pw-1",
-                  ("rlsd-mlflow", "flask-secret-key"): "csrf-key", ("rlsd-mlflow-db", "password"): "db-pw"}
-
-
 def start_mlflow_from_manifest(root: Path, s3, port: int):
-    """``mlflow server`` with the container args of the rendered prod overlay (basic-auth app, the Host
-    allow-list, --serve-artifacts to the "mlflow" bucket) on ``port``; substituted only: SQLite for
-    PostgreSQL, 127.0.0.1 for 0.0.0.0, one worker, the S3 endpoint, and the allowed in-cluster ``:5000``
-    entries moved to ``:<port>`` (the emulated Service port). Returns the running tests.mlflow_server._Proc."""
-    import configparser
+    """MLflow from the prod manifest (tests.mlflow_server), artifacts in ``s3``, answering on ``port`` as the
+    emulated Service."""
+    from tests.mlflow_server import start_mlflow_from_manifest as start
 
-    from tests.manifests.test_manifests import by_kind, render
-    from tests.mlflow_server import _bin, _Proc
-
-    objs = render("prod")
-    (c,) = by_kind(objs, "Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"]
-    root.mkdir(parents=True, exist_ok=True)
-    subst = {"--backend-store-uri": f"sqlite:///{root / 'mlflow.db'}", "--host": "127.0.0.1",
-             "--port": str(port), "--workers": "1"}
-    args = []
-    for a in c["args"]:
-        key, _, val = a.partition("=")
-        if key in subst:
-            val = subst[key]
-        elif key == "--allowed-hosts":
-            val = val.replace(":5000", f":{port}")
-        args.append(f"{key}={val}" if _ else a)
-    ini = configparser.ConfigParser()
-    ini.read_string(by_kind(objs, "ConfigMap")["mlflow-auth"]["data"]["basic_auth.ini"])
-    ini["mlflow"]["database_uri"] = f"sqlite:///{root / 'auth.db'}"
-    env = {"PATH": os.environ["PATH"], "HOME": str(root)}
-    for e in c["env"]:
-        if "value" in e:
-            env[e["name"]] = e["value"]
-        else:
-            ref = e["valueFrom"]["secretKeyRef"]
-            env[e["name"]] = MLFLOW_SECRETS.get((ref["name"], ref["key"]), "")
-    env.update(s3.env())  # MLflow's own MinIO user: here the one SeaweedFS user
-    env["MLFLOW_S3_ENDPOINT_URL"] = f"http://{s3.endpoint}"
-    env["MLFLOW_AUTH_CONFIG_PATH"] = str(root / "basic_auth.ini")
-    with open(env["MLFLOW_AUTH_CONFIG_PATH"], "w") as f:
-        ini.write(f)
-    proc = _Proc(root / "mlflow-server.log")
-    proc._spawn([_bin("mlflow"), *c["command"][1:], *args], env, root)
-    import urllib.request
-
-    deadline = time.monotonic() + 150
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            pass
-        if not proc.running or time.monotonic() > deadline:
-            proc.stop()
-            raise RuntimeError(f"MLflow from the manifest did not start; log:\n{proc.log_tail()}")
-        time.sleep(0.5)
+    return start(root, port, s3=s3, service_port=port)
 
 
 def mlflow_credentials() -> dict[str, str]:
-    return {"MLFLOW_TRACKING_USERNAME": MLFLOW_SECRETS[("rlsd-mlflow", "username")],
-            "MLFLOW_TRACKING_PASSWORD": MLFLOW_SECRETS[("rlsd-mlflow", "password")]}
+    from tests.mlflow_server import MANIFEST_SECRETS
+
+    return {"MLFLOW_TRACKING_USERNAME": MANIFEST_SECRETS[("rlsd-mlflow", "username")],
+            "MLFLOW_TRACKING_PASSWORD": MANIFEST_SECRETS[("rlsd-mlflow", "password")]}
 
 
 # ----------------------------------------------------------------------------------------------
