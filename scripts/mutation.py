@@ -237,8 +237,10 @@ EQUIVALENT: dict[str, str] = {
     "rlsd.evaluate.x_write_report__mutmut_261": "same as mutmut_185 (report.html)",
     "rlsd.evaluate.x_write_report__mutmut_263": "same as mutmut_185 (report.html)",
     "rlsd.evaluate.x_write_report__mutmut_270": "same as mutmut_196 (report.html)",
-    # verifiers: graders.py (numbers of src/rlsd/verifiers/graders.py as of 81fee1c)
-    # end graders
+    # verifiers: graders.py specs and composition (numbers of src/rlsd/verifiers/graders.py as of 81fee1c)
+    # end graders specs
+    # verifiers: graders.py metrics, rubric, judge (numbers as of 81fee1c)
+    # end graders metrics
     # verifiers: the other answer verifiers (numbers as of 81fee1c)
     # end other verifiers
     # data
