@@ -289,7 +289,7 @@ def mutmut_table(group: dict) -> str:
         f"source_paths = {_toml_list(group['source'])}",
         f"pytest_add_cli_args_test_selection = {_toml_list(group['tests'])}",
         *([f"only_mutate = {_toml_list(group['only'])}"] if group.get("only") else []),
-        'also_copy = ["tests/", "src/", "components/", "pipelines/"]',
+        'also_copy = ["tests/", "src/", "components/", "pipelines/", "data/sample/", "configs/"]',
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]',
         "",
     ])
