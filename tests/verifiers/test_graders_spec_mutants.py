@@ -6,8 +6,6 @@ stand-in that records its calls."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from rlsd.tasks import Task
@@ -217,8 +215,3 @@ def test_grader_ok_thresholds_are_inclusive():
     assert not G.grader_ok({"reference": None, "empty": None, "echo": None})
     assert G.grader_ok({"reference": 1.0, "empty": None, "echo": None})
 
-
-def test_message_lists_match_the_module_constants():
-    # the lists in the messages are the module's, in its order (a new grader shows up in the error)
-    assert ", ".join(G.GRADERS) == KNOWN_GRADERS and ", ".join(G.METRICS) == KNOWN_METRICS
-    assert not re.search(r"\n", _error({"grader": "rouge"}))
