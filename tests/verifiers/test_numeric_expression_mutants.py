@@ -272,9 +272,9 @@ def test_expression_length_bound_is_inclusive():
     assert len(at_limit) == 200
     assert expression("Answer: " + at_limit, expr_task()) == 1.0
     assert evaluate_expression(at_limit) == (Fraction(24), [3, 8])
-    with pytest.raises(ValueError, match="empty or too long"):
+    with pytest.raises(ValueError, match="^empty or too long$"):
         evaluate_expression("(" * 100 + "1" + ")" * 100)           # 201 characters
-    with pytest.raises(ValueError, match="empty or too long"):
+    with pytest.raises(ValueError, match="^empty or too long$"):
         evaluate_expression("  ")
 
 
