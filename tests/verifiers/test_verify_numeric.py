@@ -166,3 +166,44 @@ def test_parsing_is_bounded_in_any_thread():
     th.join(30)
     assert out["s"] == 0.0 and out["s2"] == 0.0
     assert out["t"] < 1.0, out["t"]
+
+
+# Reward bugs found by the mutation review (issue 21): each row paid a wrong answer or refused a right one.
+@pytest.mark.parametrize("answer, reference, expected", [
+    # an answer that says "%" is a percentage: 0.5% and 5000% are not 50%
+    ("50%", "50%", 1.0), ("0.5", "50%", 1.0), ("50", "50%", 1.0), ("50 percent", "50%", 1.0),
+    ("0.5%", "50%", 0.0), ("5000%", "50%", 0.0), ("5000", "50%", 0.0), ("0.005", "50%", 0.0),
+    ("12.5%", "12.5%", 1.0), ("0.125%", "12.5%", 0.0), ("1250%", "12.5%", 0.0),
+    # the exponent belongs to the number, not to the unit: 1.5e3 km is 1500, not 1.5
+    ("1.5e3 km", "1500", 1.0), ("1.5e3 km", "1.5", 0.0), ("1.5E3 km", "1.5", 0.0),
+    ("2 \\times 10^{3} m", "2000", 1.0), ("2 \\times 10^{3} m", "2", 0.0),
+    ("3e-2 A", "0.03", 1.0), ("3e-2 A", "3", 0.0), ("12 eV", "12", 1.0),
+])
+def test_percent_and_exponent_answers(answer, reference, expected):
+    assert score(task(reference), "Answer: " + answer) == expected
+
+
+def test_a_copied_latex_expression_is_not_an_answer():
+    """The question's own expression with LaTeX braces between number and operator is a copy, not a result."""
+    q = "Simplify 4\\sqrt{2} - 2\\sqrt{2}. Give the exact value."
+    assert score(task("2\\sqrt{2}", prompt=q), "Answer: 4\\sqrt{2} - 2\\sqrt{2}") == 0.0
+    assert score(task("2\\sqrt{2}", prompt=q), "Answer: 4\\sqrt{2}-2\\sqrt{2}") == 0.0
+    assert score(task("2\\sqrt{2}", prompt=q), "Answer: 2\\sqrt{2}") == 1.0
+    assert score(task("2\\sqrt{2}", prompt=q), "Answer: \\sqrt{8}") == 1.0
+
+
+def test_the_first_symbolic_check_of_a_process_does_not_time_out_on_importing_sympy():
+    """sympy is imported before the comparison's time limit starts: a cold process with a 0.25 s limit (a
+    cold sympy import takes longer) still finds 2*sqrt(2) == sqrt(8)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "assert 'sympy' not in sys.modules\n"
+            "import importlib\n"
+            "n = importlib.import_module('rlsd.verifiers.numeric')\n"
+            "n.SYMPY_TIME_LIMIT_S = 0.25\n"
+            "print(n.sympy_equal('2*sqrt(2)', 'sqrt(8)'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"

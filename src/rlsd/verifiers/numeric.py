@@ -80,7 +80,7 @@ def _clean(s: str) -> tuple[str, str | None, bool]:
     if s[:1] == "-" and s[1:2] in _CURRENCY:
         s = "-" + s[2:]
     unit = None
-    m = re.match(rf"^(.*?[0-9\}}\)])\s*({_UNIT_WORD})$", s)
+    m = re.match(rf"^(.*?[0-9\}}\)](?:[eE][-+]?\d+)?)\s*({_UNIT_WORD})$", s)  # "1.5e3 km": the exponent is the number's
     if (m and not re.fullmatch(r"[eE][-+]?\d+", m.group(2).strip()) and not re.search(r"[a-zA-Z]\s*[\*\+\-/^(]", m.group(2))
             and not re.search(r"\s[-+]?\d", m.group(2))):  # "8 or 9": a second number is no unit
         # a trailing word after a number is a unit ("12 km", "3.5 kg/m^2"), not part of an expression
@@ -211,9 +211,17 @@ def _sympy_expr(s: str):
                       transformations=standard_transformations + (convert_xor, implicit_multiplication_application))
 
 
+def _import_sympy() -> None:
+    """Import sympy's parser outside the time limit: a first import (2 s on loaded cores) inside it would make
+    the first symbolic comparison of a process time out and score a right answer 0."""
+    import sympy  # noqa: F401
+    import sympy.parsing.sympy_parser  # noqa: F401
+
+
 def sympy_equal(a: str, b: str, *, abs_tol: float = 1e-6, rel_tol: float = 1e-9) -> bool:
     """True when two short expressions are symbolically (or, for constants, numerically) equal.
     Never raises; False on anything it refuses to parse or that runs past the time limit."""
+    _import_sympy()
     try:
         with _time_limit(SYMPY_TIME_LIMIT_S):
             ea, eb = _sympy_expr(a), _sympy_expr(b)
@@ -247,7 +255,9 @@ def copies_question_expression(answer: str, question: str) -> bool:
     """True for an expression over the question's own numbers: two or more numbers, every one of them in
     the question, with an operator between them ("14 + 89 - 95" for "What is 14 + 89 - 95?")."""
     nums = _numbers(answer)
-    if len(nums) < 2 or not re.search(r"\d\s*\)?\s*(?:[-+*/^\u00d7\u00f7]|\\times|\\cdot|\\div)\s*\(?\s*[-+]?\d", answer):
+    # a closing bracket or LaTeX brace may sit between a number and the operator: "4\sqrt{2} - 2\sqrt{2}"
+    if len(nums) < 2 or not re.search(r"\d\s*[)\]}]*\s*(?:[-+*/^\u00d7\u00f7]|\\times|\\cdot|\\div)\s*[(\[{]*\s*[-+]?\d",
+                                      answer):
         return False
     asked = set(_numbers(question[:MAX_ANSWER_CHARS * 50]))
     return all(n in asked for n in nums)
@@ -273,16 +283,15 @@ def numeric(completion: str, task: Task) -> float | None:
     if want_unit and got_unit and got_unit != str(want_unit).lower():
         return 0.0
     if ref is not None and got is not None:
-        # percent only where the reference is a percentage: then "50", "0.5" and "50%" all match "50%"
-        refs = [ref, ref * 100] if ref_pct else [ref]
-        gots = [got, got * 100] if (got_pct and ref_pct) else [got]
+        # percent only where the reference is a percentage: then "50%", "0.5" and "50" all match "50%" (values
+        # are already divided by 100: ref 0.5); an answer that says "%" is read only as a percentage
+        refs = [ref, ref * 100] if (ref_pct and not got_pct) else [ref]
         for r in refs:
-            for g in gots:
-                if r.denominator == 1 and g.denominator == 1 and not explicit_tol:
-                    if g == r:  # integers: exactly
-                        return 1.0
-                elif abs(float(g - r)) <= max(abs_tol, rel_tol * abs(float(r))):
+            if r.denominator == 1 and got.denominator == 1 and not explicit_tol:
+                if got == r:  # integers: exactly
                     return 1.0
+            elif abs(float(got - r)) <= max(abs_tol, rel_tol * abs(float(r))):
+                return 1.0
         return 0.0
     if not args.get("allow_expressions"):
         if ref is not None and len(_numbers(got_text)) >= 2:
@@ -293,6 +302,7 @@ def numeric(completion: str, task: Task) -> float | None:
 
 
 def _sympy_expr_safe(s: str):
+    _import_sympy()
     try:
         with _time_limit(SYMPY_TIME_LIMIT_S):
             return _sympy_expr(s)
