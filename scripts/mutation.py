@@ -238,10 +238,93 @@ EQUIVALENT: dict[str, str] = {
     "rlsd.evaluate.x_write_report__mutmut_263": "same as mutmut_185 (report.html)",
     "rlsd.evaluate.x_write_report__mutmut_270": "same as mutmut_196 (report.html)",
     # verifiers: graders.py specs and composition (numbers of src/rlsd/verifiers/graders.py as of 81fee1c)
+    "rlsd.verifiers.graders.x__model_path__mutmut_12":
+        "the returned Path is never used: both callers (validate_spec, similarity/embedding and judge) call _model_path only for its ValueError and discard the result",
+    "rlsd.verifiers.graders.x_check_grader__mutmut_25":
+        "'answer: ' vs 'Answer: ': every grader reads the echo probe through case-insensitive markers (graders._MARKER and extract._LINE are re.IGNORECASE), so the probe's score is the same",
+    "rlsd.verifiers.graders.x_check_grader__mutmut_26":
+        "'ANSWER: ' vs 'Answer: ': every grader reads the echo probe through case-insensitive markers (graders._MARKER and extract._LINE are re.IGNORECASE), so the probe's score is the same",
+    "rlsd.verifiers.graders.x_validate_spec__mutmut_113":
+        "default weight 2 instead of 1 in the positive-total check: the check only asks whether the sum of positive weights is > 0, and a missing weight counts as positive either way (items are already checked to be numbers)",
+    "rlsd.verifiers.graders.x_validate_spec__mutmut_228":
+        "float('INF') == float('inf') in Python (case-insensitive parse), same bound",
     # end graders specs
     # verifiers: graders.py metrics, rubric, judge (numbers as of 81fee1c)
     # end graders metrics
-    # verifiers: the other answer verifiers (numbers as of 81fee1c)
+    # verifiers: the other answer verifiers (numbers as of 81fee1c; numeric.py changed in 0e5fc4a after them: check
+    # the numeric() and sympy_equal() entries against `mutmut show` on the next run)
+    "rlsd.verifiers.expression.x_evaluate_expression__mutmut_50":
+        "Fraction(str(n)) == Fraction(n) for every int constant (bools are excluded by the type check; a 200-char answer is far below int's 4300-digit str limit)",
+    "rlsd.verifiers.numeric.x__clean__mutmut_89":
+        "the search runs with re.IGNORECASE, so the pattern's own case (PERCENT vs percent) changes no match",
+    "rlsd.verifiers.numeric.x__clean__mutmut_102":
+        "the sub runs with flags=re.IGNORECASE, so the pattern's own case (PERCENT vs percent) changes no match",
+    "rlsd.verifiers.numeric.x__latex_to_sympy__mutmut_50":
+        "an unreplaced '\\pi' still becomes 'pi' when the last step drops every backslash; no step in between reads it",
+    "rlsd.verifiers.numeric.x__latex_to_sympy__mutmut_51":
+        "an unreplaced '\\pi' still becomes 'pi' when the last step drops every backslash; no step in between reads it",
+    "rlsd.verifiers.numeric.x__latex_to_sympy__mutmut_60":
+        "an unreplaced '\\ln' still becomes 'ln' when the last step drops every backslash; no step in between reads it",
+    "rlsd.verifiers.numeric.x__latex_to_sympy__mutmut_61":
+        "an unreplaced '\\ln' still becomes 'ln' when the last step drops every backslash; no step in between reads it",
+    "rlsd.verifiers.numeric.x__sympy_expr__mutmut_45":
+        "parse_expr's namespace (from sympy import *) already binds ln to sympy.log (sympy.ln is sympy.log), so the local 'ln' key is redundant",
+    "rlsd.verifiers.numeric.x__sympy_expr__mutmut_46":
+        "parse_expr's namespace (from sympy import *) already binds ln to sympy.log (sympy.ln is sympy.log), so the local 'ln' key is redundant",
+    "rlsd.verifiers.numeric.x__sympy_expr__mutmut_61":
+        "evaluate=True is parse_expr's default, so dropping the argument changes nothing",
+    "rlsd.verifiers.numeric.x_numeric__mutmut_62":
+        "an empty or over-200-char answer let through still scores 0.0: parse_exact and _sympy_expr refuse over 200 chars and sympy cannot parse an empty string (caught: not equal)",
+    "rlsd.verifiers.numeric.x_sympy_equal__mutmut_7":
+        "with only one side None the mutant reaches None.free_symbols, whose AttributeError the except BaseException below turns into the same False",
+    "rlsd.verifiers.sql.x__canon__mutmut_1":
+        "the blob tag only separates blobs from scalars; both sides are canonicalised with the same tag and no scalar is a tuple",
+    "rlsd.verifiers.sql.x__canon__mutmut_2":
+        "the blob tag only separates blobs from scalars; both sides are canonicalised with the same tag and no scalar is a tuple",
+    "rlsd.verifiers.sql.x_sql__mutmut_45":
+        "a missing answer returns 0.0 on `empty` before the placeholder's rows or error are looked at; the reference still runs first in the child",
+    "rlsd.verifiers.sql.x_sql__mutmut_46":
+        "SQL keywords are case-insensitive: 'select null where 0' is the same placeholder query",
+    "rlsd.verifiers.sql.x_sql__mutmut_49":
+        "empty is only tested for truth: None and False are both false",
+    "rlsd.verifiers.sql.x_sql__mutmut_62":
+        "_answer_query returns the query .strip()ped, so rstrip() and lstrip() are both no-ops before rstrip(';')",
+    "rlsd.verifiers.sql.x_sql__mutmut_73":
+        "a reply with a truthy got_error never carries a list in got (the child sets got=None; run_queries' own errors have no got), so `and` and `or` agree",
+    "rlsd.verifiers.sql.x_sql__mutmut_75":
+        "whenever got_error is set, got is not a list (child: got=None; run_queries' errors: no got), so the isinstance check alone gives 0.0",
+    "rlsd.verifiers.sql.x_sql__mutmut_76":
+        "whenever got_error is set, got is not a list (child: got=None; run_queries' errors: no got), so the isinstance check alone gives 0.0",
+    "rlsd.verifiers.sql.x_sql__mutmut_77":
+        "whenever got_error is set, got is not a list (child: got=None; run_queries' errors: no got), so the isinstance check alone gives 0.0",
+    "rlsd.verifiers.sql.x_sql__mutmut_96":
+        "the default is only tested for truth: None and False are both false",
+    "rlsd.verifiers.sql.x_sql__mutmut_98":
+        "dict.get's own default is None, false like False",
+    "rlsd.verifiers.json_answer.x__answer_text__mutmut_22":
+        "only a text starting with 'X' is newly let through, and no JSON text starts with X: json.loads fails and the score is 0.0 either way",
+    "rlsd.verifiers.json_answer.x__equal__mutmut_7":
+        "bools are handled above; a JSON number never == a string, null, list or object, so `or` falls to the same False",
+    "rlsd.verifiers.json_answer.x_json_answer__mutmut_14":
+        "validator_for's own default is jsonschema's latest draft, Draft202012Validator in the pinned jsonschema 4.26 (would differ only if a later jsonschema moves its latest draft)",
+    "rlsd.verifiers.label.x_label__mutmut_46":
+        "`None or []` is [] like `[] or []`",
+    "rlsd.verifiers.label.x_label__mutmut_48":
+        "dict.get's own default is None, and `None or []` is []",
+    "rlsd.verifiers.label.x_label__mutmut_51":
+        "an empty choice is named only when the answer normalises to '' (words == '  '), and '' is never accepted (discarded above), so the verdict stays 0.0",
+    "rlsd.verifiers.label.x_normalise_label__mutmut_11":
+        "whitespace kept as-is instead of ' ' is collapsed by ' '.join(s.split()) on the next line",
+    "rlsd.verifiers.label.x_normalise_label__mutmut_18":
+        "no Unicode general category starts with 'X', so 'XXPSXX' drops exactly the P and S characters as 'PS' does",
+    "rlsd.verifiers.extract.x__boxed_spans__mutmut_21":
+        "the span end matters only to a statement starting at the box's last content character or its closing '}', and no tag ('<'), box ('\\\\') or answer line (line start) can start there",
+    "rlsd.verifiers.extract.x__statements__mutmut_20":
+        "ties on start never happen: a tag starts with '<', a box with '\\\\', an answer line at a line start with blank/A, so the tie-break order is never used",
+    "rlsd.verifiers.extract.x_extract_answer__mutmut_14":
+        "the else branch handles every kind other than tag and line as boxed, whatever the third name is",
+    "rlsd.verifiers.extract.x_extract_answer__mutmut_15":
+        "the else branch handles every kind other than tag and line as boxed, whatever the third name is",
     # end other verifiers
     # data
     # end data
