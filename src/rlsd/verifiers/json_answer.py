@@ -2,7 +2,8 @@
 
 The answer is the stated answer (tag / answer line / boxed), else the last ```json fenced block,
 else the whole completion when it is a JSON object or array (starts with "{" or "["; a bare scalar such
-as ``42`` must be stated, e.g. ``Answer: 42``, so prose that happens to start with a number is no answer). It must parse as JSON (at most
+as ``42`` must be stated, e.g. ``Answer: 42``, so prose that happens to start with a number is no
+answer). It must parse as JSON (at most
 :data:`MAX_JSON_CHARS` characters) and validate against ``verifier_args["schema"]`` (JSON Schema,
 the draft named by its ``$schema``, else 2020-12) when one is given; otherwise the score is 0.
 
