@@ -250,6 +250,22 @@ EQUIVALENT: dict[str, str] = {
         "float('INF') == float('inf') in Python (case-insensitive parse), same bound",
     # end graders specs
     # verifiers: graders.py metrics, rubric, judge (numbers as of 81fee1c)
+    "rlsd.verifiers.graders.x_length_factor__mutmut_14":
+        "n <= allowed vs n < allowed: at n == allowed the else branch returns allowed / n == 1.0 exactly, the same as the if branch",
+    "rlsd.verifiers.graders.x_token_f1__mutmut_4":
+        "'not p and not r' vs 'not p or not r': when only one side is empty the Counter intersection is empty, so the next check returns the same 0.0",
+    "rlsd.verifiers.graders.x_rubric__mutmut_77":
+        "min(2.0, ...) vs min(1.0, ...) on got / total: got sums the matched weights, at most the matched positive ones, so got <= total and the ratio never exceeds 1",
+    "rlsd.verifiers.graders.x_similarity__mutmut_27":
+        "dropping smooth_method='exp' from sacrebleu.sentence_bleu: 'exp' is its default (signature: smooth_method: str = 'exp')",
+    "rlsd.verifiers.graders.xǁJudgeǁprompt__mutmut_12":
+        "getattr(tok, 'chat_template') without the None default: every transformers tokenizer sets self.chat_template in PreTrainedTokenizerBase.__init__ (None when absent), so the attribute always exists",
+    "rlsd.verifiers.graders.xǁJudgeǁprompt__mutmut_16":
+        "apply_chat_template(tokenize=None) vs tokenize=False: transformers tests it only by truthiness ('if not tokenize' / 'if tokenize'), so None returns the same rendered string",
+    "rlsd.verifiers.graders.xǁ_Embedderǁembed__mutmut_4":
+        "truncation=None with max_length=512: transformers defaults an unset truncation to 'longest_first' when max_length is given (with a warning), so the text is still cut at 512 tokens (checked: the 512-token test passes on it, and fails for truncation=False)",
+    "rlsd.verifiers.graders.xǁ_Embedderǁembed__mutmut_8":
+        "truncation left out with max_length=512: the same transformers default as truncation=None ('longest_first' when max_length is given), still cut at 512 tokens",
     # end graders metrics
     # verifiers: the other answer verifiers (numbers as of 81fee1c; numeric.py changed in 0e5fc4a after them: check
     # the numeric() and sympy_equal() entries against `mutmut show` on the next run)
