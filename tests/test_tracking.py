@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -220,3 +221,47 @@ def test_track_run_logs_a_finished_output_folder(mlflow_server, tmp_path):
     assert {"config.yaml", "metrics.jsonl", "plots/reward.png", "plots/lambda.png"} <= names
     # the artifacts went through the server's proxy to its --artifacts-destination folder
     assert any(Path(mlflow_server.artifacts_destination).rglob("metrics.jsonl"))
+
+
+def test_model_uploads_get_their_own_timeout_and_the_short_one_comes_back(monkeypatch):
+    """A model upload runs under tracking.upload_timeout_s (the server answers a shard's PUT only after storing
+    it: 10 s timed out on a 500 MB SmolLM2 shard under load), and the short metric timeout is restored after,
+    also when the upload fails."""
+    from rlsd.tracking import upload_timeout
+
+    cfg = TrackingConfig(http_timeout_s=10, upload_timeout_s=900)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    with upload_timeout(cfg):
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "900"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
+    with pytest.raises(RuntimeError), upload_timeout(cfg):
+        raise RuntimeError("upload failed")
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT")
+    with upload_timeout(TrackingConfig(http_timeout_s=60, upload_timeout_s=30)):  # never shorter than the usual
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "60"
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
+
+
+def test_register_uploads_the_model_under_the_upload_timeout(tmp_path, monkeypatch):
+    """The wiring: the real register_model (embedded store) logs the model while the upload timeout is in effect."""
+    import mlflow
+
+    from rlsd.config import RLSDConfig
+    from rlsd.models import build_tiny_model
+    from rlsd.registry import register_model
+
+    monkeypatch.chdir(tmp_path)
+    build_tiny_model(tmp_path / "m", hidden_size=32, num_layers=1, num_heads=1, seed=0)
+    seen = []
+    real = mlflow.transformers.log_model
+
+    def recording(*a, **kw):
+        seen.append(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(mlflow.transformers, "log_model", recording)
+    cfg = RLSDConfig()
+    r = register_model(cfg, tmp_path / "m")
+    assert r["version"] == 1 and seen == [str(cfg.tracking.upload_timeout_s)]
+    assert os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") == str(cfg.tracking.http_timeout_s)

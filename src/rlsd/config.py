@@ -367,6 +367,9 @@ class TrackingConfig:
     # a down server never blocks training for long.
     http_retries: int = 1
     http_timeout_s: int = 10
+    # The per-request timeout while a model's files are uploaded (register): the server answers a PUT only
+    # after it has streamed the whole file to its artifact store, far longer than 10 s for a model shard.
+    upload_timeout_s: int = 1800
     # Back-off between retries of buffered logging: doubles from 0.5 s up to this cap.
     max_backoff_s: float = 30.0
     # How long finish() keeps retrying undelivered records before it warns and gives up.
@@ -381,6 +384,7 @@ class TrackingConfig:
         _check(bool(self.experiment), "tracking.experiment must be a non-empty name, got ''")
         _check(self.http_retries >= 0, lambda: f"tracking.http_retries must be >= 0, got {self.http_retries}")
         _check(self.http_timeout_s >= 1, lambda: f"tracking.http_timeout_s must be >= 1, got {self.http_timeout_s}")
+        _check(self.upload_timeout_s >= 1, lambda: f"tracking.upload_timeout_s must be >= 1, got {self.upload_timeout_s}")
         _check(self.max_backoff_s > 0, lambda: f"tracking.max_backoff_s must be > 0, got {self.max_backoff_s}")
         _check(self.flush_timeout_s >= 0, lambda: f"tracking.flush_timeout_s must be >= 0, got {self.flush_timeout_s}")
         _check(self.max_buffered_metrics >= 1,
@@ -516,7 +520,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "validation.max_section_chars": (0, _BIG), "validation.max_title_chars": (0, _BIG), "validation.max_body_chars": (0, _BIG),
     "validation.min_prompt_chars": (0, _BIG), "validation.max_prompt_chars": (0, _BIG),
     "validation.max_context_chars": (0, _BIG), "validation.leak_span_words": (3, 100_000), "validation.chunk_rows": (1, _BIG),
-    "tracking.http_retries": (0, 100), "tracking.http_timeout_s": (1, 3600), "tracking.max_backoff_s": (0.001, 3600.0),
+    "tracking.http_retries": (0, 100), "tracking.http_timeout_s": (1, 3600), "tracking.upload_timeout_s": (1, 86400), "tracking.max_backoff_s": (0.001, 3600.0),
     "tracking.flush_timeout_s": (0.0, 86400.0), "tracking.max_buffered_metrics": (1, 100_000_000),
     "registry.margin": (0.0, 100.0), "registry.max_leakage_rate": (0.0, 1.0), "registry.min_paired_tasks": (1, _BIG),
     "eval.k": (1, 1024), "eval.num_samples": (0, 65536), "eval.max_new_tokens": (1, 131072),

@@ -52,7 +52,13 @@ from typing import Any
 
 from rlsd import offline
 from rlsd.config import RegistryConfig, RLSDConfig
-from rlsd.tracking import artifact_root, code_version, configure_client, get_or_create_experiment
+from rlsd.tracking import (
+    artifact_root,
+    code_version,
+    configure_client,
+    get_or_create_experiment,
+    upload_timeout,
+)
 
 offline.apply()
 
@@ -393,7 +399,7 @@ def register_model(cfg: RLSDConfig, model_dir: str | Path, *, run_id: str | None
     exp_id = get_or_create_experiment(client, cfg.tracking.experiment, artifact_root(cfg.tracking))
     tags = {"rlsd.source_dir": str(model_dir.resolve()), **lineage}
     start = {"run_id": run_id} if run_id else {"experiment_id": exp_id, "run_name": f"register-{model_dir.resolve().name}"}
-    with mlflow.start_run(**start) as run:
+    with mlflow.start_run(**start) as run, upload_timeout(cfg.tracking):
         info = mlflow.transformers.log_model(
             transformers_model={"model": model, "tokenizer": tokenizer}, name="model", task="text-generation",
             pip_requirements=pip_requirements(), signature=_signature(), save_pretrained=True)

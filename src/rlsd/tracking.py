@@ -23,6 +23,7 @@ decoupled from training and retried until ``finish``'s deadline. MLflow's per-re
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,21 @@ def configure_client(cfg: TrackingConfig) -> str:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.http_retries)
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.http_timeout_s)
     return resolve_uri(cfg.uri)
+
+
+@contextlib.contextmanager
+def upload_timeout(cfg: TrackingConfig) -> Iterator[None]:
+    """MLflow's per-request timeout raised to ``cfg.upload_timeout_s`` for the block (a model upload: the
+    server answers each PUT only after it has stored the whole file), then set back."""
+    old = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT")
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(cfg.http_timeout_s, cfg.upload_timeout_s))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_TIMEOUT", None)
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = old
 
 
 def get_or_create_experiment(client: Any, name: str, artifact_location: str | None) -> str:
