@@ -216,14 +216,6 @@ def isolated_steps(pod: Pod):
 # The cluster's servers on this machine: SeaweedFS S3 and MLflow started as manifests/ starts it
 # ----------------------------------------------------------------------------------------------
 
-def start_mlflow_from_manifest(root: Path, s3, port: int):
-    """MLflow from the prod manifest (tests.mlflow_server), artifacts in ``s3``, answering on ``port`` as the
-    emulated Service."""
-    from tests.mlflow_server import start_mlflow_from_manifest as start
-
-    return start(root, port, s3=s3, service_port=port)
-
-
 def mlflow_credentials() -> dict[str, str]:
     from tests.mlflow_server import MANIFEST_SECRETS
 
@@ -262,7 +254,10 @@ class Emulation:
         try:
             self.s3 = self._stack.enter_context(SeaweedS3(self.root / "weed", bucket="mlflow"))
             self.mlflow_port = free_ports(1)[0]
-            self.mlflow = start_mlflow_from_manifest(self.root / "mlflow", self.s3, self.mlflow_port)
+            from tests.mlflow_server import start_mlflow_from_manifest
+
+            self.mlflow = start_mlflow_from_manifest(self.root / "mlflow", self.mlflow_port, s3=self.s3,
+                                                     service_port=self.mlflow_port)
             self._stack.callback(self.mlflow.stop)
             self.store_endpoint = f"{SERVICES['store']}:{self.s3.ports['s3.port']}"
             self.tracking_uri = f"http://{SERVICES['tracking']}:{self.mlflow_port}"
