@@ -97,7 +97,13 @@ GROUPS: dict[str, dict] = {
         # ingest.py's format readers moved to readers.py (the CSV reader, the quarantine entry): both are "ingest"
         "only": ["src/rlsd/data/ingest.py", "src/rlsd/data/readers.py", "src/rlsd/data/redact.py",
                  "src/rlsd/data/store.py", "src/rlsd/data/index.py"],
-        "tests": ["tests/data/", "tests/test_mutants_named.py", "-m", "not slow and not integration"],
+        # with the fast reliability suites that pin the ingest invariant (every record stored or quarantined),
+        # planted secrets and hostile manuals; not the Great Expectations runs of build_validate (they test
+        # validate.py, which is not mutated here, at 5-15 s a test) nor the hypothesis fuzzing of hostile_input
+        "tests": ["tests/data/", "tests/test_mutants_named.py", "tests/reliability/test_ingest_invariant.py",
+                  "tests/reliability/test_redaction_hostile.py", "tests/reliability/test_manuals_hostile.py",
+                  "-m", "not slow and not integration", "-k",
+                  "not validation_quarantines_planted and not chunked_validation_equals"],
         "names": None,
     },
 }
