@@ -20,8 +20,6 @@ from rlsd.config import StoreConfig, load_config
 from rlsd.data.ingest import ingest, load_snapshot
 from rlsd.data.store import LocalStore, S3Store, StoreError, StoreNotFound, StoreUnavailable
 
-pytestmark = pytest.mark.integration
-
 
 class _StopsServer(S3Store):
     """An S3Store that stops the real server right after its ``stop_after``-th object write."""
@@ -68,6 +66,7 @@ def _tickets(path: Path, ids) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_server_stops_in_the_middle_of_an_ingest(server, tmp_path):
     bucket = f"mid-{uuid.uuid4().hex[:8]}"
     cfg = load_config()
@@ -94,6 +93,7 @@ def test_server_stops_in_the_middle_of_an_ingest(server, tmp_path):
     assert again["counts"]["read"] == again["counts"]["stored"] == 200
 
 
+@pytest.mark.integration
 def test_server_stops_in_the_middle_of_a_model_upload(server, tmp_path):
     bucket = f"up-{uuid.uuid4().hex[:8]}"
     model = warm_tiny_model()
