@@ -506,15 +506,18 @@ def test_missing_input_names_the_path(tmp_path):
 
 
 def test_records_that_do_not_reconcile_fail_the_ingest(tmp_path, monkeypatch):
-    a = _jsonl(tmp_path / "a.jsonl", [_t(0), _t(1)])
+    a = tmp_path / "a.jsonl"
+    a.write_text(json.dumps(_t(0)) + "\n{bad\n" + json.dumps(_t(1)) + "\n", encoding="utf-8")
     st = LocalStore(tmp_path / "st")
-    monkeypatch.setattr(ingest_mod, "count_records", lambda path, fmt, limit: 3)
-    with pytest.raises(IngestError) as e:
-        ingest(load_config(), tickets=[a], store=st)
-    assert str(e.value) == (
-        f"{a}: records do not reconcile: an independent count of record boundaries finds 3, the parser read 2, "
-        "stored 2 + quarantined 0 = 2; no snapshot was written (this is a bug in rlsd's reader: report it with the file)")
-    assert st.latest() is None
+    for counted in (4, 0):
+        monkeypatch.setattr(ingest_mod, "count_records", lambda path, fmt, limit, n=counted: n)
+        with pytest.raises(IngestError) as e:
+            ingest(load_config(), tickets=[a], store=st)
+        assert str(e.value) == (
+            f"{a}: records do not reconcile: an independent count of record boundaries finds {counted}, the parser "
+            "read 3, stored 2 + quarantined 1 = 3; no snapshot was written (this is a bug in rlsd's reader: report "
+            "it with the file)")
+        assert st.latest() is None
 
     def boom(path, fmt, limit):
         assert (Path(path), fmt, limit) == (a, "jsonl", load_config().ingest.max_ticket_line_bytes)
@@ -524,6 +527,28 @@ def test_records_that_do_not_reconcile_fail_the_ingest(tmp_path, monkeypatch):
     with pytest.raises(IngestError) as e:
         ingest(load_config(), tickets=[a], store=st)
     assert str(e.value) == f"{a}: cannot count; no snapshot was written"
+    assert st.latest() is None and not (tmp_path / "st" / "objects").exists()
+
+
+def test_a_manual_that_does_not_reconcile_fails_the_ingest(tmp_path, monkeypatch):
+    """Manuals have no independent count ('n/a'): read == stored + quarantined is still checked."""
+    g = tmp_path / "g.md"
+    g.write_text(MANUAL, encoding="utf-8")
+    real = ingest_mod.parse_manual
+
+    def miscounting(*args, **kw):
+        secs, q, rep = real(*args, **kw)
+        rep.read += 1
+        return secs, q, rep
+
+    monkeypatch.setattr(ingest_mod, "parse_manual", miscounting)
+    st = LocalStore(tmp_path / "st")
+    with pytest.raises(IngestError) as e:
+        ingest(load_config(), manuals=[g], store=st)
+    assert str(e.value) == (
+        f"{g}: records do not reconcile: an independent count of record boundaries finds n/a, the parser read 3, "
+        "stored 2 + quarantined 0 = 2; no snapshot was written (this is a bug in rlsd's reader: report it with "
+        "the file)")
     assert st.latest() is None
 
 
@@ -776,3 +801,124 @@ def test_ticket_bytes_count_from_zero_in_each_batch(tmp_path, monkeypatch):
     batches2 = _Batches(st2, monkeypatch)
     ingest(load_config(), tickets=[a], store=st2)
     assert batches2.sizes == [1, 1, 3, 0]
+
+
+class _FakeBucket:
+    """Stands in for an S3 prefix: download() streams an object's bytes into the scratch copy."""
+
+    def __init__(self, objects: dict[str, bytes]):
+        self.objects = objects
+        self.dests: list[Path] = []
+
+    def download(self, key: str, dest: Path) -> str:
+        self.dests.append(dest)
+        dest.write_bytes(self.objects[key])
+        return hashlib.sha256(self.objects[key]).hexdigest()
+
+
+def test_store_objects_are_read_from_scratch_copies_and_recorded_by_uri(tmp_path, monkeypatch):
+    from rlsd.data import inbox
+
+    tickets = "".join(json.dumps(_t(i)) + "\n" for i in range(2)).encode()
+    objs = {"in/manuals/g.md": MANUAL.encode(), "in/manuals/n.docx": b"PK", "in/tickets/a.jsonl": tickets}
+    bucket = _FakeBucket(objs)
+
+    def sources(cfg, manuals, tickets):
+        s = inbox.Sources()
+        for key, data in objs.items():
+            s.objects[key.split("/")[1]].append(inbox.Listed(uri=f"s3://bkt/{key}", key=key, bytes=len(data),
+                                                             bucket=bucket))
+        return s
+
+    monkeypatch.setattr(ingest_mod, "resolve_sources", sources)
+    st = LocalStore(tmp_path / "st")
+    rep = ingest(load_config(), store=st)
+    assert [(s["path"], s["kind"], s["read"], s["stored"]) for s in rep["sources"]] == [
+        ("s3://bkt/in/manuals/g.md", "manual", 2, 2), ("s3://bkt/in/tickets/a.jsonl", "tickets", 2, 2)]
+    assert rep["skipped"] == [{"path": "s3://bkt/in/manuals/n.docx", "kind": "manual",
+                               "sha256": hashlib.sha256(b"PK").hexdigest(), "bytes": 2,
+                               "reason": "unsupported suffix '.docx'"}]
+    assert rep["already_ingested"] == [] and rep["counts"]["new_verified_tickets"] == 2
+    # each object went to its own folder of one scratch folder of this ingest, deleted afterwards
+    assert [d.name for d in bucket.dests] == ["g.md", "n.docx", "a.jsonl"]
+    assert len({d.parents[2] for d in bucket.dests}) == 1 and not bucket.dests[0].parents[2].exists()
+    assert [d.parent.parent.name for d in bucket.dests] == ["manuals", "manuals", "tickets"]
+
+    again = ingest(load_config(), store=st)
+    assert again["snapshot_written"] is False and again["snapshot_id"] == rep["snapshot_id"]
+    assert again["already_ingested"] == [
+        {"path": f"s3://bkt/{k}", "sha256": hashlib.sha256(v).hexdigest(), "bytes": len(v)} for k, v in objs.items()]
+
+
+def test_same_time_edit_whose_bytes_were_already_flushed(tmp_path, monkeypatch):
+    """FLUSH_OBJECTS=1: the plain edit is written with its batch before the winners are compared with the store;
+    the version with lineage is then built from the stored object (the plain one stays unreferenced)."""
+    st = LocalStore(tmp_path / "st")
+    ingest(load_config(), tickets=[_jsonl(tmp_path / "a.jsonl", [_t(1)])], store=st)
+    (old,) = load_snapshot(st)[2]
+    monkeypatch.setattr(ingest_mod, "FLUSH_OBJECTS", 1)
+    b = _jsonl(tmp_path / "b.jsonl", [_t(1, title="edited")])
+    batches = _Batches(st, monkeypatch)
+    rep = ingest(load_config(), tickets=[b], store=st)
+    plain = {**old, "title": "edited"}
+    assert batches.sizes == [1, 1]  # the plain edit, then the edit with its lineage
+    assert rep["counts"]["same_time_edits"] == 1 and rep["counts"]["updated_tickets"] == 1
+    assert rep["objects_written"] == 3  # plain edit + edit with lineage + ticket shard
+    assert st.get_json_objects([_obj_digest(plain)])  # written, unreferenced
+    assert load_snapshot(st)[2] == [{**plain, "supersedes": _obj_digest(old)}]
+    # the same edit again: the stored version is this content plus its lineage; nothing new
+    again = ingest(load_config(), tickets=[b], store=st)
+    assert again["snapshot_written"] is False and again["objects_written"] == 0
+    assert again["sources"][0]["stored"] == 1 and again["counts"]["updated_tickets"] == 0
+
+
+def test_conflict_with_the_stored_version_after_a_flush(tmp_path, monkeypatch):
+    st = LocalStore(tmp_path / "st")
+    cfg = load_config(text="ingest: {same_time_edit: conflict}")
+    ingest(cfg, tickets=[_jsonl(tmp_path / "a.jsonl", [_t(1)])], store=st)
+    before = load_snapshot(st)
+    monkeypatch.setattr(ingest_mod, "FLUSH_OBJECTS", 1)
+    rep = ingest(cfg, tickets=[_jsonl(tmp_path / "b.jsonl", [_t(1, title="edited")])], store=st)
+    assert rep["sources"][0]["reasons"] == {"conflict": 1} and rep["unchanged"] is True
+    assert load_snapshot(st)[1:] == before[1:]
+
+
+def test_a_newer_version_after_the_stored_one_in_the_same_file(tmp_path):
+    """T-1 as stored, then a newer T-1: the first is superseded (its bytes were never pending)."""
+    st = LocalStore(tmp_path / "st")
+    ingest(load_config(), tickets=[_jsonl(tmp_path / "a.jsonl", [_t(1)])], store=st)
+    b = _jsonl(tmp_path / "b.jsonl", [_t(1), _t(1, updated="2024-03-02T10:00:00Z", title="newer")])
+    rep = ingest(load_config(), tickets=[b], store=st)
+    assert rep["quarantined"] == [{"source": str(b), "where": "line 1", "id": "T-1", "reason": (
+        f"duplicate id: 'T-1' superseded by {b} line 2 (updated 2024-03-02T10:00:00Z vs 2024-03-01T10:00:00Z; "
+        "other content)")}]
+    assert rep["counts"]["updated_tickets"] == 1 and rep["objects_written"] == 1 + 1 + 1
+    assert [t["title"] for t in load_snapshot(st)[2]] == ["newer"]
+
+
+def test_records_already_stored_are_not_batched_again(tmp_path, monkeypatch):
+    st = LocalStore(tmp_path / "st")
+    a = _jsonl(tmp_path / "a.jsonl", [_t(0), _t(1)])
+    ingest(load_config(), tickets=[a], store=st)
+    batches = _Batches(st, monkeypatch)
+    rep = ingest(load_config(), tickets=[a], store=st)
+    assert batches.sizes == [0] and rep["sources"][0]["stored"] == 2
+
+
+def test_same_records_with_a_skipped_file_still_write_a_snapshot(tmp_path):
+    m = tmp_path / "m"
+    m.mkdir()
+    (m / "g.md").write_text(MANUAL, encoding="utf-8")
+    (m / "img.png").write_bytes(b"png")
+    st = LocalStore(tmp_path / "st")
+    first = ingest(load_config(), manuals=[m], store=st)
+    again = ingest(load_config(), manuals=[m], store=st)
+    skipped = [{"path": str(m / "img.png"), "kind": "manual", "sha256": hashlib.sha256(b"png").hexdigest(),
+                "bytes": 3, "reason": "unsupported suffix '.png'"}]
+    assert again["skipped"] == skipped and again["quarantine"] == []
+    assert (again["unchanged"], again["snapshot_written"], again["objects_written"]) == (True, True, 0)
+    man = st.read_manifest()
+    extra = sha256(canonical_json([[], skipped]))
+    assert again["snapshot_id"] == sha256(f"{man['content_hash']}:{first['snapshot_id']}:{extra}".encode())[:20]
+    assert man["snapshot_id"] == again["snapshot_id"] and man["records_unchanged"] is True
+    assert man["content_hash"] == st.read_manifest(first["snapshot_id"])["content_hash"]
