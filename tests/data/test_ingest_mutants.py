@@ -211,7 +211,7 @@ def test_format_report_written_without_sources_is_not_nothing_new():
 def test_quarantine_spool_extend_keeps_every_record_in_order(tmp_path):
     spool = QuarantineSpool(tmp_path)
     assert spool.path == tmp_path / "quarantine.jsonl" and spool.count == 0 and spool.sample == []
-    recs = [{"file": "a", "where": f"line {i}", "id": f"T-{i}", "raw": "x", "reason": "r"} for i in range(3)]
+    recs = [{"file": "a", "where": f"line {i}", "id": f"T-{i}", "raw": "café ✓", "reason": "r"} for i in range(3)]
     spool.extend(recs[:2])
     spool.append(recs[2])
     spool.extend([])
@@ -223,6 +223,20 @@ def test_quarantine_spool_extend_keeps_every_record_in_order(tmp_path):
     assert json.loads(st.get_object(digests[0])) == recs
     assert (tmp_path / "quarantine.jsonl").read_text(encoding="utf-8").splitlines() == [
         json.dumps(r, ensure_ascii=False) for r in recs]
+
+
+def test_quarantine_spool_writes_chunks_of_quarantine_chunk_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_mod, "QUARANTINE_CHUNK", 2)
+    spool = QuarantineSpool(tmp_path)
+    recs = [{"i": i} for i in range(5)]
+    spool.extend(recs)
+    st = LocalStore(tmp_path / "st")
+    chunks = [recs[0:2], recs[2:4], recs[4:]]
+    assert spool.write(st) == ([sha256(canonical_json(c)) for c in chunks], 3)
+    # the same records again: the same chunks, none written
+    again = QuarantineSpool(tmp_path / "st")
+    again.extend(recs)
+    assert again.write(st) == ([sha256(canonical_json(c)) for c in chunks], 0)
 
 
 def test_quarantine_spool_sample_is_capped_but_count_is_not(tmp_path):
@@ -288,7 +302,7 @@ def test_fresh_ingest_full_report_and_manifest(tmp_path, capsys):
     png.write_bytes(b"\x89PNG....")
     outside = tmp_path / "outside.md"
     outside.write_text("# Secret\nnever read\n", encoding="utf-8")
-    (m / "out.md").symlink_to(outside)
+    (m / "b-out.md").symlink_to(outside)  # sorted before the other files of the folder
     a = tmp_path / "a.jsonl"
     a.write_text(json.dumps(_t(0)) + "\n" + json.dumps(_t(1)) + "\n{not json\n"
                  + json.dumps(_t(0, updated="2024-03-01T09:00:00Z", title="old")) + "\n", encoding="utf-8")
@@ -314,7 +328,7 @@ def test_fresh_ingest_full_report_and_manifest(tmp_path, capsys):
                   "(updated 2024-03-01T10:00:00Z vs 2024-03-01T09:00:00Z; other content)")
     q = rep["quarantined"]
     assert len(q) == 3
-    assert q[0] == {"source": str(m / "out.md"), "where": "file", "reason": symlink_reason, "id": ""}
+    assert q[0] == {"source": str(m / "b-out.md"), "where": "file", "reason": symlink_reason, "id": ""}
     assert (q[1]["source"], q[1]["where"], q[1]["reason"].split(":")[0]) == (str(a), "line 3", "invalid JSON")
     assert q[2] == {"source": str(a), "where": "line 4", "reason": dup_reason, "id": "T-0"}
     assert rep["quarantine"] == [sha256(canonical_json(q))]
@@ -322,7 +336,7 @@ def test_fresh_ingest_full_report_and_manifest(tmp_path, capsys):
 
     skipped = [{"path": str(png), "kind": "manual", "sha256": _digest(png), "bytes": 8,
                 "reason": "unsupported suffix '.png'"}]
-    sources = [_rep(m / "out.md", "manual", "symlink", None, 1, 0, 1, {"symlink refused": 1}),
+    sources = [_rep(m / "b-out.md", "manual", "symlink", None, 1, 0, 1, {"symlink refused": 1}),
                _rep(g, "manual", "markdown", g, 2, 2, 0),
                _rep(a, "tickets", "jsonl", a, 4, 2, 2, {"duplicate id": 1, "invalid JSON": 1}, records=4)]
     counts = {"sections": 2, "tickets": 2, "new_tickets": 2, "updated_tickets": 0, "same_time_edits": 0,
