@@ -936,3 +936,24 @@ def test_same_records_with_a_skipped_file_still_write_a_snapshot(tmp_path):
     assert again["snapshot_id"] == sha256(f"{man['content_hash']}:{first['snapshot_id']}:{extra}".encode())[:20]
     assert man["snapshot_id"] == again["snapshot_id"] and man["records_unchanged"] is True
     assert man["content_hash"] == st.read_manifest(first["snapshot_id"])["content_hash"]
+
+
+def test_document_ids_come_from_the_redacted_name_and_empty_manuals_are_quarantined(tmp_path):
+    """Two manuals whose names are e-mail addresses: both redact to the document id 'email', so the second is a
+    duplicate document; a manual with no text is one quarantined record and stores nothing."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    m1, m2 = tmp_path / "x" / "jane@example.com.md", tmp_path / "y" / "bob@example.org.md"
+    m1.write_text("# Setup\none\n", encoding="utf-8")
+    m2.write_text("# Setup\ntwo\n", encoding="utf-8")
+    empty = tmp_path / "empty.md"
+    empty.write_text("\n\n# Only a heading\n", encoding="utf-8")
+    st = LocalStore(tmp_path / "st")
+    rep = ingest(load_config(), manuals=[m1, empty, m2], store=st)
+    # the path: 'jane@example.com.md' as a whole reads as an address; the stem 'jane@example.com' too
+    p1, p2 = str(tmp_path / "x" / "[EMAIL]"), str(tmp_path / "y" / "[EMAIL]")
+    assert [(s["path"], s["read"], s["stored"], s["quarantined"], s["reasons"]) for s in rep["sources"]] == [
+        (p1, 1, 1, 0, {}), (str(empty), 1, 0, 1, {"no text": 1}), (p2, 1, 0, 1, {"duplicate document id": 1})]
+    reason = f"duplicate document id: 'email' already ingested from {p1} in this run; rename one file"
+    assert rep["quarantined"][1] == {"source": p2, "where": "email/setup", "reason": reason, "id": "email/setup"}
+    assert [(s["id"], s["text"]) for s in load_snapshot(st)[1]] == [("email/setup", "one")]
