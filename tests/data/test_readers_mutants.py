@@ -920,3 +920,125 @@ def test_ticket_report(tmp_path):
     c.write_bytes(b"")
     assert ticket_report(c).format == "csv"
     assert ticket_report(c).bytes == 0
+
+
+def test_id_hint_quotes_and_line_ends():
+    # the quotes are dropped before the split: a quoted comma splits the row
+    assert _id_hint(["title", "body", "id"], ['"x,y",K-3\n']) == "K-3"
+    assert _id_hint(["id", "body"], ['"K-3",x\n']) == "K-3"
+    # only line-end characters are cut from the end
+    assert _id_hint(["body", "id"], ["1,ABX\n"]) == "ABX"
+    # a carriage return at the line start is a CSV error: no hint
+    assert _id_hint(["id", "b"], ["\rK,x\n"]) == ""
+
+
+def test_parse_manual_recursion_error_is_quarantined(tmp_path, monkeypatch):
+    import rlsd.data.readers as readers
+
+    def deep(text):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(readers, "_split_markdown", deep)
+    p = tmp_path / "deep.md"
+    p.write_bytes(b"# x\ny\n")
+    sections, q, rep = parse_manual(p, cfg=IngestConfig(), redactor=RED)
+    assert sections == []
+    assert q == [{"source": rep.path, "where": "file", "id": "deep",
+                  "reason": "unparseable markdown: maximum recursion depth exceeded"}]
+    assert rep.reasons == {"unparseable markdown": 1}
+
+
+def test_parse_manual_sections_redacted_and_numbered(tmp_path):
+    p = tmp_path / "Admin Guide.md"
+    p.write_bytes(b"intro\n# Setup\nmail bob@example.com\n# Setup\nagain\n# Setup\nthird\n")
+    sections, q, rep = parse_manual(p, cfg=IngestConfig(), redactor=RED)
+    assert q == []
+    assert sections == [
+        {"id": "admin-guide/admin-guide", "doc_id": "admin-guide", "heading_path": ["admin-guide"], "text": "intro",
+         "checksum": sha256(b"intro")},
+        {"id": "admin-guide/setup", "doc_id": "admin-guide", "heading_path": ["Setup"], "text": "mail [EMAIL]",
+         "checksum": sha256(b"mail [EMAIL]")},
+        {"id": "admin-guide/setup-2", "doc_id": "admin-guide", "heading_path": ["Setup"], "text": "again",
+         "checksum": sha256(b"again")},
+        {"id": "admin-guide/setup-3", "doc_id": "admin-guide", "heading_path": ["Setup"], "text": "third",
+         "checksum": sha256(b"third")},
+    ]
+    assert rep.redactions == {"EMAIL": 1}
+    assert (rep.read, rep.stored, rep.quarantined) == (4, 4, 0)
+
+
+def test_bom_dropped_once_more_at_the_file_start_only(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    # JSONL: line 1 loses two BOMs (the file's, then the line's); line 2 only one, so it starts with U+FEFF
+    data = bom + bom + b'{"id": 1}\n' + bom + bom + b'{"id": 2}\n'
+    got, _ = _raw(data, "jsonl")
+    assert got[0] == ("line 1", {"id": 1}, '{"id": 1}', "", "")
+    assert got[1][:2] == ("line 2", None) and got[1][3].startswith("invalid JSON: ")
+    p = tmp_path / "b.jsonl"
+    p.write_bytes(bom + bom + b"\n" + bom + bom + b"\n")
+    assert count_records(p, "jsonl", 1024) == 1  # line 1 is blank, line 2 holds U+FEFF
+    c = tmp_path / "b.csv"
+    c.write_bytes(bom + bom + b"\nid,body\n1,x\n")
+    assert count_records(c, "csv", 1024) == 1
+    c.write_bytes(b"id,body\n" + bom + bom + b"\n1,x\n")
+    assert count_records(c, "csv", 1024) == 2
+    got, _ = _raw(bom + bom + b"id,body\n1,x\n", "csv")
+    assert got == [("line 2", {"id": "1", "body": "x"}, "1,x\n", "", "")]
+
+
+def test_normalise_ticket_error_text_cut_to_80_characters():
+    with pytest.raises(ValueError) as e:
+        normalise_ticket({"id": "x", "updated": "2024-01-01", "answer": "a" * 100, "answer_type": "numeric"},
+                         cfg=IngestConfig(), redactor=RED)
+    assert str(e.value) == "answer does not parse as numeric: could not convert string to float: '" + "a" * 44
+
+
+def test_normalise_ticket_redacts_4096_characters_past_the_cut():
+    cfg = IngestConfig(max_body_chars=100)
+    # an e-mail address that ends at character 4196 (max_body_chars + 4096) is seen and counted
+    body = "y" * 100 + " " * (4190 - 100) + "a@b.co"
+    t, counts, truncated = normalise_ticket({"id": "x", "updated": "2024-01-01", "body": body}, cfg=cfg, redactor=RED)
+    assert (t["body"], counts, truncated) == ("y" * 100, {"EMAIL": 1}, True)
+    # one character further it is cut to "a@b.c" before redaction: no longer an address
+    body = "y" * 100 + " " * (4191 - 100) + "a@b.co"
+    t, counts, truncated = normalise_ticket({"id": "x", "updated": "2024-01-01", "body": body}, cfg=cfg, redactor=RED)
+    assert (t["body"], counts, truncated) == ("y" * 100, {}, True)
+
+
+def test_iter_tickets_counts_add_up(tmp_path):
+    long_col = "c" * 250
+    p = tmp_path / "export.csv"
+    p.write_text(f"id,title,body,answer,answer_type,updated,{long_col}\n"
+                 "1,t,b,7,numeric,2024-01-01,x\n"
+                 ",t,mail bob@example.com,7,numeric,2024-01-01,\n"
+                 ",t,b,7,numeric,2024-01-01,\n"
+                 "3,t," + "b" * 150 + ",7,numeric,2024-01-01,\n"
+                 "4,t," + "b" * 150 + ",7,numeric,2024-01-01,\n"
+                 "5,t,mail carol@example.com,7,numeric,2024-01-01,\n")
+    rep = ticket_report(p, RED)
+    q: list = []
+    got = list(iter_tickets(p, cfg=IngestConfig(max_body_chars=100), redactor=RED, rep=rep, quarantined=q))
+    assert [(t["id"], w) for t, w in got] == [("1", "line 2"), ("3", "line 5"), ("4", "line 6"), ("5", "line 7")]
+    assert got[3][0]["body"] == "mail [EMAIL]"
+    assert (rep.read, rep.quarantined, rep.truncated) == (6, 2, 2)
+    assert rep.reasons == {"missing ticket id": 2}
+    assert rep.redactions == {"EMAIL": 2}  # one in a quarantined raw record, one in a stored ticket
+    assert [x["raw"] for x in q] == [",t,mail [EMAIL],7,numeric,2024-01-01,\n", ",t,b,7,numeric,2024-01-01,\n"]
+    assert rep.unknown_columns == ["c" * 200]
+
+
+def test_iter_tickets_value_nested_too_deeply(tmp_path, monkeypatch):
+    import rlsd.data.readers as readers
+
+    def deep(rec, **kw):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(readers, "normalise_ticket", deep)
+    p = tmp_path / "export.jsonl"
+    p.write_text('{"id": "T-1"}\n')
+    rep = ticket_report(p, RED)
+    q: list = []
+    assert list(iter_tickets(p, cfg=IngestConfig(), redactor=RED, rep=rep, quarantined=q)) == []
+    assert q == [{"source": rep.path, "where": "line 1", "id": "T-1", "reason": "value nested too deeply",
+                  "raw": '{"id": "T-1"}'}]
+    assert (rep.read, rep.quarantined, rep.reasons) == (1, 1, {"value nested too deeply": 1})
