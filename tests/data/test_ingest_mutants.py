@@ -416,7 +416,7 @@ def test_same_time_edit_conflict_mode(tmp_path):
     ingest(cfg, tickets=[_jsonl(tmp_path / "a.jsonl", [_t(1)])], store=st)
     _, _, before = load_snapshot(st)
     b = _jsonl(tmp_path / "b.jsonl", [_t(1, title="edited"), _t(5)])
-    c = _jsonl(tmp_path / "c.jsonl", [_t(5, title="other five")])
+    c = _jsonl(tmp_path / "c.jsonl", [_t(5, title="other five"), _t(6)])
     rep = ingest(cfg, tickets=[b, c], store=st)
     vs_stored = ("conflict: 'T-1' has the same updated time 2024-03-01T10:00:00Z as the stored version but other "
                  "content (ingest.same_time_edit=conflict; give the edit a newer updated time)")
@@ -425,12 +425,13 @@ def test_same_time_edit_conflict_mode(tmp_path):
     assert rep["quarantined"] == [{"source": str(c), "where": "line 1", "reason": vs_file, "id": "T-5"},
                                   {"source": str(b), "where": "line 1", "reason": vs_stored, "id": "T-1"}]
     assert [(s["read"], s["stored"], s["quarantined"], s["reasons"]) for s in rep["sources"]] == [
-        (2, 1, 1, {"conflict": 1}), (1, 0, 1, {"conflict": 1})]
+        (2, 1, 1, {"conflict": 1}), (2, 1, 1, {"conflict": 1})]
     assert (rep["counts"]["new_tickets"], rep["counts"]["updated_tickets"], rep["counts"]["same_time_edits"],
-            rep["counts"]["tickets"]) == (1, 0, 0, 2)
-    assert rep["objects_written"] == 3  # T-5 of b, the quarantine chunk, the ticket shard
+            rep["counts"]["tickets"]) == (2, 0, 0, 3)
+    assert rep["objects_written"] == 4  # T-5 of b, T-6, the quarantine chunk, the ticket shard
     _, _, after = load_snapshot(st)
-    assert after == before + [{**_t(5), "notes": []}]  # the stored T-1 stands, T-5 of the earlier file
+    # the stored T-1 stands, T-5 of the earlier file
+    assert after == before + [{**_t(5), "notes": []}, {**_t(6), "notes": []}]
 
 
 def test_same_time_duplicate_across_files_new_version_mode_later_file_wins(tmp_path):
@@ -957,3 +958,23 @@ def test_document_ids_come_from_the_redacted_name_and_empty_manuals_are_quaranti
     reason = f"duplicate document id: 'email' already ingested from {p1} in this run; rename one file"
     assert rep["quarantined"][1] == {"source": p2, "where": "email/setup", "reason": reason, "id": "email/setup"}
     assert [(s["id"], s["text"]) for s in load_snapshot(st)[1]] == [("email/setup", "one")]
+
+
+def test_ticket_export_paths_are_redacted(tmp_path):
+    a = _jsonl(tmp_path / "jane@example.com" / "a.jsonl", [_t(0), _t(0)])
+    rep = ingest(load_config(), tickets=[a], store=LocalStore(tmp_path / "st"))
+    red = str(tmp_path / "[EMAIL]" / "a.jsonl")
+    assert [s["path"] for s in rep["sources"]] == [red]
+    assert rep["quarantined"] == [{"source": red, "where": "line 1", "id": "T-0", "reason": (
+        f"duplicate id: 'T-0' superseded by {red} line 2 (updated 2024-03-01T10:00:00Z vs 2024-03-01T10:00:00Z; "
+        "identical content)")}]
+
+
+def test_an_older_duplicate_in_the_middle_of_a_file(tmp_path):
+    a = _jsonl(tmp_path / "a.jsonl", [_t(0), _t(0, updated="2024-03-01T09:00:00Z"), _t(1)])
+    st = LocalStore(tmp_path / "st")
+    rep = ingest(load_config(), tickets=[a], store=st)
+    assert rep["sources"] == [_rep(a, "tickets", "jsonl", a, 3, 2, 1, {"duplicate id": 1}, records=3)]
+    assert rep["quarantined"][0]["where"] == "line 2"
+    assert [(t["id"], t["updated"]) for t in load_snapshot(st)[2]] == [
+        ("T-0", "2024-03-01T10:00:00Z"), ("T-1", "2024-03-01T10:00:00Z")]
