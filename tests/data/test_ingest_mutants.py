@@ -978,3 +978,32 @@ def test_an_older_duplicate_in_the_middle_of_a_file(tmp_path):
     assert rep["quarantined"][0]["where"] == "line 2"
     assert [(t["id"], t["updated"]) for t in load_snapshot(st)[2]] == [
         ("T-0", "2024-03-01T10:00:00Z"), ("T-1", "2024-03-01T10:00:00Z")]
+
+
+def test_a_folder_holding_only_a_refused_symlink_is_still_ingested(tmp_path):
+    t = tmp_path / "t"
+    t.mkdir()
+    _jsonl(tmp_path / "elsewhere.jsonl", [_t(0)])
+    (t / "x.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
+    st = LocalStore(tmp_path / "st")
+    rep = ingest(load_config(), tickets=[t], store=st)
+    assert rep["snapshot_written"] is True and st.latest() == rep["snapshot_id"]
+    assert [(s["format"], s["read"], s["quarantined"]) for s in rep["sources"]] == [("symlink", 1, 1)]
+    assert rep["counts"]["tickets"] == 0 and rep["counts"]["quarantined"] == 1
+
+
+def test_an_inbox_holding_only_unsupported_files_writes_a_snapshot_naming_them(tmp_path):
+    for kind, name in (("manuals", "n.docx"), ("tickets", "x.txt")):
+        cfg, root, st = _inbox_store(tmp_path / kind)
+        f = root / "inbox" / kind / name
+        f.parent.mkdir(parents=True)
+        f.write_bytes(b"data")
+        rep = ingest(cfg, store=st)
+        assert rep["sources"] == [] and rep["snapshot_written"] is True and st.latest() == rep["snapshot_id"]
+        assert rep["skipped"] == [{"path": str(f), "kind": "manual" if kind == "manuals" else "tickets",
+                                   "sha256": hashlib.sha256(b"data").hexdigest(), "bytes": 4,
+                                   "reason": f"unsupported suffix {f.suffix!r}"}]
+        # recorded, so the next ingest finds nothing new
+        again = ingest(cfg, store=st)
+        assert again["snapshot_written"] is False and again["already_ingested"] == [
+            {"path": str(f), "sha256": hashlib.sha256(b"data").hexdigest(), "bytes": 4}]
