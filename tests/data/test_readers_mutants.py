@@ -650,6 +650,8 @@ def test_iter_lines_and_over_long_lines():
     assert list(_iter_lines(io.BytesIO(b"1234567890\nx"), 10)) == [(1, b"1234567890\n", 11), (2, b"x", 1)]
     assert list(_iter_lines(io.BytesIO(b"12345678901\nx"), 10)) == [(1, None, 12), (2, b"x", 1)]
     assert list(_iter_lines(io.BytesIO(b"123456789012"), 10)) == [(1, None, 12)]
+    # exactly limit bytes at the end of the file, without a newline: a line, not an over-long one
+    assert list(_iter_lines(io.BytesIO(b"ab\n1234567890"), 10)) == [(1, b"ab\n", 3), (2, b"1234567890", 10)]
     assert list(_iter_lines(io.BytesIO(b""), 10)) == []
 
 
