@@ -1007,3 +1007,12 @@ def test_an_inbox_holding_only_unsupported_files_writes_a_snapshot_naming_them(t
         again = ingest(cfg, store=st)
         assert again["snapshot_written"] is False and again["already_ingested"] == [
             {"path": str(f), "sha256": hashlib.sha256(b"data").hexdigest(), "bytes": 4}]
+
+
+def test_two_same_time_edits_in_one_ingest(tmp_path):
+    st = LocalStore(tmp_path / "st")
+    ingest(load_config(), tickets=[_jsonl(tmp_path / "a.jsonl", [_t(0), _t(1)])], store=st)
+    rep = ingest(load_config(), tickets=[_jsonl(tmp_path / "b.jsonl", [_t(0, title="e0"), _t(1, title="e1")])],
+                 store=st)
+    assert (rep["counts"]["same_time_edits"], rep["counts"]["updated_tickets"], rep["counts"]["new_tickets"]) == (2, 2, 0)
+    assert [t["title"] for t in load_snapshot(st)[2]] == ["e0", "e1"]
