@@ -461,3 +461,10 @@ def test_redact_repeated_memo_is_bounded_at_20000():
     assert r.redact_repeated("b@x.com") == ("[EMAIL]", Counter({"EMAIL": 1}))
     assert len(memo) == 20000
     assert "b@x.com" not in memo
+
+
+def test_extra_pattern_with_a_v_group_replaces_only_that_group():
+    # the built-in v patterns all end with the group; a custom one may have text after it
+    r = Redactor.from_config(IngestConfig(extra_patterns={"ACCT": r"acct=(?P<v>\d{5});"}), id_key=b"k")
+    assert r.redact("see acct=12345; then") == ("see acct=[ACCT]; then", Counter({"ACCT": 1}))
+    assert r.redact("acct=12345; then") == ("acct=[ACCT]; then", Counter({"ACCT": 1}))
