@@ -1024,3 +1024,16 @@ def test_reasons_count_every_refusal_of_a_source(tmp_path):
     a = _jsonl(tmp_path / "a.jsonl", [_t(0), _t(0, updated="2024-03-01T09:00:00Z"), _t(0, updated="2024-03-01T08:00:00Z")])
     rep = ingest(load_config(), tickets=[a], store=LocalStore(tmp_path / "st"))
     assert rep["sources"] == [_rep(a, "tickets", "jsonl", a, 3, 1, 2, {"duplicate id": 2}, records=3)]
+
+
+def test_iter_records_default_chunk_is_5000(monkeypatch):
+    ids = [f"s{i:05d}" for i in range(5001)]
+    monkeypatch.setattr(ingest_mod, "read_index", lambda store, man, kind: {k: f"d{k}" for k in reversed(ids)})
+
+    class Objects:
+        def get_json_objects(self, digests):
+            return {d: {"id": d[1:]} for d in digests}
+
+    chunks = list(iter_records(Objects(), {}, "sections"))
+    assert [len(c) for c in chunks] == [5000, 1]
+    assert [r["id"] for c in chunks for r in c] == ids
