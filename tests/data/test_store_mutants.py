@@ -566,6 +566,7 @@ def test_s3_contract_on_a_real_server(s3_env):
     assert list(st._list("nope/")) == []
     assert st._exists("ab.json") and st._exists("z") and not st._exists("a") and not st._exists("a/b")
     assert st.client.stat_object(cfg.bucket, "ab.json").content_type == "application/json"
+    assert st.client.stat_object(cfg.bucket, "z").content_type == "application/json"  # not guessed from a name
     with pytest.raises(StoreNotFound) as e:
         st._get("missing.json")
     assert str(e.value) == f"{st.description}: no key for get missing.json"
