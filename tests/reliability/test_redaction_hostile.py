@@ -45,9 +45,19 @@ PLANTED: list[tuple[str, str, str]] = [
     ("IBAN", "IBAN {v} for the refund", "DE89 3704 0044 0532 0130 00"),
     ("IBAN", "pay to {v}", "GB82WEST12345698765432"),
     ("IBAN", "FR: {v}", "FR1420041010050500013M02606"),
+    # an IBAN whose length is a multiple of 4 followed by a short word: the pattern's last group took the word in
+    # and the whole match failed the length check (leaked until the longest-prefix cut)
+    ("IBAN", "pay {v} EUR today", "BE68 5390 0754 7034"),
+    ("IBAN", "{v} EUR", "ES91 2100 0418 4502 0005 1332"),
+    ("IBAN", "pay {v} PLN", "PL61 1090 1014 0000 0712 1981 2874"),
+    ("IBAN", "pay {v} BANK", "AT61 1904 3002 3457 3201"),
+    ("IBAN", "pay {v} EUR", "BE68539007547034"),
+    ("IBAN", "lower case {v} too", "de89 3704 0044 0532 0130 00"),
     ("GITHUB_TOKEN", "token {v}", "github_pat_11ABCDEFG0aBcDeFgHiJkL_mNoPqRsTuVwXyZ0123456789abcdefghijklmnopqrstuv"),
     ("GITHUB_TOKEN", "GH {v}", "ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5"),
     ("EMAIL", "mail {v} today", "jane.doe+billing@corp.example.co.uk"),
+    ("EMAIL", "mail {v} today", "müller@firma.de"),
+    ("EMAIL", "mail {v} today", "jane@müller.de"),
     ("PHONE", "call {v} after 5", "+1 415 555 0199"),
     ("PHONE", "or {v}", "(415) 555-0100"),
     ("IPV4", "host {v} is down", "10.20.30.40"),
@@ -68,6 +78,8 @@ TRAPS: list[str] = [
     "reset the password: open Settings",
     "use Bearer authentication with a token",
     "DE89 3704 0044 0532 0130 01 is not an IBAN (bad check digits)",
+    "BE68 5390 0754 7035 EUR is not one either, nor any prefix of it",
+    "order AB12 CDEF GHIJ KLMN OPQR shipped",
     "isbn 978-3-16-148410-0",
     "hold 30 seconds, port 8443, 36 months, 128 clients, 1500 MTU",
     "at 10:30:00 on 2024-03-01 UTC",
@@ -115,6 +127,16 @@ def test_iban_checksum_both_ways():
         assert iban_ok(iban) and R.redact(f"iban {iban} x")[0] == "iban [IBAN] x"
         broken = iban[:10] + str((int(iban[10]) + 1) % 10) + iban[11:]
         assert not iban_ok(broken) and R.redact(f"iban {broken} x")[0] == f"iban {broken} x"
+
+
+def test_the_word_after_an_iban_is_kept_exactly():
+    """Only the IBAN goes: the word the pattern took in after it comes back as it was, with its space."""
+    assert R.redact("pay BE68 5390 0754 7034 EUR today") == ("pay [IBAN] EUR today", {"IBAN": 1})
+    assert R.redact("pay BE68539007547034 EUR") == ("pay [IBAN] EUR", {"IBAN": 1})
+    # a run-together word is cut at the country's length (Belgium: 16 characters)
+    assert R.redact("ref BE68539007547034EUR") == ("ref [IBAN]EUR", {"IBAN": 1})
+    # the whole match is tried first: a German IBAN ends in a 2-character group that the pattern takes as its own
+    assert R.redact("DE89 3704 0044 0532 0130 00 EUR") == ("[IBAN] EUR", {"IBAN": 1})
 
 
 def test_ids_with_personal_data_become_a_stable_keyed_hash():

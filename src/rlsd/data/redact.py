@@ -11,11 +11,12 @@ Built-in types, applied in this order (earlier types win on overlapping text); a
   password is required" is left alone), ``BEARER`` (``Bearer <token>``), ``JWT`` (``eyJ...``.``...``.``...``),
   and a bare 40-character AWS-secret-shaped string (upper, lower and digits, Shannon entropy >= 4.2
   bits/char, so git SHAs -- hex -- and long identifiers stay);
-* numbers with checksums: ``IBAN`` (country length where known, ISO 7064 mod 97 == 1), ``CARD``
+* numbers with checksums: ``IBAN`` (either case, country length where known, ISO 7064 mod 97 == 1; a
+  word the pattern takes in after it, "BE68 5390 0754 7034 EUR", is cut off and kept), ``CARD``
   (13-19 digits, contiguous or grouped 4-4-4-4(-3) / 4-6-5, a known issuer prefix, and the Luhn check),
   ``SSN`` (``AAA-GG-SSSS`` with the SSA's never-issued areas 000/666/9xx, groups 00, serials 0000 left
   out; nine bare digits only after "SSN" / "social security");
-* ``EMAIL``, ``IPV6``, ``IPV4`` (checked with :mod:`ipaddress`; a dotted quad after "version", "v",
+* ``EMAIL`` (non-ASCII letters too: ``müller@firma.de``), ``IPV6``, ``IPV4`` (checked with :mod:`ipaddress`; a dotted quad after "version", "v",
   "release", "build", "firmware"... is a version string and stays), ``PHONE`` (a phone-like shape:
   ``+CC ...``, ``(NNN) NNN-NNNN`` or ``NNN-NNN-NNNN``), ``EMPLOYEE_ID`` (``ingest.employee_id_pattern``),
   then every ``ingest.extra_patterns`` entry.
@@ -52,7 +53,8 @@ from dataclasses import dataclass, field
 
 from rlsd.config import IngestConfig
 
-Check = Callable[[re.Match[str]], bool]
+# A check says whether a match is a real hit: False (no), True (all of it) or n (its first n characters only).
+Check = Callable[[re.Match[str]], "bool | int"]
 
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL)
 _GITHUB = re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}|\bgh[pousr]_[A-Za-z0-9]{30,}\b")
@@ -80,12 +82,12 @@ _PROSE = {"not", "required", "reset", "changed", "set", "wrong", "incorrect", "i
 _BEARER = re.compile(r"(?i:\bbearer)\s+(?P<v>[A-Za-z0-9\-._~+/]{8,}=*)")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _AWS_SECRET_BARE = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b", re.IGNORECASE)
 _CARD = re.compile(r"(?<![\w+.,/-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{4,5})"
                    r"(?![\w/]|[.,-]\d)")
 _SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
 _SSN_NAMED = re.compile(r"(?i:\b(?:ssn|social[ -]security(?:[ -](?:number|no\.?|#))?)\s*[:#=]?\s*)(?P<v>\d{9})\b")
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_EMAIL = re.compile(r"\b[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}\b")
 _IPV6_CAND = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|\d{1,3}(?:\.\d{1,3}){3})(?![\w:])")
 _IPV4_CAND = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
 _VERSION_BEFORE = re.compile(r"(?i:\b(?:v|ver|version|versions|release|rel|build|firmware|fw|sdk|rev|revision|"
@@ -142,6 +144,21 @@ def iban_ok(text: str) -> bool:
     return int(num) % 97 == 1
 
 
+def _iban_check(m: re.Match[str]) -> bool | int:
+    """The whole match when it is an IBAN; else its longest prefix that is one, ending before a space or at the
+    country's length (the pattern's last 1-3 character group also takes in a word that follows an IBAN whose
+    length is a multiple of 4: "BE68 5390 0754 7034 EUR"); else no hit."""
+    s = m.group(0)
+    if iban_ok(s):
+        return True
+    want = IBAN_LENGTHS.get(s[:2].upper())
+    for end in range(len(s) - 1, 14, -1):
+        at_length = want is not None and len(s[:end].replace(" ", "")) == want
+        if (s[end] == " " or at_length) and s[end - 1] != " " and iban_ok(s[:end]):
+            return end
+    return False
+
+
 def _entropy(s: str) -> float:
     n = len(s)
     return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
@@ -193,7 +210,7 @@ BUILTIN_RULES: list[Rule] = [
     ("JWT", _JWT, None),
     ("BEARER", _BEARER, _bearer_ok),
     ("AWS_SECRET_KEY", _AWS_SECRET_BARE, _aws_bare_ok),
-    ("IBAN", _IBAN, lambda m: iban_ok(m.group(0))),
+    ("IBAN", _IBAN, _iban_check),
     ("CARD", _CARD, _card_ok),
     ("SSN", _SSN, None),
     ("SSN", _SSN_NAMED, None),
@@ -252,9 +269,12 @@ class Redactor:
                 continue
 
             def sub(m: re.Match[str], name: str = name, check: Check | None = check) -> str:
-                if check is not None and not check(m):
+                hit = True if check is None else check(m)
+                if hit is False:
                     return m.group(0)
                 counts[name] += 1
+                if hit is not True:  # only the first `hit` characters
+                    return f"[{name}]" + m.group(0)[hit:]
                 if "v" in m.re.groupindex and m.group("v") is not None:
                     s, e = m.span("v")
                     return m.group(0)[: s - m.start()] + f"[{name}]" + m.group(0)[e - m.start():]
