@@ -356,6 +356,134 @@ EQUIVALENT: dict[str, str] = {
         "the else branch handles every kind other than tag and line as boxed, whatever the third name is",
     # end other verifiers
     # data
+    'rlsd.data.index.xǁWorkIndexǁreplace_document__mutmut_17':
+        'lower-cased SQL keywords in the INSERT OR REPLACE: SQLite keywords are case-insensitive, same statement',
+    'rlsd.data.index.xǁWorkIndexǁreplace_document__mutmut_18':
+        'table name SECTIONS vs sections in the INSERT: SQLite identifiers are case-insensitive, same table',
+    'rlsd.data.index.xǁWorkIndexǁreplace_document__mutmut_6':
+        'lower-cased SQL keywords in the DELETE: SQLite keywords are case-insensitive, same statement',
+    'rlsd.data.index.xǁWorkIndexǁreplace_document__mutmut_7':
+        'upper-cased SQL in the DELETE (SECTIONS, ID): SQLite keywords and table/column names are case-insensitive, same statement',
+    'rlsd.data.ingest.x__ingest_into__mutmut_115':
+        'rep.reasons[key] = rep.read instead of += : parse_manual only sets reasons when it returns no sections, so on the duplicate-document branch (secs non-empty) the key is always absent and = equals +=',
+    'rlsd.data.ingest.x__ingest_into__mutmut_118':
+        'q = [...] instead of q += [...]: parse_manual returns an empty quarantine list whenever it returns sections, so on the duplicate-document branch q is always [] and both give the same list',
+    'rlsd.data.ingest.x__ingest_into__mutmut_135':
+        'secs = None instead of secs = [] after a duplicate document: secs is only tested for truth (if secs:) and then deleted; None and [] are both falsy',
+    'rlsd.data.ingest.x__ingest_into__mutmut_17':
+        'flush() calls put_objects without known=work: put_objects then checks each digest against the store (put_object skips existing objects), so the same objects are written and the same count returned; only existence look-ups are saved by known',
+    'rlsd.data.ingest.x__ingest_into__mutmut_79':
+        "bar = '' instead of bar = None when progress is off: bar is only tested for truth (if bar:), and '' is falsy like None",
+    'rlsd.data.ingest.x_ingest__mutmut_46':
+        "the prefix of the scratch TemporaryDirectory ('RLSD-INGEST-' instead of 'rlsd-ingest-'): only the name of a temporary folder deleted at the end of the ingest; nothing records or reads it",
+    'rlsd.data.ingest.xǁQuarantineSpoolǁ__init____mutmut_10':
+        "open('w') without encoding writes in the locale's encoding: the same bytes wherever the locale is UTF-8 (every supported image: python:3.11-slim sets LANG=C.UTF-8, and Python >= 3.7 coerces the C locale to UTF-8), not killable on such a machine; the explicit utf-8 stays for other locales",
+    'rlsd.data.ingest.xǁQuarantineSpoolǁ__init____mutmut_14':
+        "encoding='UTF-8' instead of 'utf-8': codec names are case-insensitive, the same codec",
+    'rlsd.data.readers.x__canonical_answer__mutmut_10':
+        "separators=None: with indent=None json.dumps uses (', ', ': '), the separators given",
+    'rlsd.data.readers.x__canonical_answer__mutmut_11':
+        'ensure_ascii=None is falsy: json.dumps and JSONEncoder only test its truth, so it acts as False',
+    'rlsd.data.readers.x__canonical_answer__mutmut_14':
+        "separators omitted: with indent=None the default is (', ', ': '), the separators given",
+    'rlsd.data.readers.x__cap_sections__mutmut_16':
+        "para.rfind('\\n', None, max_chars): a start of None means the string start, the same as 0",
+    'rlsd.data.readers.x__cap_sections__mutmut_23':
+        'rfind start 1 instead of 0 differs only when the one newline before max_chars is at index 0: the original gets 0, the mutant -1, and both become max_chars through `cut if cut > 0 else max_chars`',
+    'rlsd.data.readers.x__id_hint__mutmut_5':
+        "next(csv.reader([s]), None): a reader over a one-string list always yields one row ([] for '') or raises csv.Error, never StopIteration, so the default is never used",
+    'rlsd.data.readers.x__id_hint__mutmut_7':
+        'next(csv.reader([s])) without a default: the reader over one string always yields one row or raises csv.Error, so StopIteration cannot happen',
+    'rlsd.data.readers.x__id_hint__mutmut_9':
+        "rstrip(None) also drops other trailing whitespace; that only changes blanks at the end of the last field (the id is .strip()ped) and never the field count (a line of blanks gives [' '] or [], both answer '')",
+    'rlsd.data.readers.x__iter_lines__mutmut_16':
+        'fh.readline(None) instead of readline(1 << 20) while skipping an over-long line: reads the rest of the line at once; the yield (n, None, total size) is the same, only the memory bound differs',
+    'rlsd.data.readers.x__iter_lines__mutmut_18':
+        'readline(2 << 20) instead of 1 << 20 while skipping an over-long line: a different chunk size, the same lines and sizes',
+    'rlsd.data.readers.x__iter_lines__mutmut_19':
+        'readline(1 << 21) instead of 1 << 20 while skipping an over-long line: a different chunk size, the same lines and sizes',
+    'rlsd.data.readers.x__split_markdown__mutmut_4':
+        'fenced = None instead of False: falsy like False, and `not None` is True like `not False`, so the toggle and the `if fenced` test behave the same',
+    'rlsd.data.readers.x__split_plain__mutmut_24':
+        "after the last line nxt is 'XXXX' instead of '': neither matches _SETEXT ^(=+|-+)\\s*$, so no setext heading either way",
+    'rlsd.data.readers.x__split_plain__mutmut_34':
+        'nxt.strip()[1] vs [0]: _SETEXT matched nxt from its start as one repeated mark (=+ or -+) and len(nxt.strip()) >= 3 is required, so characters 0 and 1 are the same mark',
+    'rlsd.data.readers.x_csv_spans__mutmut_102':
+        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
+    'rlsd.data.readers.x_csv_spans__mutmut_103':
+        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
+    'rlsd.data.readers.x_csv_spans__mutmut_104':
+        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
+    'rlsd.data.readers.x_csv_spans__mutmut_105':
+        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
+    'rlsd.data.readers.x_csv_spans__mutmut_107':
+        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
+    'rlsd.data.readers.x_csv_spans__mutmut_108':
+        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
+    'rlsd.data.readers.x_csv_spans__mutmut_109':
+        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
+    'rlsd.data.readers.x_csv_spans__mutmut_110':
+        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
+    'rlsd.data.readers.x_csv_spans__mutmut_81':
+        "open_line = None sits in the dead branch 'if inq and not was_open': the inner loop runs only while inq is True, so was_open is always True and the branch never runs",
+    'rlsd.data.readers.x_csv_spans__mutmut_97':
+        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
+    'rlsd.data.readers.x_csv_spans__mutmut_98':
+        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
+    'rlsd.data.readers.x_decode_text__mutmut_11':
+        "'UTF-8' and 'utf-8' name the same codec",
+    'rlsd.data.readers.x_decode_text__mutmut_8':
+        "raw.decode(errors='surrogateescape') without the codec: bytes.decode defaults to UTF-8",
+    'rlsd.data.readers.x_parse_manual__mutmut_149':
+        "'UTF-8' and 'utf-8' name the same codec",
+    'rlsd.data.readers.x_parse_manual__mutmut_17':
+        "raw = b'XXXX' when too big: raw is not used on that path (sha256 is '' when too_big and the function returns the quarantine at once)",
+    'rlsd.data.readers.x_parse_manual__mutmut_47':
+        'rep.read = 1 vs += 1: quarantine() runs at most once per call (every call site returns it) on a fresh report with read 0',
+    'rlsd.data.readers.x_parse_manual__mutmut_50':
+        'rep.quarantined = 1 vs += 1: quarantine() runs at most once per call on a fresh report with quarantined 0',
+    'rlsd.data.readers.x_parse_manual__mutmut_64':
+        'rep.reasons[key] = 1 vs += 1: quarantine() runs at most once per call on a fresh report with empty reasons',
+    'rlsd.data.readers.x_slug__mutmut_13':
+        "strip('XX-XX') strips the characters {X, -}; after lower() and re.sub every character is in [a-z0-9-], so there is never an X to strip",
+    'rlsd.data.readers.x_slug__mutmut_18':
+        "rstrip('XX-XX') strips {X, -}; the text is lower-cased and reduced to [a-z0-9-] first, so no X can be there",
+    'rlsd.data.readers.xǁ_HTMLSectionsǁ__init____mutmut_7':
+        "the initial level is read only in handle_endtag's heading branch, which needs self.heading not None; heading is only set in handle_starttag together with self.level",
+    'rlsd.data.readers.xǁ_HTMLSectionsǁ__init____mutmut_8':
+        'same as __init__ mutmut_7: level is always set by the <hN> start tag before handle_endtag can read it',
+    'rlsd.data.redact.x__aws_bare_ok__mutmut_11':
+        'entropy > 4.2 instead of >= 4.2: _aws_bare_ok only sees 40-character matches of _AWS_SECRET_BARE, and no frequency partition of 40 characters has a Shannon entropy within 1e-6 of 4.2 (all 37338 partitions of 40 enumerated), so no input sits on the boundary',
+    'rlsd.data.redact.x__card_issuer__mutmut_27':
+        'Mastercard range 51..56 instead of 51..55 (n == 16): a 16-digit number starting 56 is already a known issuer through the Maestro clause (p2 in (50, 56, 57, 58, 67) and 12 <= n <= 19), so the result is True either way',
+    'rlsd.data.redact.x__card_issuer__mutmut_55':
+        "Discover 644..650 instead of 644..649 on int(d[:3]): int(d[:3]) == 650 means d starts with '65', which the d.startswith('65') clause already accepts with the same 16..19 lengths",
+    'rlsd.data.redact.x__card_ok__mutmut_17':
+        'len(d) <= 20 instead of <= 19: every clause of _card_issuer caps the length at 19 (n in (13, 16, 19), n == 16, n == 15, or ... <= n <= 19), so a 20-digit d fails _card_issuer anyway (and _CARD never matches more than 19 digits)',
+    'rlsd.data.redact.x_id_hash_key_from_env__mutmut_3':
+        "default None instead of '' for an unset RLSD_ID_HASH_KEY: the next line returns v.encode() only when v is truthy, and None and '' are both falsy, so the function returns None either way",
+    'rlsd.data.redact.x_id_hash_key_from_env__mutmut_5':
+        "os.environ.get(name) without the '' default returns None for an unset variable; None and '' are both falsy, so `v.encode() if v else None` returns None either way",
+    'rlsd.data.redact.x_luhn_ok__mutmut_23':
+        'total -= d instead of += d: the sum is only negated, and (-t) % 10 == 0 exactly when t % 10 == 0 (Python ints), so luhn_ok returns the same for every input',
+    'rlsd.data.redact.xǁRedactorǁredact_id__mutmut_24':
+        "record_id.encode('UTF-8') vs encode('utf-8'): Python's codec lookup is case-insensitive, both name the same UTF-8 codec and give the same bytes, so the HMAC is identical",
+    'rlsd.data.store.xǁS3Storeǁ_call__mutmut_1':
+        "last = '' vs None: StoreConfig refuses retries < 1, so the loop runs at least once and every failing try assigns last before the final raise reads it",
+    'rlsd.data.store.xǁS3Storeǁ_ensure_bucket__mutmut_15':
+        "make_bucket(location=None): minio 7.2 uses location = base_url.region or location or 'us-east-1', and base_url.region is the same cfg.region passed to Minio(), so the bucket's region is unchanged",
+    'rlsd.data.store.xǁS3Storeǁ_ensure_bucket__mutmut_17':
+        'make_bucket without location: same as location=None (see _ensure_bucket__mutmut_15)',
+    'rlsd.data.store.xǁS3Storeǁ_ensure_bucket__mutmut_18':
+        "location=cfg.region and None gives None or '': minio then takes base_url.region (the same cfg.region) or 'us-east-1', as for the original",
+    'rlsd.data.store.xǁStoreǁlist_snapshots__mutmut_5':
+        "k.rsplit('/') vs k.rsplit('/', 1): the last element ([-1]) is the same whatever the number of splits",
+    'rlsd.data.store.xǁStoreǁlist_snapshots__mutmut_6':
+        "k.split('/', 1)[-1] vs k.rsplit('/', 1)[-1] differ only for a key nested below snapshots/, i.e. a snapshot id containing '/'; ingest (the only writer) makes ids of 20 hex digits (sha256(...)[:20]), so no stored key is nested",
+    'rlsd.data.store.xǁStoreǁlist_snapshots__mutmut_8':
+        "k.rsplit('/', 2)[-1] vs k.rsplit('/', 1)[-1]: the last element is the same",
+    'rlsd.data.store.xǁStoreǁlist_snapshots__mutmut_9':
+        "rsplit('/', 1)[+1] vs [-1]: every key listed under 'snapshots/' contains a '/', so the split has exactly 2 parts and [1] is [-1]",
     # end data
 }
 
@@ -402,7 +530,9 @@ def mutmut_table(group: dict) -> str:
         f"pytest_add_cli_args_test_selection = {_toml_list(group['tests'])}",
         *([f"only_mutate = {_toml_list(group['only'])}"] if group.get("only") else []),
         'also_copy = ["tests/", "src/", "components/", "pipelines/", "data/sample/", "configs/"]',
-        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]',
+        # --tb=no: a failing test's traceback through a mutated module (every mutant's copy of every function:
+        # data/ingest.py becomes 143,000 lines) took pytest ~60 s to draw, for each killed mutant
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "--tb=no"]',
         "",
     ])
 
