@@ -157,9 +157,21 @@ def test_markdown_headings_levels_fences_and_untitled():
     ]
 
 
-def test_markdown_heading_without_body_yields_nothing():
-    assert _split_markdown("# A\n\n# B\ntext") == [(["B"], "text")]
+def test_markdown_heading_without_body_keeps_its_words_unless_it_is_the_last():
+    # a bare heading that the next heading replaces is kept as a section of its own title
+    assert _split_markdown("# A\n\n# B\ntext") == [(["A"], "A"), (["B"], "text")]
+    assert _split_markdown("# A\n## B\ntext\n## C\n## D\nmore") == [
+        (["A", "B"], "text"), (["A", "C"], "C"), (["A", "D"], "more")]
+    # a parent heading followed by its child is not bare: it stays in the child's path
+    assert _split_markdown("# A\n## B\ntext") == [(["A", "B"], "text")]
+    # a last heading with nothing under it is an empty section
+    assert _split_markdown("text\n# Last") == [([], "text")]
     assert _split_markdown("") == []
+
+
+def test_plain_numbered_list_read_as_headings_loses_no_words():
+    assert _split_plain("Steps:\n1 Open the panel\n2 Click Save\nDone.") == [
+        ([], "Steps:"), (["1 Open the panel"], "1 Open the panel"), (["2 Click Save"], "Done.")]
 
 
 # ----------------------------------------------------------------------------------------------

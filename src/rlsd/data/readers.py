@@ -129,67 +129,72 @@ _NUMBERED = re.compile(r"^(\d+(?:\.\d+)*)\s+([A-Z][^\n]{0,80})$")
 _SETEXT = re.compile(r"^(=+|-+)\s*$")
 
 
-def _split_markdown(text: str) -> list[tuple[list[str], str]]:
-    out: list[tuple[list[str], str]] = []
-    path: list[str] = []
-    buf: list[str] = []
-    fenced = False
+class _Sections:
+    """Sections under a heading path. A heading with no text of its own that the next heading replaces (a sibling
+    or a heading above it follows at once) becomes a section holding its own title, so its words are kept: a list
+    of "1 Open the panel" / "2 Click Save" lines reads as numbered headings in plain text, and the first item's
+    words were lost. A last heading with nothing under it stays an empty section."""
 
-    def flush() -> None:
-        body = "\n".join(buf).strip()
+    def __init__(self) -> None:
+        self.out: list[tuple[list[str], str]] = []
+        self.path: list[str] = []
+        self.buf: list[str] = []
+        self.bare = False  # the last heading of the path has had no text yet
+
+    def flush(self) -> None:
+        body = "\n".join(self.buf).strip()
         if body:
-            out.append((list(path), body))
-        buf.clear()
+            self.out.append((list(self.path), body))
+            self.bare = False
+        self.buf.clear()
 
+    def heading(self, level: int, title: str) -> None:
+        self.flush()
+        if self.bare and len(self.path) >= level:  # the bare heading leaves the path
+            self.out.append((list(self.path), self.path[-1]))
+        self.path[:] = self.path[: level - 1] + [title]
+        self.bare = True
+
+    def end(self) -> list[tuple[list[str], str]]:
+        self.flush()  # a last heading with nothing under it is an empty section ("# Only a heading": no text)
+        return self.out
+
+
+def _split_markdown(text: str) -> list[tuple[list[str], str]]:
+    sec = _Sections()
+    fenced = False
     for line in text.splitlines():
         if _FENCE.match(line):
             fenced = not fenced
         m = None if fenced else _ATX.match(line)
         if m:
-            flush()
-            level = len(m.group(1))
-            path[:] = path[: level - 1] + [m.group(2) or "untitled"]
+            sec.heading(len(m.group(1)), m.group(2) or "untitled")
         else:
-            buf.append(line)
-    flush()
-    return out
+            sec.buf.append(line)
+    return sec.end()
 
 
 def _split_plain(text: str) -> list[tuple[list[str], str]]:
     """Plain text: setext headings (a line underlined with === or ---) and numbered headings
     (``2.1 Tunnel limits``; the depth is the number of parts)."""
     lines = text.splitlines()
-    out: list[tuple[list[str], str]] = []
-    path: list[str] = []
-    buf: list[str] = []
-
-    def flush() -> None:
-        body = "\n".join(buf).strip()
-        if body:
-            out.append((list(path), body))
-        buf.clear()
-
+    sec = _Sections()
     i = 0
     while i < len(lines):
         line = lines[i].rstrip()
         nxt = lines[i + 1].rstrip() if i + 1 < len(lines) else ""
         if line.strip() and _SETEXT.match(nxt) and len(nxt.strip()) >= 3:
-            flush()
-            level = 1 if nxt.strip()[0] == "=" else 2
-            path[:] = path[: level - 1] + [line.strip()]
+            sec.heading(1 if nxt.strip()[0] == "=" else 2, line.strip())
             i += 2
             continue
         m = _NUMBERED.match(line.strip())
         if m and not line.strip().endswith("."):
-            flush()
-            level = m.group(1).count(".") + 1
-            path[:] = path[: level - 1] + [line.strip()]
+            sec.heading(m.group(1).count(".") + 1, line.strip())
             i += 1
             continue
-        buf.append(line)
+        sec.buf.append(line)
         i += 1
-    flush()
-    return out
+    return sec.end()
 
 
 class _HTMLSections(HTMLParser):
