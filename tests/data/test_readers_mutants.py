@@ -1056,3 +1056,8 @@ def test_iter_tickets_value_nested_too_deeply(tmp_path, monkeypatch):
     assert q == [{"source": rep.path, "where": "line 1", "id": "T-1", "reason": "value nested too deeply",
                   "raw": '{"id": "T-1"}'}]
     assert (rep.read, rep.quarantined, rep.reasons) == (1, 1, {"value nested too deeply": 1})
+
+
+def test_a_heading_inside_a_skipped_element_neither_splits_nor_names_a_section():
+    html = "<h1>A</h1><p>x</p><nav><h2>Menu</h2><a>Home</a></nav><p>y</p>"
+    assert _split_html(html) == [(["A"], "x\ny")]

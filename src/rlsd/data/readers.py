@@ -220,7 +220,7 @@ class _HTMLSections(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self.SKIP:
             self.skip += 1
-        elif re.fullmatch(r"h[1-6]", tag):
+        elif re.fullmatch(r"h[1-6]", tag) and not self.skip:  # a heading inside <nav> is skipped with it
             self._flush()
             self.heading, self.level = [], int(tag[1])
         elif tag in self.BLOCK:
