@@ -157,21 +157,23 @@ def test_markdown_headings_levels_fences_and_untitled():
     ]
 
 
-def test_markdown_heading_without_body_keeps_its_words_unless_it_is_the_last():
-    # a bare heading that the next heading replaces is kept as a section of its own title
-    assert _split_markdown("# A\n\n# B\ntext") == [(["A"], "A"), (["B"], "text")]
-    assert _split_markdown("# A\n## B\ntext\n## C\n## D\nmore") == [
-        (["A", "B"], "text"), (["A", "C"], "C"), (["A", "D"], "more")]
-    # a parent heading followed by its child is not bare: it stays in the child's path
-    assert _split_markdown("# A\n## B\ntext") == [(["A", "B"], "text")]
-    # a last heading with nothing under it is an empty section
-    assert _split_markdown("text\n# Last") == [([], "text")]
+def test_markdown_heading_without_body_yields_nothing():
+    assert _split_markdown("# A\n\n# B\ntext") == [(["B"], "text")]
+    assert _split_markdown("# A\n## B\ntext\n## C\n## D\nmore") == [(["A", "B"], "text"), (["A", "D"], "more")]
     assert _split_markdown("") == []
 
 
 def test_plain_numbered_list_read_as_headings_loses_no_words():
+    # a numbered "heading" that the next one replaces with nothing under it was a list item: its words are kept
     assert _split_plain("Steps:\n1 Open the panel\n2 Click Save\nDone.") == [
         ([], "Steps:"), (["1 Open the panel"], "1 Open the panel"), (["2 Click Save"], "Done.")]
+    assert _split_plain("1 A\n2 B\n3 C\nend") == [(["1 A"], "1 A"), (["2 B"], "2 B"), (["3 C"], "end")]
+    # a numbered heading followed by its own sub-heading is a parent, not a bare item
+    assert _split_plain("1 Intro\n1.1 Scope\ntext") == [(["1 Intro", "1.1 Scope"], "text")]
+    # a setext title replaced at once by a numbered heading is a title: no section of its own
+    assert _split_plain("Guide\n=====\n1 Intro\ntext") == [(["1 Intro"], "text")]
+    # the last numbered heading with nothing under it stays an empty section
+    assert _split_plain("text\n1 Last") == [([], "text")]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -130,16 +130,16 @@ _SETEXT = re.compile(r"^(=+|-+)\s*$")
 
 
 class _Sections:
-    """Sections under a heading path. A heading with no text of its own that the next heading replaces (a sibling
-    or a heading above it follows at once) becomes a section holding its own title, so its words are kept: a list
-    of "1 Open the panel" / "2 Click Save" lines reads as numbered headings in plain text, and the first item's
-    words were lost. A last heading with nothing under it stays an empty section."""
+    """Sections under a heading path. A heading with nothing under it is an empty section and leaves no section,
+    except a ``keep_if_bare`` heading that the next heading replaces (a sibling or a heading above it follows at
+    once): it becomes a section holding its own title, so its words are kept. Plain text's numbered headings are
+    such: a list "1 Open the panel" / "2 Click Save" reads as numbered headings, and the first item was lost."""
 
     def __init__(self) -> None:
         self.out: list[tuple[list[str], str]] = []
         self.path: list[str] = []
         self.buf: list[str] = []
-        self.bare = False  # the last heading of the path has had no text yet
+        self.bare = False  # the last heading of the path is keep_if_bare and has had no text yet
 
     def flush(self) -> None:
         body = "\n".join(self.buf).strip()
@@ -148,12 +148,12 @@ class _Sections:
             self.bare = False
         self.buf.clear()
 
-    def heading(self, level: int, title: str) -> None:
+    def heading(self, level: int, title: str, *, keep_if_bare: bool = False) -> None:
         self.flush()
         if self.bare and len(self.path) >= level:  # the bare heading leaves the path
             self.out.append((list(self.path), self.path[-1]))
         self.path[:] = self.path[: level - 1] + [title]
-        self.bare = True
+        self.bare = keep_if_bare
 
     def end(self) -> list[tuple[list[str], str]]:
         self.flush()  # a last heading with nothing under it is an empty section ("# Only a heading": no text)
@@ -189,7 +189,7 @@ def _split_plain(text: str) -> list[tuple[list[str], str]]:
             continue
         m = _NUMBERED.match(line.strip())
         if m and not line.strip().endswith("."):
-            sec.heading(m.group(1).count(".") + 1, line.strip())
+            sec.heading(m.group(1).count(".") + 1, line.strip(), keep_if_bare=True)
             i += 1
             continue
         sec.buf.append(line)
