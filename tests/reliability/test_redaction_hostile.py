@@ -137,6 +137,11 @@ def test_the_word_after_an_iban_is_kept_exactly():
     assert R.redact("ref BE68539007547034EUR") == ("ref [IBAN]EUR", {"IBAN": 1})
     # the whole match is tried first: a German IBAN ends in a 2-character group that the pattern takes as its own
     assert R.redact("DE89 3704 0044 0532 0130 00 EUR") == ("[IBAN] EUR", {"IBAN": 1})
+    # one character past the IBAN (the longest cut, at len - 1) and Norway's 15 characters (the shortest IBAN)
+    assert R.redact("ref BE68539007547034E") == ("ref [IBAN]E", {"IBAN": 1})
+    assert R.redact("ref NO9386011117947AB") == ("ref [IBAN]AB", {"IBAN": 1})
+    # a country without a known length (Kosovo, 20 characters) is cut only before a space
+    assert R.redact("pay XK05 1212 0123 4567 8906 EUR") == ("pay [IBAN] EUR", {"IBAN": 1})
 
 
 def test_ids_with_personal_data_become_a_stable_keyed_hash():
