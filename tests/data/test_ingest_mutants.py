@@ -1037,3 +1037,40 @@ def test_iter_records_default_chunk_is_5000(monkeypatch):
     chunks = list(iter_records(Objects(), {}, "sections"))
     assert [len(c) for c in chunks] == [5000, 1]
     assert [r["id"] for c in chunks for r in c] == ids
+
+
+class _OfferCountingStore(LocalStore):
+    """A LocalStore that records the digest of every object offered to put_object (written or not)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.offered: list[str] = []
+
+    def put_object(self, data: bytes) -> tuple[str, bool]:
+        self.offered.append(sha256(data))
+        return super().put_object(data)
+
+
+def test_an_incremental_ingest_offers_only_objects_the_store_lacks(tmp_path, monkeypatch):
+    """The previous snapshot's record and shard digests are known (index format 2): an ingest that adds one ticket
+    offers the store only new objects, never one it already holds (a lost `known` table re-offers every shard).
+    SHARD_TARGET 2 spreads 11 tickets over up to 16 shards (9 non-empty), of which the new ticket changes one."""
+    import rlsd.data.index as index_mod
+
+    monkeypatch.setattr(index_mod, "SHARD_TARGET", 2)
+    rows = [{"id": f"T-{i}", "updated": "2024-03-01T10:00:00Z", "title": f"t{i}", "body": f"question {i}",
+             "status": "resolved", "resolution": f"r{i}", "resolution_verified": True, "answer": str(i),
+             "answer_type": "numeric"} for i in range(11)]
+    st = _OfferCountingStore(tmp_path / "store")
+    cfg = load_config()
+    first = tmp_path / "a.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in rows[:10]))
+    ingest(cfg, tickets=[first], store=st)
+    before = {p.name for p in (tmp_path / "store" / "objects").rglob("*") if p.is_file()}
+    st.offered.clear()
+    second = tmp_path / "b.jsonl"
+    second.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rep = ingest(cfg, tickets=[second], store=st)
+    assert rep["counts"]["new_tickets"] == 1
+    assert len(st.read_manifest()["index"]["tickets"]["shards"]) > 1  # so some shards are unchanged
+    assert st.offered and not set(st.offered) & before, sorted(set(st.offered) & before)
