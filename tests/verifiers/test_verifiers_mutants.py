@@ -12,7 +12,14 @@ import pytest
 import rlsd.verifiers as verifiers
 from rlsd.tasks import Task
 from rlsd.verifiers import score, task_format_score
-from rlsd.verifiers.extract import cap, extract_answer, fenced_block, format_score, strip_fence, unmarked_answer
+from rlsd.verifiers.extract import (
+    cap,
+    extract_answer,
+    fenced_block,
+    format_score,
+    strip_fence,
+    unmarked_answer,
+)
 from rlsd.verifiers.json_answer import MAX_JSON_CHARS, json_answer
 from rlsd.verifiers.label import label
 from rlsd.verifiers.sql import MAX_QUERY_CHARS, run_queries, sql
