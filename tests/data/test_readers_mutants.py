@@ -172,8 +172,11 @@ def test_plain_numbered_list_read_as_headings_loses_no_words():
     assert _split_plain("1 Intro\n1.1 Scope\ntext") == [(["1 Intro", "1.1 Scope"], "text")]
     # a setext title replaced at once by a numbered heading is a title: no section of its own
     assert _split_plain("Guide\n=====\n1 Intro\ntext") == [(["1 Intro"], "text")]
-    # the last numbered heading with nothing under it stays an empty section
-    assert _split_plain("text\n1 Last") == [([], "text")]
+    # the last numbered heading with nothing under it is a list item too: "3 C" is kept
+    assert _split_plain("text\n1 Last") == [([], "text"), (["1 Last"], "1 Last")]
+    assert _split_plain("1 A\n2 B\n3 C") == [(["1 A"], "1 A"), (["2 B"], "2 B"), (["3 C"], "3 C")]
+    # ... but a last markdown heading with nothing under it stays an empty section
+    assert _split_markdown("text\n# Last") == [([], "text")]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ _SETEXT = re.compile(r"^(=+|-+)\s*$")
 class _Sections:
     """Sections under a heading path. A heading with nothing under it is an empty section and leaves no section,
     except a ``keep_if_bare`` heading that the next heading replaces (a sibling or a heading above it follows at
-    once): it becomes a section holding its own title, so its words are kept. Plain text's numbered headings are
+    once) or that ends the text: it becomes a section holding its own title, so its words are kept. Plain text's numbered headings are
     such: a list "1 Open the panel" / "2 Click Save" reads as numbered headings, and the first item was lost."""
 
     def __init__(self) -> None:
@@ -156,7 +156,9 @@ class _Sections:
         self.bare = keep_if_bare
 
     def end(self) -> list[tuple[list[str], str]]:
-        self.flush()  # a last heading with nothing under it is an empty section ("# Only a heading": no text)
+        self.flush()  # a last heading with nothing under it is an empty section ("# Only a heading": no text) ...
+        if self.bare:  # ... unless it is keep_if_bare: "1 A\n2 B\n3 C" keeps "3 C"
+            self.out.append((list(self.path), self.path[-1]))
         return self.out
 
 
