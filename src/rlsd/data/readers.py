@@ -609,8 +609,8 @@ def csv_spans(fh: Any, limit: int, decode: Callable[[int, bytes], str]) -> Itera
     swallows the rest of the file into one field). A record ends at a line end outside quotes. A record
     that runs over several lines is accepted only when its quotes close cleanly, it stays within ``limit``
     bytes and it has as many fields as the header; otherwise the stray quote is taken to open on the
-    record's first line: that line (or the lines up to the one where the still-open quote opened) becomes
-    a damaged span with its line range, and reading resumes at the next line. Memory: one record of at
+    record's first line: that one line becomes a damaged span, and reading resumes at the next line (the
+    lines read ahead are read again, so a good record after the stray quote is not lost). Memory: one record of at
     most ``limit`` bytes (the lines read ahead are kept to be read again)."""
     src = _iter_lines(fh, limit)
     back: list[tuple[int, str | None, int]] = []  # lines read ahead, to be scanned again (a stack, reversed)
@@ -630,7 +630,6 @@ def csv_spans(fh: Any, limit: int, decode: Callable[[int, bytes], str]) -> Itera
             continue
         lines, total = [text], size
         inq, fields, bad = _scan_line(text, False, 1)
-        open_line = n  # the line where the quote still open opened
         damaged = ""
         last = n
         while inq:
@@ -647,25 +646,20 @@ def csv_spans(fh: Any, limit: int, decode: Callable[[int, bytes], str]) -> Itera
             lines.append(t2)
             total += s2
             last = m
-            was_open = inq
             inq, fields, b2 = _scan_line(t2, inq, fields)
             bad = bad or b2
-            if inq and not was_open:
-                open_line = m
         if not damaged and len(lines) > 1:
             if bad:
                 damaged = "a closing quote followed by text"
             elif header_fields is not None and fields != header_fields:
                 damaged = f"{fields} fields where the header has {header_fields}"
         if damaged and len(lines) > 1:
-            keep = (open_line - n + 1) if damaged in ("end of file",) or damaged.startswith(("line ", "over ")) else 1
-            for k in range(len(lines) - 1, keep - 1, -1):  # push back the lines after the damaged span
+            for k in range(len(lines) - 1, 0, -1):  # push back the lines after the damaged first line
                 back.append((n + k, lines[k], len(lines[k].encode("utf-8", "surrogatepass"))))
-            span = lines[:keep]
-            yield CsvSpan(n, n + keep - 1, span,
-                          f"stray quote: a quoted field opened on line {n + keep - 1} does not close cleanly "
-                          f"({damaged}); lines {n}-{n + keep - 1} quarantined, reading resumes at line {n + keep}",
-                          sum(len(x) for x in span))
+            yield CsvSpan(n, n, lines[:1],
+                          f"stray quote: a quoted field opened on line {n} does not close cleanly "
+                          f"({damaged}); lines {n}-{n} quarantined, reading resumes at line {n + 1}",
+                          len(lines[0]))
             continue
         if damaged:  # a one-line record whose quote never closes before the end of the file or a long line
             yield CsvSpan(n, n, lines, f"stray quote: a quoted field opened on line {n} never closes ({damaged})",
