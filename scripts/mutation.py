@@ -59,11 +59,13 @@ GROUPS: dict[str, dict] = {
         # gates, the alias choice and the promotion protocol against an in-memory MLflow client; the
         # MLflow round trips (register, load, _client, _await_ready) are tested against real servers in
         # tests/test_registry.py and are not mutated here (each mutant would cost a server run)
-        "tests": ["tests/test_registry.py", "tests/test_registry_fake.py", "-m", "not integration", "-k",
+        "tests": ["tests/test_registry.py", "tests/test_registry_fake.py", "tests/test_first_version_gate.py",
+                  "-m", "not integration", "-k",
                   "not embedded_sqlite"],
         "names": ["rlsd.registry.x__num__*", "rlsd.registry.x_load_evaluation__*",
                   "rlsd.registry.x_evaluation_tags__*", "rlsd.registry.x__tag_value__*",
-                  "rlsd.registry.x_check_gates__*", "rlsd.registry.x__pass1__*", "rlsd.registry.x__age__*",
+                  "rlsd.registry.x_check_gates__*", "rlsd.registry.x__first_version_gates__*",
+                  "rlsd.registry.x__comparison_gates__*", "rlsd.registry.x__pass1__*", "rlsd.registry.x__age__*",
                   "rlsd.registry.x__read_state__*", "rlsd.registry.x__choose__*", "rlsd.registry.x__get_alias__*",
                   "rlsd.registry.x__unreachable__*", "rlsd.registry.x_promote__*", "rlsd.registry.x__promote__*",
                   "rlsd.registry.x__record__*", "rlsd.registry.x__set_champion__*"],
