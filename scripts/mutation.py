@@ -184,8 +184,13 @@ EQUIVALENT: dict[str, str] = {
     "rlsd.registry.x_load_evaluation__mutmut_10": "\"UTF-8\" and \"utf-8\" name the same codec",
     "rlsd.registry.x__tag_value__mutmut_2": "a str skips to str(v), which is v",
     "rlsd.registry.x_check_gates__mutmut_39": "`ok = good` instead of `ok &= good` on the first gate, where ok is still True",
-    "rlsd.registry.x_check_gates__mutmut_124": "required=None is falsy like required=False",
-    "rlsd.registry.x_check_gates__mutmut_161": "required=None is falsy like required=False",
+    "rlsd.registry.x__comparison_gates__mutmut_16": "`ok = good` instead of `ok &= good` on the function's first gate, "
+    "where ok is still True",
+    "rlsd.registry.x__comparison_gates__mutmut_44": "required=None is falsy like required=False",
+    "rlsd.registry.x__comparison_gates__mutmut_81": "required=None is falsy like required=False",
+    "rlsd.registry.x__first_version_gates__mutmut_44": "computing hi also when comp is None changes nothing: comp is None "
+    "exactly when comparison is absent, null or not an object, and _num(required=False) returns None for all three",
+    "rlsd.registry.x__first_version_gates__mutmut_48": "required=None is falsy like required=False",
     "rlsd.registry.x__choose__mutmut_12": "only reached when best and champion are the same version: returning the "
     "champion object instead of best names the same version",
     "rlsd.registry.x__choose__mutmut_14": "same as mutmut_12",
@@ -410,28 +415,6 @@ EQUIVALENT: dict[str, str] = {
         "after the last line nxt is 'XXXX' instead of '': neither matches _SETEXT ^(=+|-+)\\s*$, so no setext heading either way",
     'rlsd.data.readers.x__split_plain__mutmut_34':
         'nxt.strip()[1] vs [0]: _SETEXT matched nxt from its start as one repeated mark (=+ or -+) and len(nxt.strip()) >= 3 is required, so characters 0 and 1 are the same mark',
-    'rlsd.data.readers.x_csv_spans__mutmut_102':
-        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
-    'rlsd.data.readers.x_csv_spans__mutmut_103':
-        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
-    'rlsd.data.readers.x_csv_spans__mutmut_104':
-        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
-    'rlsd.data.readers.x_csv_spans__mutmut_105':
-        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
-    'rlsd.data.readers.x_csv_spans__mutmut_107':
-        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
-    'rlsd.data.readers.x_csv_spans__mutmut_108':
-        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
-    'rlsd.data.readers.x_csv_spans__mutmut_109':
-        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
-    'rlsd.data.readers.x_csv_spans__mutmut_110':
-        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
-    'rlsd.data.readers.x_csv_spans__mutmut_81':
-        "open_line = None sits in the dead branch 'if inq and not was_open': the inner loop runs only while inq is True, so was_open is always True and the branch never runs",
-    'rlsd.data.readers.x_csv_spans__mutmut_97':
-        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
-    'rlsd.data.readers.x_csv_spans__mutmut_98':
-        "only changes which branch of the keep expression is taken; open_line never moves from n (the branch that would set it, 'if inq and not was_open', is dead: the loop runs only while inq, so was_open is always True), so (open_line - n + 1) and the else value are both 1",
     'rlsd.data.readers.x_decode_text__mutmut_11':
         "'UTF-8' and 'utf-8' name the same codec",
     'rlsd.data.readers.x_decode_text__mutmut_8':
@@ -530,6 +513,24 @@ EQUIVALENT: dict[str, str] = {
 # Survivors of a measured run that a test committed after that run kills (checked by hand on a clone); the next
 # run of the group counts them as killed and the entry can go.
 KILLED_SINCE: dict[str, str] = {
+    'rlsd.registry.x__first_version_gates__mutmut_3':
+        'tests/test_first_version_gate.py (the reasons word for word, leakage kept under needs_gain, a non-object comparison, a comparison without interval), committed after the run',
+    'rlsd.registry.x__first_version_gates__mutmut_9':
+        'tests/test_first_version_gate.py (the reasons word for word, leakage kept under needs_gain, a non-object comparison, a comparison without interval), committed after the run',
+    'rlsd.registry.x__first_version_gates__mutmut_10':
+        'tests/test_first_version_gate.py (the reasons word for word, leakage kept under needs_gain, a non-object comparison, a comparison without interval), committed after the run',
+    'rlsd.registry.x__first_version_gates__mutmut_11':
+        'tests/test_first_version_gate.py (the reasons word for word, leakage kept under needs_gain, a non-object comparison, a comparison without interval), committed after the run',
+    'rlsd.registry.x__first_version_gates__mutmut_12':
+        'tests/test_first_version_gate.py (the reasons word for word, leakage kept under needs_gain, a non-object comparison, a comparison without interval), committed after the run',
+    'rlsd.registry.x__first_version_gates__mutmut_15':
+        'tests/test_first_version_gate.py (the reasons word for word, leakage kept under needs_gain, a non-object comparison, a comparison without interval), committed after the run',
+    'rlsd.registry.x__first_version_gates__mutmut_30':
+        'tests/test_first_version_gate.py (the reasons word for word, leakage kept under needs_gain, a non-object comparison, a comparison without interval), committed after the run',
+    'rlsd.registry.x__first_version_gates__mutmut_52':
+        'tests/test_first_version_gate.py (the reasons word for word, leakage kept under needs_gain, a non-object comparison, a comparison without interval), committed after the run',
+    'rlsd.registry.x__first_version_gates__mutmut_57':
+        'tests/test_first_version_gate.py (the reasons word for word, leakage kept under needs_gain, a non-object comparison, a comparison without interval), committed after the run',
     'rlsd.data.index.xǁWorkIndexǁload_previous__mutmut_1':
         'tests/data/test_ingest_mutants.py::test_an_incremental_ingest_offers_only_objects_the_store_lacks',
     'rlsd.data.index.xǁWorkIndexǁload_previous__mutmut_5':

@@ -69,3 +69,43 @@ def test_first_version_needs_gain_refuses_an_evaluation_without_comparison():
     ev["comparison"] = None
     ok, reasons = check_gates(NEEDS_GAIN, ev, has_champion=False)
     assert ok is False and "no comparison with the base model" in reasons[-1]
+
+
+def test_first_version_reasons_word_for_word():
+    # the operator reads these lines in the register step's log: each is pinned exactly
+    ev = evaluation(0.1, 0.02, 0.2)
+    ev["comparison"] = None
+    assert check_gates(NEEDS_GAIN, ev, has_champion=False)[1][-1] == (
+        "FAIL: no @champion exists yet and registry.first_version_needs_gain is set, but the evaluation has no "
+        "comparison with the base model")
+    assert check_gates(NEEDS_GAIN, evaluation(0.1, 0.02, 0.2), has_champion=False)[1][-1] == (
+        "ok: no @champion exists yet; with registry.first_version_needs_gain the first version must pass the gates "
+        "above against the base model")
+    assert check_gates(REG, evaluation(-0.2, -0.3, -0.1), has_champion=False)[1][-1] == (
+        "FAIL: measurably worse than the base model it was compared with (pass@1 difference -0.2000, interval "
+        "upper end -0.1000 < 0)")
+
+
+def test_first_version_needs_gain_still_fails_on_leakage_when_the_comparison_passes():
+    # the leakage gate's verdict is kept: a comparison that passes every gate does not overwrite it
+    ok, reasons = check_gates(NEEDS_GAIN, evaluation(0.1, 0.02, 0.2, leak_rate=0.5), has_champion=False)
+    assert ok is False
+    assert reasons[0].startswith("FAIL") and "leakage" in reasons[0]
+    assert reasons[-1].startswith("FAIL: no @champion exists yet; with registry.first_version_needs_gain")
+
+
+@pytest.mark.parametrize("comparison", ["n/a", [0.1, 0.02, 0.2], 0.1])
+def test_first_version_with_a_comparison_that_is_not_an_object_counts_as_none(comparison):
+    ev = evaluation(0.1, 0.02, 0.2)
+    ev["comparison"] = comparison
+    ok, reasons = check_gates(NEEDS_GAIN, ev, has_champion=False)  # refused with a reason, not a crash
+    assert ok is False and "no comparison with the base model" in reasons[-1]
+    assert check_gates(REG, ev, has_champion=False)[0] is True  # without needs_gain: the leakage rule alone
+
+
+def test_first_version_with_a_comparison_without_interval_is_not_called_worse():
+    # an interval that was not computed (too few tasks) cannot show "measurably worse": no crash, promoted
+    ev = evaluation(-0.1, 0, 0)
+    del ev["comparison"]["ci_high"], ev["comparison"]["ci_low"]
+    ok, reasons = check_gates(REG, ev, has_champion=False)
+    assert ok is True and not any("measurably worse" in r for r in reasons), reasons
