@@ -247,13 +247,13 @@ EQUIVALENT: dict[str, str] = {
     "rlsd.evaluate.x_evaluate_model__mutmut_79": "progress-bar display (tqdm leave) only",
     "rlsd.evaluate.x_evaluate_model__mutmut_80": "progress-bar display (tqdm disable) only",
     "rlsd.evaluate.x_run_evaluation__mutmut_59": "cfg.eval always has num_samples: getattr's default is never used",
-    "rlsd.evaluate.x_write_report__mutmut_185": "encoding=None writes with the locale's encoding, UTF-8 here and in "
+    "rlsd.evaluate.x_write_report__mutmut_193": "encoding=None writes with the locale's encoding, UTF-8 here and in "
     "the images (C.UTF-8)",
-    "rlsd.evaluate.x_write_report__mutmut_187": "same as mutmut_185",
-    "rlsd.evaluate.x_write_report__mutmut_196": "\"UTF-8\" and \"utf-8\" name the same codec",
-    "rlsd.evaluate.x_write_report__mutmut_261": "same as mutmut_185 (report.html)",
-    "rlsd.evaluate.x_write_report__mutmut_263": "same as mutmut_185 (report.html)",
-    "rlsd.evaluate.x_write_report__mutmut_270": "same as mutmut_196 (report.html)",
+    "rlsd.evaluate.x_write_report__mutmut_195": "same as mutmut_193",
+    "rlsd.evaluate.x_write_report__mutmut_204": "\"UTF-8\" and \"utf-8\" name the same codec",
+    "rlsd.evaluate.x_write_report__mutmut_273": "same as mutmut_193 (report.html)",
+    "rlsd.evaluate.x_write_report__mutmut_275": "same as mutmut_193 (report.html)",
+    "rlsd.evaluate.x_write_report__mutmut_282": "same as mutmut_204 (report.html)",
     # verifiers: graders.py specs and composition (numbers of src/rlsd/verifiers/graders.py as of 81fee1c)
     "rlsd.verifiers.graders.x__model_path__mutmut_12":
         "the returned Path is never used: both callers (validate_spec, similarity/embedding and judge) call _model_path only for its ValueError and discard the result",
@@ -513,6 +513,20 @@ EQUIVALENT: dict[str, str] = {
 # Survivors of a measured run that a test committed after that run kills (checked by hand on a clone); the next
 # run of the group counts them as killed and the entry can go.
 KILLED_SINCE: dict[str, str] = {
+    'rlsd.evaluate.x_run_evaluation__mutmut_224':
+        'tests/test_evaluate_exact.py::test_report_opens_with_the_recipes_note / ::test_run_evaluation_writes_the_configured_note (eval.note one paragraph, escaped in HTML, absent when empty; run_evaluation passes it), committed after the run',
+    'rlsd.evaluate.x_write_report__mutmut_134':
+        'tests/test_evaluate_exact.py::test_report_opens_with_the_recipes_note / ::test_run_evaluation_writes_the_configured_note (eval.note one paragraph, escaped in HTML, absent when empty; run_evaluation passes it), committed after the run',
+    'rlsd.evaluate.x_write_report__mutmut_136':
+        'tests/test_evaluate_exact.py::test_report_opens_with_the_recipes_note / ::test_run_evaluation_writes_the_configured_note (eval.note one paragraph, escaped in HTML, absent when empty; run_evaluation passes it), committed after the run',
+    'rlsd.evaluate.x_write_report__mutmut_143':
+        'tests/test_evaluate_exact.py::test_report_opens_with_the_recipes_note / ::test_run_evaluation_writes_the_configured_note (eval.note one paragraph, escaped in HTML, absent when empty; run_evaluation passes it), committed after the run',
+    'rlsd.evaluate.x_write_report__mutmut_145':
+        'tests/test_evaluate_exact.py::test_report_opens_with_the_recipes_note / ::test_run_evaluation_writes_the_configured_note (eval.note one paragraph, escaped in HTML, absent when empty; run_evaluation passes it), committed after the run',
+    'rlsd.evaluate.x_write_report__mutmut_229':
+        'tests/test_evaluate_exact.py::test_report_opens_with_the_recipes_note / ::test_run_evaluation_writes_the_configured_note (eval.note one paragraph, escaped in HTML, absent when empty; run_evaluation passes it), committed after the run',
+    'rlsd.evaluate.x_write_report__mutmut_230':
+        'tests/test_evaluate_exact.py::test_report_opens_with_the_recipes_note / ::test_run_evaluation_writes_the_configured_note (eval.note one paragraph, escaped in HTML, absent when empty; run_evaluation passes it), committed after the run',
     'rlsd.registry.x__first_version_gates__mutmut_3':
         'tests/test_first_version_gate.py (the reasons word for word, leakage kept under needs_gain, a non-object comparison, a comparison without interval), committed after the run',
     'rlsd.registry.x__first_version_gates__mutmut_9':

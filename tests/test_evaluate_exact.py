@@ -373,3 +373,43 @@ def test_run_evaluation_uses_the_configured_chat_template(tmp_path, monkeypatch)
     run_evaluation(cfg, candidate=tmp_path / "m", tasks_path=tmp_path / "eval.jsonl", out_dir=tmp_path / "out")
     prompts = [p for c in calls for p in c["prompts"]]
     assert len(prompts) == 3 and all(p.startswith("<|user|>") and p.endswith("<|assistant|>") for p in prompts)
+
+
+def _report_side():
+    return {"model": "m", "pass@1": 0.5, "pass@k": 0.75, "greedy_pass@1": 0.25, "k": 3, "teacher_greedy_pass@1": None,
+            "per_type": {"label": {"n_tasks": 2, "pass@1": 0.5, "pass@k": 0.75, "greedy_pass@1": 0.25}}}
+
+
+@pytest.mark.parametrize("note,md_head,html_note", [
+    # a note wrapped over lines (as YAML folds it) is one paragraph; HTML-special characters are escaped in the page
+    ("A 15-minute run\n   shows the machinery, <not> a better model & says so.",
+     "# Evaluation report\n\n> **Note:** A 15-minute run shows the machinery, <not> a better model & says so.\n\n| model |",
+     "<p class='note'><strong>Note:</strong> A 15-minute run shows the machinery, &lt;not&gt; a better model &amp; "
+     "says so.</p>"),
+    ("", "# Evaluation report\n\n| model |", None),  # no note: the table follows the title at once
+])
+def test_report_opens_with_the_recipes_note(tmp_path, note, md_head, html_note):
+    from rlsd.evaluate import write_report
+
+    leak = {"rate": 0.0, "n_checked": 4, "n_leaks": 0, "teacher_student_gap": None, "examples": []}
+    result = {"candidate": _report_side(), "baseline": None, "comparison": None, "leakage": leak}
+    write_report(result, tmp_path, cand={"leakage": {**leak, "ngram": 6}, "format_score": 0.5}, base=None, note=note)
+    assert (tmp_path / "report.md").read_text(encoding="utf-8").startswith(md_head)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    if html_note:
+        assert "<h1>Evaluation report</h1>\n" + html_note + "\n<table " in page
+    else:
+        assert "<h1>Evaluation report</h1>\n<table " in page and "class='note'" not in page
+
+
+def test_run_evaluation_writes_the_configured_note(tmp_path, monkeypatch):
+    from rlsd.config import load_config
+    from rlsd.evaluate import run_evaluation
+    from rlsd.tasks import write_tasks
+
+    _sampler(monkeypatch, tmp_path, [])
+    write_tasks([NUM], tmp_path / "eval.jsonl")
+    cfg = load_config(overrides=["eval.k=1", "eval.num_samples=1", "eval.note=Four steps move nothing"])
+    run_evaluation(cfg, candidate=tmp_path / "m", tasks_path=tmp_path / "eval.jsonl", out_dir=tmp_path / "out")
+    assert (tmp_path / "out" / "report.md").read_text(encoding="utf-8").startswith(
+        "# Evaluation report\n\n> **Note:** Four steps move nothing\n\n")
