@@ -409,12 +409,6 @@ EQUIVALENT: dict[str, str] = {
         'readline(2 << 20) instead of 1 << 20 while skipping an over-long line: a different chunk size, the same lines and sizes',
     'rlsd.data.readers.x__iter_lines__mutmut_19':
         'readline(1 << 21) instead of 1 << 20 while skipping an over-long line: a different chunk size, the same lines and sizes',
-    'rlsd.data.readers.x__split_markdown__mutmut_4':
-        'fenced = None instead of False: falsy like False, and `not None` is True like `not False`, so the toggle and the `if fenced` test behave the same',
-    'rlsd.data.readers.x__split_plain__mutmut_24':
-        "after the last line nxt is 'XXXX' instead of '': neither matches _SETEXT ^(=+|-+)\\s*$, so no setext heading either way",
-    'rlsd.data.readers.x__split_plain__mutmut_34':
-        'nxt.strip()[1] vs [0]: _SETEXT matched nxt from its start as one repeated mark (=+ or -+) and len(nxt.strip()) >= 3 is required, so characters 0 and 1 are the same mark',
     'rlsd.data.readers.x_decode_text__mutmut_11':
         "'UTF-8' and 'utf-8' name the same codec",
     'rlsd.data.readers.x_decode_text__mutmut_8':
@@ -507,12 +501,138 @@ EQUIVALENT: dict[str, str] = {
         'only the case of the SQL text changes: SQLite keywords and table/column names are case-insensitive, the same statement',
     'rlsd.data.redact.x__iban_check__mutmut_22':
         "`want is not None or <length == want>`: for a known country every cut is tried, but iban_ok refuses any prefix whose length is not the country's, so only the original's cut can pass; for an unknown one both sides are False",
+    'rlsd.data.index.xǁWorkIndexǁset_winner__mutmut_3':
+        "_seq += 2 instead of += 1: seq is read only by ORDER BY seq in winners_against_stored, and 2, 4, 6... order exactly as 1, 2, 3... (a replaced winner keeps its seq either way); never near SQLite's 2**63 limit",
+    'rlsd.data.ingest.xǁQuarantineSpoolǁappend__mutmut_4':
+        'ensure_ascii=None instead of False: json only tests its truthiness (JSONEncoder.iterencode: `if self.ensure_ascii`), so None writes the same bytes as False',
+    'rlsd.data.readers.x__id_hint__mutmut_35':
+        "lstrip('XX\\ufeffXX') strips the characters {X, U+FEFF}; the name was lower-cased just before, so there is no X to strip and only the BOM goes, as in the original",
+    'rlsd.data.readers.x__map_keys__mutmut_15':
+        "lstrip('XX\\ufeffXX') strips the characters {X, U+FEFF}; the key was lower-cased just before, so there is no X to strip and only the BOM goes, as in the original",
+    'rlsd.data.readers.x__reason_key__mutmut_6':
+        "re.split without maxsplit: only element [0] is used, the text before the first ':' or '(', which does not depend on how many later splits are made",
+    'rlsd.data.readers.x__reason_key__mutmut_9':
+        "maxsplit=2 instead of 1: only element [0] is used, the text before the first ':' or '(', which does not depend on how many later splits are made",
+    'rlsd.data.readers.x__scan_line__mutmut_10':
+        'text.find(\'"\', i, None) instead of (i, n): n = len(text.rstrip(\'\\r\\n\')), so text[n:] holds only \'\\r\'/\'\\n\' and no quote can be found there',
+    'rlsd.data.readers.x__scan_line__mutmut_13':
+        'text.find(\'"\', i) without the end n: text[n:] holds only \'\\r\'/\'\\n\' (n = len(text.rstrip(\'\\r\\n\'))), so no quote can be found there',
+    'rlsd.data.readers.x__scan_line__mutmut_42':
+        'at_start = None instead of False after a closing quote: at_start is only read as `if at_start and ...` (None is falsy like False) and is never returned',
+    'rlsd.data.readers.x__scan_line__mutmut_43':
+        'at_start = True after a closing quote: it is read only by `at_start and text[i] == \'"\'`, and the character after a closing quote is never \'"\' (a \'"\' right after a quote is taken as an escaped \'""\' before the close), so the quote branch cannot fire; the comma branch sets at_start again',
+    'rlsd.data.readers.x__scan_line__mutmut_50':
+        'at_start = True instead of False on opening a quote: at_start is read only outside quotes, and the only way out of quotes (the closing quote) sets it to False again; it is not returned',
+    'rlsd.data.readers.x__scan_line__mutmut_58':
+        "text.find(',', i, None) instead of (i, n): text[n:] holds only '\\r'/'\\n' (n = len(text.rstrip('\\r\\n'))), so no comma can be found there",
+    'rlsd.data.readers.x__scan_line__mutmut_61':
+        "text.find(',', i) without the end n: text[n:] holds only '\\r'/'\\n', so no comma can be found there",
+    'rlsd.data.readers.x__split_markdown__mutmut_2':
+        'fenced = None instead of False: falsy like False, and `not None` is True like `not False`, so the toggle and the `if fenced` test behave the same',
+    'rlsd.data.readers.x__split_plain__mutmut_17':
+        "after the last line nxt is 'XXXX' instead of '': neither matches _SETEXT ^(=+|-+)\\s*$, so no setext heading either way",
+    'rlsd.data.readers.x__split_plain__mutmut_30':
+        'nxt.strip()[1] vs [0]: _SETEXT matched nxt from its start as one repeated mark (=+ or -+) and len(nxt.strip()) >= 3 is required, so characters 0 and 1 are the same mark',
+    'rlsd.data.readers.x_csv_spans__mutmut_132':
+        '\'XXXX\'.join(lines) vs \'\'.join(lines): the same for a one-line span; a span of several lines starts with a line that opened a quote, so it holds a \'"\' and is non-blank either way',
+    'rlsd.data.readers.x_csv_spans__mutmut_37':
+        '_scan_line(text, None, 1): inq is only tested for truth (`not inq`, `if inq`) and None is falsy like False; if no quote opens, the None comes back as inq and `while inq` treats it like False',
+    'rlsd.data.readers.x_csv_spans__mutmut_44':
+        "damaged = None instead of '': damaged is only tested for truth (`not damaged`, `if damaged`) before a reason string is assigned, and None is falsy like ''",
+    'rlsd.data.readers.x_quarantine_entry__mutmut_17':
+        "redact_id('') is also called when rid is '': redact('') is ('', Counter()), unchanged, so redact_id returns ('', Counter()) at once (no key drawn), the same as the else branch",
+    'rlsd.data.readers.xǁ_Sectionsǁ__init____mutmut_4':
+        'bare = None instead of False: bare is only tested for truth (`if self.bare and ...`, `if self.bare`) and None is falsy like False',
+    'rlsd.data.readers.xǁ_Sectionsǁflush__mutmut_6':
+        'bare = None instead of False: bare is only tested for truth (`if self.bare and ...`, `if self.bare`) and None is falsy like False',
     # end data
 }
 
 # Survivors of a measured run that a test committed after that run kills (checked by hand on a clone); the next
 # run of the group counts them as killed and the entry can go.
 KILLED_SINCE: dict[str, str] = {
+    'rlsd.data.readers.x__as_links__mutmut_17':
+        'tests/data/test_readers_survivors.py::test_links_that_are_not_json_lose_only_their_brackets, committed after the run',
+    'rlsd.data.readers.x__scan_line__mutmut_16':
+        'tests/data/test_readers_survivors.py::test_a_quote_at_the_start_of_a_continuation_line_closes_the_field, committed after the run',
+    'rlsd.data.readers.x__scan_line__mutmut_17':
+        'tests/data/test_readers_survivors.py::test_a_quote_at_the_start_of_a_continuation_line_closes_the_field, committed after the run',
+    'rlsd.data.readers.x__scan_line__mutmut_21':
+        'tests/data/test_readers_survivors.py::test_a_doubled_quote_at_the_end_of_a_line_is_an_escaped_quote_not_a_close, committed after the run',
+    'rlsd.data.readers.x__scan_line__mutmut_53':
+        'tests/data/test_readers_survivors.py::test_an_empty_quoted_field_opens_and_closes_at_once, committed after the run',
+    'rlsd.data.readers.x__scan_line__mutmut_64':
+        'tests/data/test_readers_survivors.py::test_a_line_starting_with_a_comma_counts_its_empty_first_field, committed after the run',
+    'rlsd.data.readers.x__scan_line__mutmut_65':
+        'tests/data/test_readers_survivors.py::test_a_line_starting_with_a_comma_counts_its_empty_first_field, committed after the run',
+    'rlsd.data.readers.x_count_records__mutmut_20':
+        'tests/data/test_readers_survivors.py::test_jsonl_count_drops_a_second_bom_on_the_first_line_only, committed after the run',
+    'rlsd.data.readers.x_count_records__mutmut_21':
+        'tests/data/test_readers_survivors.py::test_jsonl_count_drops_a_second_bom_on_the_first_line_only, committed after the run',
+    'rlsd.data.readers.x_count_records__mutmut_66':
+        'tests/data/test_readers_survivors.py::test_csv_count_of_a_file_whose_first_line_is_one_byte, committed after the run',
+    'rlsd.data.readers.x_count_records__mutmut_75':
+        'tests/data/test_readers_survivors.py::test_csv_count_refuses_spans_that_leave_lines_out, committed after the run',
+    'rlsd.data.readers.x_csv_spans__mutmut_129':
+        'tests/data/test_readers_survivors.py::test_the_field_count_of_a_multi_line_record_is_checked_against_the_header_only, committed after the run',
+    'rlsd.data.readers.x_parse_manual__mutmut_86':
+        'tests/data/test_readers_survivors.py::test_unreadable_pdf_reason_names_the_error_type, committed after the run',
+    'rlsd.data.readers.x_quarantine_entry__mutmut_19':
+        'tests/data/test_readers_survivors.py::test_quarantine_id_is_read_up_to_its_first_1000_characters, committed after the run',
+    'rlsd.data.readers.x_quarantine_entry__mutmut_29':
+        'tests/data/test_readers_survivors.py::test_quarantine_raw_text_is_redacted_up_to_its_first_8000_characters, committed after the run',
+    'rlsd.data.index.x_iter_index__mutmut_2':
+        'tests/data/test_store_index_survivors.py::test_unknown_kind_is_refused_with_the_kinds_named, committed after the run',
+    'rlsd.data.index.x_iter_index__mutmut_24':
+        'tests/data/test_store_index_survivors.py::test_a_corrupt_shard_is_named_by_its_first_12_hex_digits, committed after the run',
+    'rlsd.data.index.x_iter_index__mutmut_4':
+        'tests/data/test_store_index_survivors.py::test_a_manifest_without_a_format_key_is_read_as_format_1, committed after the run',
+    'rlsd.data.index.x_iter_index__mutmut_6':
+        'tests/data/test_store_index_survivors.py::test_a_manifest_without_a_format_key_is_read_as_format_1, committed after the run',
+    'rlsd.data.index.x_iter_index__mutmut_9':
+        'tests/data/test_store_index_survivors.py::test_a_manifest_without_a_format_key_is_read_as_format_1, committed after the run',
+    'rlsd.data.index.x_micros__mutmut_1':
+        'tests/data/test_store_index_survivors.py::test_micros_is_exact_far_from_the_epoch, committed after the run',
+    'rlsd.data.index.xǁWorkIndexǁload_previous__mutmut_2':
+        'tests/data/test_store_index_survivors.py::test_a_manifest_without_a_format_key_is_read_as_format_1, committed after the run',
+    'rlsd.data.index.xǁWorkIndexǁload_previous__mutmut_4':
+        'tests/data/test_store_index_survivors.py::test_a_manifest_without_a_format_key_is_read_as_format_1, committed after the run',
+    'rlsd.data.index.xǁWorkIndexǁload_previous__mutmut_7':
+        'tests/data/test_store_index_survivors.py::test_a_manifest_without_a_format_key_is_read_as_format_1, committed after the run',
+    'rlsd.data.index.xǁWorkIndexǁset_winner__mutmut_1':
+        'tests/data/test_store_index_survivors.py::test_winners_come_back_in_the_order_ids_were_first_read, committed after the run',
+    'rlsd.data.index.xǁWorkIndexǁset_winner__mutmut_2':
+        'tests/data/test_store_index_survivors.py::test_winners_come_back_in_the_order_ids_were_first_read, committed after the run',
+    'rlsd.data.store.xǁLocalStoreǁ_put__mutmut_10':
+        'tests/data/test_store_index_survivors.py::test_writes_do_not_use_the_system_temp_folder, committed after the run',
+    'rlsd.data.store.xǁLocalStoreǁ_put__mutmut_11':
+        'tests/data/test_store_index_survivors.py::test_a_write_in_flight_is_a_hidden_file_in_the_keys_folder, committed after the run',
+    'rlsd.data.store.xǁLocalStoreǁ_put__mutmut_12':
+        'tests/data/test_store_index_survivors.py::test_writes_do_not_use_the_system_temp_folder, committed after the run',
+    'rlsd.data.store.xǁLocalStoreǁ_put__mutmut_13':
+        'tests/data/test_store_index_survivors.py::test_a_write_in_flight_is_a_hidden_file_in_the_keys_folder, committed after the run',
+    'rlsd.data.store.xǁLocalStoreǁ_put__mutmut_14':
+        'tests/data/test_store_index_survivors.py::test_a_write_in_flight_is_a_hidden_file_in_the_keys_folder, committed after the run',
+    'rlsd.data.store.xǁLocalStoreǁ_put__mutmut_15':
+        'tests/data/test_store_index_survivors.py::test_a_write_in_flight_is_a_hidden_file_in_the_keys_folder, committed after the run',
+    'rlsd.data.store.xǁLocalStoreǁ_put__mutmut_27':
+        'tests/data/test_store_index_survivors.py::test_a_write_whose_folder_vanishes_reports_the_failed_rename, committed after the run',
+    'rlsd.data.store.xǁLocalStoreǁ_put__mutmut_29':
+        'tests/data/test_store_index_survivors.py::test_a_write_whose_folder_vanishes_reports_the_failed_rename, committed after the run',
+    'rlsd.data.store.xǁStoreǁget_object__mutmut_8':
+        'tests/data/test_store_index_survivors.py::test_a_corrupt_object_tells_the_user_to_reingest, committed after the run',
+    'rlsd.data.store.xǁStoreǁget_object__mutmut_9':
+        'tests/data/test_store_index_survivors.py::test_a_corrupt_object_tells_the_user_to_reingest, committed after the run',
+    'rlsd.data.store.xǁStoreǁread_manifest__mutmut_12':
+        'tests/data/test_store_index_survivors.py::test_missing_snapshot_of_an_empty_store_lists_none_known, committed after the run',
+    'rlsd.data.store.xǁStoreǁread_manifest__mutmut_13':
+        'tests/data/test_store_index_survivors.py::test_missing_snapshot_of_an_empty_store_lists_none_known, committed after the run',
+    'rlsd.data.store.xǁStoreǁresolve__mutmut_1':
+        'tests/data/test_store_index_survivors.py::test_resolve_defaults_to_the_latest_snapshot, committed after the run',
+    'rlsd.data.store.xǁStoreǁresolve__mutmut_2':
+        'tests/data/test_store_index_survivors.py::test_resolve_defaults_to_the_latest_snapshot, committed after the run',
+    'rlsd.data.store.xǁStoreǁupload_folder__mutmut_66':
+        'tests/data/test_store_index_survivors.py::test_folder_created_stamp_is_utc_in_any_time_zone, committed after the run',
     'rlsd.evaluate.x_run_evaluation__mutmut_224':
         'tests/test_evaluate_exact.py::test_report_opens_with_the_recipes_note / ::test_run_evaluation_writes_the_configured_note (eval.note one paragraph, escaped in HTML, absent when empty; run_evaluation passes it), committed after the run',
     'rlsd.evaluate.x_write_report__mutmut_134':
