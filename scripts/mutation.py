@@ -209,7 +209,6 @@ EQUIVALENT: dict[str, str] = {
     # evaluate (numbers of src/rlsd/evaluate.py as of 1ade039)
     "rlsd.evaluate.x_find_leak__mutmut_37": "windows past the end are shorter than n words and match no n-gram",
     "rlsd.evaluate.x_find_leak__mutmut_38": "same as mutmut_37",
-    "rlsd.evaluate.x_evaluate_model__mutmut_33": "chat_template None instead of False: both falsy in fit_student",
     "rlsd.evaluate.x_evaluate_model__mutmut_61": "progress-bar text (tqdm desc) only",
     "rlsd.evaluate.x_evaluate_model__mutmut_62": "progress-bar display (tqdm leave) only",
     "rlsd.evaluate.x_evaluate_model__mutmut_63": "progress-bar display (tqdm disable) only",
