@@ -212,3 +212,18 @@ def test_folder_created_stamp_is_utc_in_any_time_zone(tmp_path, ist_time_zone):
     created = st.upload_folder(tmp_path / "m", "model")["created"]
     t = dt.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     assert abs((dt.datetime.now(dt.UTC) - t).total_seconds()) < 120, created
+
+
+def test_work_index_names_the_kinds_it_knows_when_given_another(tmp_path):
+    with idx.WorkIndex(tmp_path) as w, pytest.raises(ValueError) as e:
+        w.count("manuals")
+    assert str(e.value) == f"kind must be one of {idx.KINDS}, got 'manuals'"
+
+
+def test_put_objects_refuses_bytes_that_do_not_hash_to_their_name(tmp_path):
+    store = LocalStore(tmp_path / "s")
+    wrong = H(b"other")
+    with pytest.raises(StoreError) as e:
+        store.put_objects({wrong: b"payload"})
+    assert str(e.value) == f"object bytes do not hash to their name {wrong[:12]}... (a bug in the caller)"
+    assert store.put_objects({H(b"payload"): b"payload"}) == 1  # the right name is stored
