@@ -227,3 +227,29 @@ def test_put_objects_refuses_bytes_that_do_not_hash_to_their_name(tmp_path):
         store.put_objects({wrong: b"payload"})
     assert str(e.value) == f"object bytes do not hash to their name {wrong[:12]}... (a bug in the caller)"
     assert store.put_objects({H(b"payload"): b"payload"}) == 1  # the right name is stored
+
+
+def test_file_sha256_reads_a_large_file_in_blocks_of_at_most_one_mib(tmp_path, monkeypatch):
+    # model shards are gigabytes: the digest is taken block by block, never with the whole file in memory
+    from rlsd.data import store as store_mod
+
+    data = os.urandom(1 << 20) * 2 + b"tail"  # 2 MiB + 4 bytes
+    p = tmp_path / "shard.bin"
+    p.write_bytes(data)
+    sizes = []
+    real_sha256 = hashlib.sha256
+
+    class Recorder:
+        def __init__(self):
+            self.h = real_sha256()
+
+        def update(self, block):
+            sizes.append(len(block))
+            self.h.update(block)
+
+        def hexdigest(self):
+            return self.h.hexdigest()
+
+    monkeypatch.setattr(store_mod.hashlib, "sha256", Recorder)
+    assert store_mod.file_sha256(p) == hashlib.new("sha256", data).hexdigest()
+    assert sizes == [1 << 20, 1 << 20, 4]
