@@ -572,6 +572,12 @@ EQUIVALENT: dict[str, str] = {
         '"UTF-8" and "utf-8" name the same codec',
     'rlsd.data.redact.xǁRedactorǁredact_id__mutmut_8':
         'counts comes fresh from redact(record_id), which never counts ID_HASHED (only redact_id does), so `= 1` and `+= 1` both leave 1',
+    'rlsd.data.index.xǁWorkIndexǁwinners_against_stored__mutmut_3':
+        'only the case of the SQL text changes: SQLite keywords and table names are case-insensitive, the same statement',
+    'rlsd.data.index.xǁWorkIndexǁwinners_against_stored__mutmut_4':
+        'same as winners_against_stored mutmut_3 (the table name RESOLVED is resolved)',
+    'rlsd.data.ingest.x_ingest__mutmut_44':
+        "only the name of ingest's scratch folder changes (tmpXXXX instead of rlsd-ingest-XXXX); the folder is removed when ingest returns or fails, and nothing reads its name",
     # end data
 }
 
