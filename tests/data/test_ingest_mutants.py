@@ -1074,3 +1074,20 @@ def test_an_incremental_ingest_offers_only_objects_the_store_lacks(tmp_path, mon
     assert rep["counts"]["new_tickets"] == 1
     assert len(st.read_manifest()["index"]["tickets"]["shards"]) > 1  # so some shards are unchanged
     assert st.offered and not set(st.offered) & before, sorted(set(st.offered) & before)
+
+
+def test_redactions_in_a_refused_symlinks_reason_are_counted_in_its_report(tmp_path):
+    # a manuals folder named after a person's e-mail address holds a symlink leading out of it: the refusal's
+    # reason quotes the folder's path, redacted (one EMAIL), and the symlink's source report counts it
+    m = tmp_path / "jane@corp.example"
+    m.mkdir()
+    (m / "g.md").write_text(MANUAL, encoding="utf-8")
+    outside = tmp_path / "outside.md"
+    outside.write_text("# Secret\nnever read\n", encoding="utf-8")
+    (m / "b-out.md").symlink_to(outside)
+    rep = ingest(load_config(), manuals=[m], store=LocalStore(tmp_path / "st"))
+    (q,) = rep["quarantined"]
+    assert q["reason"].startswith("symlink refused: it points outside the folder ") and "jane@corp.example" not in q["reason"]
+    link, manual = rep["sources"]
+    assert (link["format"], link["redactions"]) == ("symlink", {"EMAIL": 1})
+    assert manual["redactions"] == {}
