@@ -584,6 +584,8 @@ EQUIVALENT: dict[str, str] = {
         "same as ingest mutmut_44: only the scratch folder's name changes",
     'rlsd.data.ingest.x_ingest__mutmut_97':
         "b'XXXX' instead of b'' as id key when ingest.redact is off: the Redactor is then disabled, redact() returns every text unchanged, so redact_id never hashes and the key is never used",
+    'rlsd.data.ingest.xǁQuarantineSpoolǁ__init____mutmut_8':
+        "encoding=None writes the spool with the locale's encoding, UTF-8 here and in the images (C.UTF-8); same as QuarantineSpool.write mutmut_3",
     # end data
 }
 
