@@ -586,6 +586,18 @@ EQUIVALENT: dict[str, str] = {
         "b'XXXX' instead of b'' as id key when ingest.redact is off: the Redactor is then disabled, redact() returns every text unchanged, so redact_id never hashes and the key is never used",
     'rlsd.data.ingest.xǁQuarantineSpoolǁ__init____mutmut_8':
         "encoding=None writes the spool with the locale's encoding, UTF-8 here and in the images (C.UTF-8); same as QuarantineSpool.write mutmut_3",
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_14':
+        'SQLite ignores an unknown PRAGMA without error, so the scratch index keeps its default rollback journal: the same results, only more disk writes (a speed, not a result; the index is a throw-away file)',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_15':
+        'PRAGMA values are case-insensitive: journal_mode=off is journal_mode=OFF',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_2':
+        "only the name of the index's scratch folder changes (tmpXXXX instead of rlsd-ingest-XXXX); it is removed on close and nothing reads its name",
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_4':
+        'same as WorkIndex.__init__ mutmut_2',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_6':
+        'same as WorkIndex.__init__ mutmut_2',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_7':
+        'same as WorkIndex.__init__ mutmut_2',
     # end data
 }
 
