@@ -598,6 +598,22 @@ EQUIVALENT: dict[str, str] = {
         'same as WorkIndex.__init__ mutmut_2',
     'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_7':
         'same as WorkIndex.__init__ mutmut_2',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_16':
+        'PRAGMA names and values are case-insensitive in SQLite: the same setting',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_18':
+        'PRAGMA names and values are case-insensitive in SQLite: the same setting',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_19':
+        'PRAGMA names and values are case-insensitive in SQLite: the same setting',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_21':
+        'PRAGMA names and values are case-insensitive in SQLite: the same setting',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_22':
+        'PRAGMA names and values are case-insensitive in SQLite: the same setting',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_24':
+        'PRAGMA names and values are case-insensitive in SQLite: the same setting',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_17':
+        "SQLite ignores an unknown PRAGMA without error: the scratch index keeps that setting's default, the same results at another speed (see mutmut_14)",
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_20':
+        "SQLite ignores an unknown PRAGMA without error: the scratch index keeps that setting's default, the same results at another speed (see mutmut_14)",
     # end data
 }
 
