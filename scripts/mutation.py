@@ -614,6 +614,25 @@ EQUIVALENT: dict[str, str] = {
         "SQLite ignores an unknown PRAGMA without error: the scratch index keeps that setting's default, the same results at another speed (see mutmut_14)",
     'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_20':
         "SQLite ignores an unknown PRAGMA without error: the scratch index keeps that setting's default, the same results at another speed (see mutmut_14)",
+    'rlsd.data.index.x_id_hash__mutmut_4':
+        'codec names are case-insensitive: "UTF-8" is "utf-8"',
+    'rlsd.data.store.x_canonical_json__mutmut_15':
+        'codec names are case-insensitive: "UTF-8" is "utf-8"',
+    'rlsd.data.store.x_canonical_json__mutmut_5':
+        'ensure_ascii=None is falsy, and json.dumps tests it only for truth: the same bytes as ensure_ascii=False',
+    'rlsd.data.index.xǁWorkIndexǁ__init____mutmut_28':
+        "seq only orders winners (ORDER BY seq, first-seen order kept by the upsert): starting it at 1 instead of 0 "
+        "shifts every value alike, the same order",
+    'rlsd.data.redact.xǁRedactorǁredact__mutmut_7':
+        "_NEEDS is a pre-filter: each listed rule's pattern cannot match a text holding none of its words "
+        "(case-folded), so running every rule (needs None) finds the same spans, only slower",
+    'rlsd.data.redact.xǁRedactorǁredact__mutmut_8':
+        'same as Redactor.redact mutmut_7 (_NEEDS has no None key: needs is always None)',
+    'rlsd.data.redact.xǁRedactorǁredact__mutmut_17':
+        "a speed short-cut: both AWS_SECRET_KEY patterns need 40 characters of key ([A-Za-z0-9/+]{40}), so a text "
+        "under 40 characters cannot match; running the rule anyway finds nothing more",
+    'rlsd.data.redact.xǁRedactorǁredact__mutmut_18':
+        'same as Redactor.redact mutmut_17',
     # end data
 }
 
@@ -753,6 +772,14 @@ KILLED_SINCE: dict[str, str] = {
                        'rlsd.data.redact.x__iban_check__mutmut_18',
                        'rlsd.data.redact.x__iban_check__mutmut_28',
                        'rlsd.data.redact.x__iban_check__mutmut_29'),
+    **_killed_since_by('tests/data/test_store_index_survivors.py::test_canonical_json_writes_non_ascii_text_as_utf8_not_escapes',
+                       'rlsd.data.store.x_canonical_json__mutmut_9',
+                       'rlsd.data.store.x_canonical_json__mutmut_13'),
+    **_killed_since_by('tests/data/test_store_index_survivors.py::test_folder_names_with_capitals_are_accepted',
+                       'rlsd.data.store.x__check_folder_name__mutmut_9'),
+    **_killed_since_by('tests/data/test_store_index_survivors.py (reads on the caller\'s thread at parallelism 1, a '
+                       'pool from four objects, never more reads in flight than the parallelism)',
+                       *(f'rlsd.data.store.xǁStoreǁ_map__mutmut_{n}' for n in (1, 2, 3, 4, 5, 7))),
 }
 
 # The one-line mutants named in issue 21 (each applied by hand to a clone and run against the named test, which

@@ -4,7 +4,9 @@ WorkIndex.load_previous), the order of per-ticket winners, exact integer microse
 the error messages users read (an unknown kind, a corrupt shard or object, a missing snapshot, an empty
 store), ``resolve()``'s default, LocalStore's in-flight temporary files (in the key's folder, never listed,
 independent of the system temp folder, and a write whose folder vanishes reports the rename's own error),
-and a folder manifest's ``created`` stamp in UTC whatever the local time zone."""
+a folder manifest's ``created`` stamp in UTC whatever the local time zone, record bytes as UTF-8 (not
+``\\u`` escapes), folder names with capitals, and the number of reads a store has in flight (on the caller's
+thread at parallelism 1, a pool from four objects, never more than its parallelism)."""
 
 from __future__ import annotations
 
@@ -253,3 +255,89 @@ def test_file_sha256_reads_a_large_file_in_blocks_of_at_most_one_mib(tmp_path, m
     monkeypatch.setattr(store_mod.hashlib, "sha256", Recorder)
     assert store_mod.file_sha256(p) == hashlib.new("sha256", data).hexdigest()
     assert sizes == [1 << 20, 1 << 20, 4]
+
+
+# ----------------------------------------------------------------------------------------------
+# record bytes, folder names, and how many requests a store has in flight
+# ----------------------------------------------------------------------------------------------
+
+def test_canonical_json_writes_non_ascii_text_as_utf8_not_escapes():
+    # the bytes (and so the hash that names a record) of a ticket in German or Japanese: keys sorted, no
+    # spaces, characters as UTF-8; "\\u00e9" escapes would give the same record another name
+    got = canonical_json({"title": "Lüfter défectueux", "a": ["東京", 1]})
+    assert got == '{"a":["東京",1],"title":"Lüfter défectueux"}'.encode("utf-8")
+    assert b"\\u" not in got and len(got) == 48
+
+
+def test_folder_names_with_capitals_are_accepted(tmp_path):
+    # model folders are named after models: "SmolLM2-135M-Instruct", "Qwen2.5-0.5B"
+    st = LocalStore(tmp_path / "store")
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    for name in ("SmolLM2-135M-Instruct", "Qwen2.5-0.5B", "A"):
+        manifest = st.upload_folder(src, name)
+        assert st.list_folders(name) == [manifest["folder_id"]]
+        st.download_folder(name, tmp_path / f"out-{name}")
+        assert (tmp_path / f"out-{name}" / "config.json").read_text() == "{}"
+
+
+class _CountingStore(LocalStore):
+    """A folder store that records, for each object read, the thread it ran on and how many reads overlapped."""
+
+    def __init__(self, root, parallelism: int) -> None:
+        super().__init__(root)
+        import threading
+        self.parallelism = parallelism
+        self._lock = threading.Lock()
+        self.active = self.peak = 0
+        self.threads: set[int] = set()
+
+    def get_object(self, digest: str) -> bytes:
+        import threading
+        with self._lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self.threads.add(threading.get_ident())
+        try:
+            time.sleep(0.03)  # long enough that a pool submits the next read before this one ends
+            return super().get_object(digest)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def _put_records(st, n):
+    recs = [{"id": f"T-{i}", "n": i} for i in range(n)]
+    ds = [st.put_object(canonical_json(r))[0] for r in recs]
+    return ds, recs
+
+
+def test_a_store_with_parallelism_one_reads_on_the_callers_thread_one_at_a_time(tmp_path):
+    import threading
+    st = _CountingStore(tmp_path / "s", parallelism=1)
+    ds, recs = _put_records(st, 8)
+    assert st.get_json_objects(ds) == dict(zip(ds, recs))
+    assert st.threads == {threading.get_ident()} and st.peak == 1
+
+
+def test_a_store_reads_four_objects_in_parallel_up_to_its_parallelism(tmp_path):
+    import threading
+    st = _CountingStore(tmp_path / "s", parallelism=2)
+    ds, recs = _put_records(st, 4)  # four is the smallest batch worth a pool
+    assert st.get_json_objects(ds) == dict(zip(ds, recs))
+    assert threading.get_ident() not in st.threads
+    assert st.peak == 2
+    st3 = _CountingStore(tmp_path / "s", parallelism=2)
+    assert st3.get_json_objects(ds[:3]) == dict(zip(ds[:3], recs[:3]))
+    assert st3.threads == {threading.get_ident()}  # three reads are not worth a pool
+
+
+def test_a_store_never_has_more_reads_in_flight_than_its_parallelism(tmp_path):
+    # S3Store's connection pool holds `parallelism` connections: more threads than that would open and drop
+    # extra connections (urllib3 "connection pool is full") on every batch
+    for parallelism in (2, 3):
+        st = _CountingStore(tmp_path / f"s{parallelism}", parallelism=parallelism)
+        ds, recs = _put_records(st, 16)
+        assert st.get_json_objects(ds) == dict(zip(ds, recs))
+        assert st.peak == parallelism and len(st.threads) == parallelism
