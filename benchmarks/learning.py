@@ -302,6 +302,60 @@ def fmt(m: float, h: float | None = None, p: int = 2) -> str:
     return f"{m:.{p}f}" + ("" if h is None or math.isnan(h) else f" ± {h:.{p}f}")
 
 
+def curves(results: dict[str, list[dict[str, Any]]], base: dict[str, Any]) -> tuple[dict[str, dict[int, list[float]]], list[int]]:
+    """Per algorithm, step -> held-out greedy accuracy per run (in ``results`` order), step 0 being the warm
+    start itself (the same for every run); and the sorted steps, 0 first."""
+    steps = sorted({s for a in results for r in results[a] for s, _ in r["curve"]})
+    curve = {a: {0: [base["greedy"]] * len(results[a])} for a in results if results[a]}
+    for a in curve:
+        for s in steps:
+            curve[a][s] = [dict(r["curve"]).get(s, float("nan")) for r in results[a]]
+    return curve, [0] + steps
+
+
+def claims_table(results: dict[str, list[dict[str, Any]]], base: dict[str, Any], curve: dict[str, dict[int, list[float]]],
+                 all_steps: list[int], last_k: int = 10) -> list[str]:
+    """The paper's four claims as paired per-seed differences (mean ± 95% t over seeds; same seed = same
+    prompt order): learning speed as the area under the held-out curve (its mean over the evaluated steps
+    after 0), final accuracy, the fall from each seed's own peak, entropy over the last ``last_k`` steps,
+    and the leakage rates' change from the warm start."""
+    if "grpo" not in results:
+        return []
+    by_seed = {a: {r["seed"]: i for i, r in enumerate(results[a])} for a in results}
+    evals = [s for s in all_steps if s > 0]
+
+    def auc(a: str, i: int) -> float:
+        return sum(curve[a][s][i] for s in evals) / len(evals)
+
+    def entropy(a: str, i: int) -> float:
+        m = results[a][i]["metrics"][-last_k:]
+        return sum(x.get("entropy", float("nan")) for x in m) / len(m)
+
+    rows = [["algorithm", "area under curve - grpo", "final - grpo", "final - own peak", "peak step per seed",
+             f"entropy (last {last_k}) - grpo", "hint copying - warm start", "shortcut - warm start"]]
+    for a in results:
+        if not results[a]:
+            continue
+        seeds = [sd for sd in by_seed[a] if sd in by_seed["grpo"]]
+        pairs = [(by_seed[a][sd], by_seed["grpo"][sd]) for sd in seeds]
+        fin = lambda a, i: curve[a][all_steps[-1]][i]  # noqa: E731
+        peak_step = [max(all_steps, key=lambda s, i=i: (curve[a][s][i], -s)) for i in range(len(results[a]))]
+        rows.append([
+            a,
+            "-" if a == "grpo" else fmt(*ci([auc(a, i) - auc("grpo", j) for i, j in pairs]), p=3),
+            "-" if a == "grpo" else fmt(*ci([fin(a, i) - fin("grpo", j) for i, j in pairs]), p=3),
+            fmt(*ci([fin(a, i) - max(curve[a][s][i] for s in all_steps) for i in range(len(results[a]))]), p=3),
+            ", ".join(str(s) for s in peak_step),
+            "-" if a == "grpo" else fmt(*ci([entropy(a, i) - entropy("grpo", j) for i, j in pairs]), p=3),
+            fmt(*ci([r["final"]["hint_copy_rate"] - base["hint_copy_rate"] for r in results[a]]), p=3),
+            fmt(*ci([r["final"]["shortcut_rate"] - base["shortcut_rate"] for r in results[a]]), p=3),
+        ])
+    return ["## The paper's four claims, paired by seed (mean ± 95% t-interval over seeds)\n", md_table(rows), "",
+            ("- area under curve: held-out greedy accuracy averaged over the evaluated steps after 0 (a learning-speed "
+             "measure that needs no threshold); final - own peak: 0 when a seed ends at its best; peak step: the "
+             "earliest step of each seed's best accuracy (0 = the warm start)."), ""]
+
+
 def report(results: dict[str, list[dict[str, Any]]], base: dict[str, Any], header: str, setting: str, out_md: Path,
            plot_dir: Path) -> str:
     import matplotlib
@@ -311,13 +365,7 @@ def report(results: dict[str, list[dict[str, Any]]], base: dict[str, Any], heade
 
     algos = [a for a in ALGOS if results.get(a)] + [a for a in results if a not in ALGOS and results[a]]
     plot_dir.mkdir(parents=True, exist_ok=True)
-    steps = sorted({s for a in algos for r in results[a] for s, _ in r["curve"]})
-    # curves with step 0 = the warm start itself (same for every run)
-    curve = {a: {0: [base["greedy"]] * len(results[a])} for a in algos}
-    for a in algos:
-        for s in steps:
-            curve[a][s] = [dict(r["curve"]).get(s, float("nan")) for r in results[a]]
-    all_steps = [0] + steps
+    curve, all_steps = curves(results, base)
     fixed = [s for s in all_steps if s in (0,) or s == all_steps[-1] or s % max(1, (all_steps[-1] // 4)) == 0]
     lines = ["# Learning curves: GRPO vs RLSD vs OPSD vs GRPO+OPSD\n", f"machine: {header}\n", setting + "\n"]
 
@@ -364,6 +412,8 @@ def report(results: dict[str, list[dict[str, Any]]], base: dict[str, Any], heade
             diffs = [r["final"]["greedy"] - g[r["seed"]] for r in results[a] if r["seed"] in g]
             rows.append([a, fmt(*ci(diffs), p=3), ", ".join(f"{x:+.3f}" for x in diffs)])
         lines += ["## Paired difference to GRPO at the last step (same seed = same prompts order)\n", md_table(rows), ""]
+
+    lines += claims_table(results, base, curve, all_steps)
 
     last_k = 10
     rows = [["algorithm", "greedy pass@1", "sampled pass@1", "pass@8", "hint copying", "shortcut", "entropy (last 10)",

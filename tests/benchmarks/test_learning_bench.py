@@ -50,3 +50,28 @@ def test_seed_interval_hand_computed():
     assert m == pytest.approx(0.4) and h == pytest.approx(4.303 * 0.2 / math.sqrt(3))
     m, h = learning.ci([0.5])
     assert m == 0.5 and math.isnan(h)
+
+
+def test_claims_table_pairs_seeds_and_measures_the_fall_from_each_seeds_peak():
+    # hand-computed: two seeds; opsd's runs listed seed 1 first, so pairing must go by seed, not position
+    base = {"greedy": 0.4, "hint_copy_rate": 0.0, "shortcut_rate": 0.1}
+
+    def run(seed, c5, c10, ent, hint):
+        return {"seed": seed, "curve": [[5, c5], [10, c10]], "metrics": [{"entropy": 9.0}] + [{"entropy": ent}] * 2,
+                "final": {"hint_copy_rate": hint, "shortcut_rate": 0.1}}
+
+    results = {"grpo": [run(0, 0.5, 0.6, 0.2, 0.0), run(1, 0.4, 0.6, 0.3, 0.0)],
+               "opsd": [run(1, 0.6, 0.4, 0.5, 0.3), run(0, 0.7, 0.5, 0.4, 0.1)]}
+    curve, steps = learning.curves(results, base)
+    assert steps == [0, 5, 10] and curve["opsd"][0] == [0.4, 0.4] and curve["opsd"][10] == [0.4, 0.5]
+    lines = learning.claims_table(results, base, curve, steps, last_k=2)
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]] for r in lines[1].splitlines()[2:]}
+    t1 = 12.706  # t(0.975, 1 degree of freedom)
+    # opsd - grpo per seed: area (0.6-0.55, 0.5-0.5) = (+0.05, 0); final (-0.1, -0.2); entropy (+0.2, +0.2)
+    h_area = t1 * math.sqrt(2 * 0.025 ** 2) / math.sqrt(2)
+    h_final = t1 * math.sqrt(2 * 0.05 ** 2) / math.sqrt(2)
+    h_hint = t1 * math.sqrt(2 * 0.1 ** 2) / math.sqrt(2)
+    assert rows["opsd"] == [f"0.025 ± {h_area:.3f}", f"-0.150 ± {h_final:.3f}", "-0.200 ± 0.000", "5, 5",
+                            "0.200 ± 0.000", f"0.200 ± {h_hint:.3f}", "0.000 ± 0.000"]
+    # grpo ends at its peak in both seeds (step 10); its own differences to grpo are not shown
+    assert rows["grpo"] == ["-", "-", "0.000 ± 0.000", "10, 10", "-", "0.000 ± 0.000", "0.000 ± 0.000"]
