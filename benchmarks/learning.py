@@ -327,12 +327,13 @@ def claims_table(results: dict[str, list[dict[str, Any]]], base: dict[str, Any],
     def auc(a: str, i: int) -> float:
         return sum(curve[a][s][i] for s in evals) / len(evals)
 
-    def entropy(a: str, i: int) -> float:
-        m = results[a][i]["metrics"][-last_k:]
+    def entropy(a: str, i: int, last: int | None = last_k) -> float:
+        m = results[a][i]["metrics"][-last:] if last else results[a][i]["metrics"]
         return sum(x.get("entropy", float("nan")) for x in m) / len(m)
 
     rows = [["algorithm", "area under curve - grpo", "final - grpo", "final - own peak", "peak step per seed",
-             f"entropy (last {last_k}) - grpo", "hint copying - warm start", "shortcut - warm start"]]
+             "entropy (all steps) - grpo", f"entropy (last {last_k}) - grpo", "hint copying - warm start",
+             "shortcut - warm start"]]
     for a in results:
         if not results[a]:
             continue
@@ -346,6 +347,7 @@ def claims_table(results: dict[str, list[dict[str, Any]]], base: dict[str, Any],
             "-" if a == "grpo" else fmt(*ci([fin(a, i) - fin("grpo", j) for i, j in pairs]), p=3),
             fmt(*ci([fin(a, i) - max(curve[a][s][i] for s in all_steps) for i in range(len(results[a]))]), p=3),
             ", ".join(str(s) for s in peak_step),
+            "-" if a == "grpo" else fmt(*ci([entropy(a, i, None) - entropy("grpo", j, None) for i, j in pairs]), p=3),
             "-" if a == "grpo" else fmt(*ci([entropy(a, i) - entropy("grpo", j) for i, j in pairs]), p=3),
             fmt(*ci([r["final"]["hint_copy_rate"] - base["hint_copy_rate"] for r in results[a]]), p=3),
             fmt(*ci([r["final"]["shortcut_rate"] - base["shortcut_rate"] for r in results[a]]), p=3),
@@ -567,15 +569,20 @@ def main() -> None:
                   f"{r['seconds'] / 60:.1f} min", flush=True)
     warm_info = json.loads((model / "warm_start.json").read_text()) if (model / "warm_start.json").is_file() else {}
     n_params = warm_info.get("params")
+    if warm_info:
+        reached = warm_info["dev_acc"] >= warm_info["target"]
+        stop = (f"stopped at greedy dev accuracy {warm_info['dev_acc']:.2f} >= {warm_info['target']}" if reached else
+                f"ran all its steps and reached greedy dev accuracy {warm_info['dev_acc']:.2f}, short of the "
+                f"{warm_info['target']} target")
     setting = (f"Model: {model.name}" + (f" ({n_params / 1e6:.2f}M parameters; warm start {warm_info['steps']} supervised "
-               f"steps, stopped at greedy dev accuracy {warm_info['dev_acc']:.2f} >= {warm_info['target']}, hinted "
-               f"{warm_info['dev_acc_hinted']:.2f})" if warm_info else "") +
+               f"steps, {stop}, hinted {warm_info['dev_acc_hinted']:.2f})" if warm_info else "") +
                f". Tasks: {os.path.relpath(tasks_dir, ROOT)} ({len(read_tasks(tasks_dir / 'train.jsonl'))} train, {len(eval_tasks)} held out). "
                f"Per step {args.prompts} prompts x G={args.group}, <= {args.new_tokens} new tokens, T=1, lr {args.lr}, "
                f"{args.steps} steps, teacher `{TEMPLATE!r}` (snapshot synced every 10 steps), other settings the "
                f"trainer's defaults; seeds {seeds} (the seed sets data order and sampling; one warm start for all). "
                f"Re-run: `python benchmarks/learning.py --steps {args.steps} --seeds {args.seeds} --prompts {args.prompts} "
-               f"--group {args.group} --lr {args.lr}`.")
+               f"--group {args.group} --lr {args.lr}"
+               + (f" --model {args.model}" if args.model else f" --warm-target {args.warm_target}") + "`.")
     text = report({a: r for a, r in results.items() if r}, base, header, setting, Path(args.results) / "learning.md",
                   Path(args.results) / "learning")
     print(text)
