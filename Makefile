@@ -48,7 +48,8 @@ pipeline-yaml: setup
 
 # Mutation testing (mutmut) of core, verifiers, data, evaluate, registry and the trainer's helpers, one group
 # at a time in a temporary clone of HEAD; writes benchmarks/results/mutation.md. Not part of `make test`.
-# One group: `make mutation GROUPS="core evaluate"`. About an hour on 2 cores for all (benchmarks/README.md).
+# One group: `make mutation GROUPS="core evaluate"`. All six take 4-5 hours on 2 cores, the data group about 3 of
+# them (per-group minutes in benchmarks/README.md).
 mutation: setup
 	@$(VENV)/python -c 'import mutmut' 2>/dev/null || $(VENV)/pip install -q -e '.[mutation]'
 	$(VENV)/python scripts/mutation.py $(GROUPS)
