@@ -6,7 +6,7 @@ export OMP_NUM_THREADS := 1
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export DS_ACCELERATOR := cpu
 
-.PHONY: setup demo test test-fast lint pipeline-yaml tiny mutation pipeline-isolated
+.PHONY: setup demo demo-learn test test-fast lint pipeline-yaml tiny mutation pipeline-isolated
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,11 @@ setup:
 demo: setup
 	@[ -f artifacts/smollm2/config.json ] || $(VENV)/rlsd import-smollm2 --config configs/demo.yaml
 	$(VENV)/rlsd pipeline --config configs/demo.yaml --output runs/pipeline
+
+# The smallest CPU recipe measured to give a model measurably better than the base (25-30 min; see the config).
+demo-learn: setup
+	@[ -f artifacts/smollm2/config.json ] || $(VENV)/rlsd import-smollm2 --config configs/demo-learn.yaml
+	$(VENV)/rlsd pipeline --config configs/demo-learn.yaml --output runs/pipeline-learn
 
 # Every test, servers included (SeaweedFS S3 and MLflow are started by the test fixtures).
 test: setup
