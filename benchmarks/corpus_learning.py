@@ -414,7 +414,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                f"{args.steps} steps; scored at steps {[0] + pts + [args.steps]} (greedy, and k={args.k} samples at "
                f"T={args.eval_temperature}); seeds {seeds}. Base model scored in {base['seconds'] / 60:.1f} min. "
                f"Re-run: `python benchmarks/corpus_learning.py --steps {args.steps} --eval-at {args.eval_at} "
-               f"--prompts {args.prompts} --group {args.group} --lr {args.lr} --new-tokens {args.new_tokens}`.")
+               f"--prompts {args.prompts} --group {args.group} --lr {args.lr} --new-tokens {args.new_tokens} "
+               f"--temperature {args.temperature} --k {args.k} --eval-temperature {args.eval_temperature} "
+               f"--updates {args.updates} --algos {args.algos} --seeds {args.seeds} --other-seeds {args.other_seeds}`.")
     text = report({a: r for a, r in results.items() if r}, base, header_file.read_text(), setting,
                   Path(args.results) / "corpus_learning.md", Path(args.results) / "corpus_learning")
     print(text)
