@@ -244,6 +244,18 @@ def test_every_recipe_loads():
         assert load_config(text=cfg.to_yaml()) == cfg  # YAML round trip
 
 
+def test_demo_learn_is_the_measured_recipe_and_promotes_only_on_a_gain():
+    # benchmarks/results/demo_budget.md measured exactly this recipe; a first version of it must beat the base
+    demo, learn = load_config(ROOT / "configs" / "demo.yaml"), load_config(ROOT / "configs" / "demo-learn.yaml")
+    assert learn.registry.first_version_needs_gain and learn.registry.require_ci_above_zero
+    assert not demo.registry.first_version_needs_gain
+    assert (learn.train.steps, learn.train.lr, learn.rollout.prompts_per_step, learn.rollout.group_size,
+            learn.rollout.temperature, learn.rollout.max_new_tokens) == (30, 1e-5, 2, 8, 1.0, 24)
+    assert (learn.eval.limit, learn.eval.k, learn.eval.temperature, learn.eval.max_new_tokens) == (0, 4, 0.8, 24)
+    assert learn.ingest.text_grader == {"grader": "similarity", "metric": "rouge_l"}
+    assert learn.model.path == demo.model.path and learn.registry.model_name != demo.registry.model_name
+
+
 def test_training_run_is_tracked_in_mlflow(setup, tmp_path):
     """Every step's metrics, the resolved config as params and artifact, plots and the metrics log."""
     from mlflow.tracking import MlflowClient
