@@ -327,6 +327,9 @@ def claims_table(results: dict[str, list[dict[str, Any]]], base: dict[str, Any],
     def auc(a: str, i: int) -> float:
         return sum(curve[a][s][i] for s in evals) / len(evals)
 
+    def fin(a: str, i: int) -> float:
+        return curve[a][all_steps[-1]][i]
+
     def entropy(a: str, i: int, last: int | None = last_k) -> float:
         m = results[a][i]["metrics"][-last:] if last else results[a][i]["metrics"]
         return sum(x.get("entropy", float("nan")) for x in m) / len(m)
@@ -339,7 +342,6 @@ def claims_table(results: dict[str, list[dict[str, Any]]], base: dict[str, Any],
             continue
         seeds = [sd for sd in by_seed[a] if sd in by_seed["grpo"]]
         pairs = [(by_seed[a][sd], by_seed["grpo"][sd]) for sd in seeds]
-        fin = lambda a, i: curve[a][all_steps[-1]][i]  # noqa: E731
         peak_step = [max(all_steps, key=lambda s, i=i: (curve[a][s][i], -s)) for i in range(len(results[a]))]
         rows.append([
             a,

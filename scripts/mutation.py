@@ -636,6 +636,7 @@ EQUIVALENT: dict[str, str] = {
     # end data
 }
 
+
 def _killed_since_by(test: str, *keys: str) -> dict[str, str]:
     return dict.fromkeys(keys, test)
 

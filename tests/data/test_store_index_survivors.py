@@ -15,6 +15,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -287,14 +288,12 @@ class _CountingStore(LocalStore):
 
     def __init__(self, root, parallelism: int) -> None:
         super().__init__(root)
-        import threading
         self.parallelism = parallelism
         self._lock = threading.Lock()
         self.active = self.peak = 0
         self.threads: set[int] = set()
 
     def get_object(self, digest: str) -> bytes:
-        import threading
         with self._lock:
             self.active += 1
             self.peak = max(self.peak, self.active)
@@ -314,7 +313,6 @@ def _put_records(st, n):
 
 
 def test_a_store_with_parallelism_one_reads_on_the_callers_thread_one_at_a_time(tmp_path):
-    import threading
     st = _CountingStore(tmp_path / "s", parallelism=1)
     ds, recs = _put_records(st, 8)
     assert st.get_json_objects(ds) == dict(zip(ds, recs))
@@ -322,7 +320,6 @@ def test_a_store_with_parallelism_one_reads_on_the_callers_thread_one_at_a_time(
 
 
 def test_a_store_reads_four_objects_in_parallel_up_to_its_parallelism(tmp_path):
-    import threading
     st = _CountingStore(tmp_path / "s", parallelism=2)
     ds, recs = _put_records(st, 4)  # four is the smallest batch worth a pool
     assert st.get_json_objects(ds) == dict(zip(ds, recs))
