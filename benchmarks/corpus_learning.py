@@ -7,7 +7,7 @@ tickets included through ``ingest.text_grader`` (default ``rouge_l``; issue 20).
 refuses a task set in which an eval ticket (or an eval prompt) also occurs in training.
 
 Every run has the same budget: the same steps, prompts per step, group size, new tokens and learning rate;
-only ``algorithm.name`` and ``train.seed`` change. Runs execute one after another in this process. A run
+only ``algorithm.name`` and ``train.seed`` change. Runs execute in fresh processes, ``--jobs`` at a time. A run
 saves a (DeepSpeed) checkpoint at every step of ``--eval-at``; after it ends, each of those checkpoints and
 the final model are scored on the held-out tasks with rlsd.evaluate.evaluate_model (greedy pass@1, and
 pass@k from k samples at the eval temperature, per answer type), then the checkpoints are deleted.
@@ -182,16 +182,30 @@ def run_one(algo: str, seed: int, args: argparse.Namespace, model: Path, tasks_d
     return res
 
 
-def run_isolated(*a: Any) -> dict[str, Any]:
-    """run_one in a fresh process: a run's DeepSpeed engine, optimizer and evaluation copies are not all freed in
-    the process that made them (the resident set grew ~4 GB a run, 17.7 GB after four), so eight runs in one
-    process would not fit in 23 GB."""
-    import multiprocessing
+def run_all(todo: list[tuple[Any, ...]], jobs: int) -> list[dict[str, Any]]:
+    """run_one for each argument tuple, each in a fresh process, ``jobs`` at a time; results in ``todo``'s order.
 
-    if (a[5] / "result.json").is_file():
-        return json.loads((a[5] / "result.json").read_text())
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_run_quiet, a)
+    A fresh process per run because a run's DeepSpeed engine, optimizer and evaluation copies are not all freed
+    in the process that made them (the resident set grew ~4 GB a run, 17.7 GB after four). Every run uses one
+    torch thread, so ``--jobs 2`` uses both cores of a 2-core machine; runs are seeded and single-threaded, so
+    their results do not depend on how many run beside them (only their minutes do)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    out: list[dict[str, Any] | None] = [None] * len(todo)
+    pending = []
+    for i, a in enumerate(todo):
+        if (a[5] / "result.json").is_file():
+            out[i] = json.loads((a[5] / "result.json").read_text())
+        else:
+            pending.append(i)
+    if pending:
+        with ProcessPoolExecutor(max(1, jobs), mp_context=multiprocessing.get_context("spawn"),
+                                 max_tasks_per_child=1) as pool:
+            futs = {pool.submit(_run_quiet, *todo[i]): i for i in pending}
+            for f in as_completed(futs):
+                out[futs[f]] = f.result()
+    return out  # type: ignore[return-value]
 
 
 def _run_quiet(*a: Any) -> dict[str, Any]:
@@ -344,6 +358,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--results", default="", help="folder for corpus_learning.md and corpus_learning/*.png "
                     "(default benchmarks/results; with --smoke, the work folder)")
     ap.add_argument("--work", default=str(CACHE / "corpus_learning"), help="tasks, models and cached runs")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process on one thread")
     args = ap.parse_args(argv)
     args.results = args.results or str(Path(args.work) / "smoke-results" if args.smoke else RESULTS)
     if args.smoke:
@@ -351,6 +366,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.prompts, args.group, args.new_tokens, args.k, args.eval_limit = 2, 2, 8, 2, 8
         args.chat_template, args.max_prompt_tokens = 0, 512
     return args
+
+
+def rerun_line(argv: list[str] | None = None) -> str:
+    """The command that re-runs this setting: every option whose value differs from its default, so that a new
+    option can never be left out (a hand-kept list once dropped four of them)."""
+    import shlex
+
+    args = parse(argv)
+    default = parse(["--smoke"] if args.smoke else [])
+    opts = ["--smoke"] if args.smoke else []
+    opts += [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in vars(args).items()
+             if k not in ("command", "results", "work") and v != getattr(default, k)]
+    return " ".join(["python benchmarks/corpus_learning.py", *opts])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -375,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.eval_limit:
         eval_tasks = eval_tasks[:args.eval_limit]
     key = json.dumps({k: v for k, v in vars(args).items() if k not in ("command", "results", "work", "seeds",
-                                                                        "other_seeds", "algos")} | {"model": str(model.resolve())},
+                                                                        "other_seeds", "algos", "jobs")} | {"model": str(model.resolve())},
                      sort_keys=True)
     runs = work / "runs" / hashlib.sha1(key.encode()).hexdigest()[:10]
     runs.mkdir(parents=True, exist_ok=True)
@@ -392,20 +420,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     seeds = {a: [int(s) for s in (args.seeds if a in ("grpo", "rlsd") else args.other_seeds).split(",") if s.strip()]
              for a in algos}
-    results: dict[str, list[dict[str, Any]]] = {a: [] for a in algos}
-    for i in range(max(len(s) for s in seeds.values())):  # seed-major: load drift hits every algorithm alike
+    todo = []  # seed-major: load drift hits every algorithm alike
+    for i in range(max(len(s) for s in seeds.values())):
         for a in algos:
-            if i >= len(seeds[a]):
-                continue
-            rd = runs / f"{a}-s{seeds[a][i]}"
-            if args.command == "report" and not (rd / "result.json").is_file():
-                continue
-            r = run_isolated(a, seeds[a][i], args, model, tasks_dir, rd, eval_tasks)
-            results[a].append(r)
-            fin = r["scores"][str(args.steps)]
-            print(f"{a} seed {seeds[a][i]}: greedy {fin['greedy']:.3f} (base {base['greedy']:.3f}), "
-                  f"pass@{args.k} {fin['pass@k']:.3f}, train {r['seconds'] / 60:.1f} min, "
-                  f"eval {r['eval_seconds'] / 60:.1f} min", flush=True)
+            if i < len(seeds[a]):
+                rd = runs / f"{a}-s{seeds[a][i]}"
+                if args.command == "run" or (rd / "result.json").is_file():
+                    todo.append((a, seeds[a][i], args, model, tasks_dir, rd, eval_tasks))
+    t0, fresh = time.time(), sum(not (t[5] / "result.json").is_file() for t in todo)
+    results: dict[str, list[dict[str, Any]]] = {a: [] for a in algos}
+    for t, r in zip(todo, run_all(todo, args.jobs)):
+        results[t[0]].append(r)
+        fin = r["scores"][str(args.steps)]
+        print(f"{t[0]} seed {t[1]}: greedy {fin['greedy']:.3f} (base {base['greedy']:.3f}), "
+              f"pass@{args.k} {fin['pass@k']:.3f}, train {r['seconds'] / 60:.1f} min, "
+              f"eval {r['eval_seconds'] / 60:.1f} min", flush=True)
+    if fresh == len(todo) and fresh:  # every run made now: the wall time of the whole benchmark
+        (runs / "wall.json").write_text(json.dumps({"runs": fresh, "jobs": args.jobs, "base_seconds": base["seconds"],
+                                                    "runs_seconds": time.time() - t0}))
+    wall = json.loads((runs / "wall.json").read_text()) if (runs / "wall.json").is_file() else None
     pts, _ = eval_points(args)
     setting = (f"Model: {model.name}. Tasks: data/sample built by rlsd.data.build ({split['train']} train, "
                f"{split['eval']} held out, split by ticket id; {len(eval_tasks)} scored; text grader "
@@ -413,10 +446,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                f"new tokens, rollout T={args.temperature}, lr {args.lr}, {args.updates} update(s) per batch, "
                f"{args.steps} steps; scored at steps {[0] + pts + [args.steps]} (greedy, and k={args.k} samples at "
                f"T={args.eval_temperature}); seeds {seeds}. Base model scored in {base['seconds'] / 60:.1f} min. "
-               f"Re-run: `python benchmarks/corpus_learning.py --steps {args.steps} --eval-at {args.eval_at} "
-               f"--prompts {args.prompts} --group {args.group} --lr {args.lr} --new-tokens {args.new_tokens} "
-               f"--temperature {args.temperature} --k {args.k} --eval-temperature {args.eval_temperature} "
-               f"--updates {args.updates} --algos {args.algos} --seeds {args.seeds} --other-seeds {args.other_seeds}`.")
+               + (f"All {wall['runs']} runs, {wall['jobs']} at a time, took {wall['runs_seconds'] / 60:.1f} min, "
+                  f"{(wall['runs_seconds'] + wall['base_seconds']) / 60:.1f} min with the base's scoring. " if wall else "")
+               + f"Re-run: `{rerun_line(argv)}`.")
     text = report({a: r for a, r in results.items() if r}, base, header_file.read_text(), setting,
                   Path(args.results) / "corpus_learning.md", Path(args.results) / "corpus_learning")
     print(text)

@@ -4,6 +4,7 @@ ticket in training, and a smoke run goes through training, checkpoint scoring an
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -48,11 +49,28 @@ def test_eval_points_and_checkpoint_interval():
     assert cl.eval_points(cl.parse(["--steps", "12", "--eval-at", ""])) == ([], 0)
 
 
+def test_rerun_line_names_every_option_that_differs_from_its_default():
+    line = cl.rerun_line(["--steps", "12", "--prompts", "2", "--group", "8", "--temperature", "1.0", "--lr", "1e-5",
+                          "--response-prefix", "The answer:", "--jobs", "2", "--work", "/tmp/w"])
+    # --steps 12 and --lr 1e-5 are the defaults; --work says where, not what
+    assert line == ("python benchmarks/corpus_learning.py --prompts 2 --group 8 --temperature 1.0 "
+                    "--response-prefix 'The answer:' --jobs 2")
+    assert cl.rerun_line(["--smoke", "--algos", "grpo"]) == "python benchmarks/corpus_learning.py --smoke --algos grpo"
+    # and the line parses back to the same settings
+    assert vars(cl.parse(shlex.split(line)[2:])) == vars(cl.parse(["--steps", "12", "--prompts", "2", "--group", "8", "--temperature",
+                                                  "1.0", "--response-prefix", "The answer:", "--jobs", "2"]))
+
+
 @pytest.mark.slow
 def test_smoke_run_trains_scores_checkpoints_and_reports(tmp_path):
-    out = cl.main(["--smoke", "--work", str(tmp_path), "--algos", "grpo,rlsd"])
+    out = cl.main(["--smoke", "--work", str(tmp_path), "--algos", "grpo,rlsd", "--jobs", "2"])
     res, base = out["results"], out["base"]
     assert [r["seed"] for r in res["grpo"]] == [0] and [r["seed"] for r in res["rlsd"]] == [0]
+    # two runs side by side give what one run alone gives: the seed, not the neighbour, decides
+    alone = cl.main(["--smoke", "--work", str(tmp_path / "alone"), "--algos", "grpo"])["results"]["grpo"][0]
+    assert alone["scores"] == res["grpo"][0]["scores"]
+    assert [m["loss"] for m in alone["metrics"]] == [m["loss"] for m in res["grpo"][0]["metrics"]]
+    assert "All 2 runs, 2 at a time, took" in out["report"]
     for runs in res.values():
         r = runs[0]
         assert set(r["scores"]) == {"1", "2"}  # the step-1 checkpoint and the final model
