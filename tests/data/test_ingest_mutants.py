@@ -506,11 +506,21 @@ def test_nothing_to_ingest_is_an_error(tmp_path):
     (only_png / "a.png").write_bytes(b"x")
     st = LocalStore(tmp_path / "st")
     msg = "nothing to ingest: name manual files/folders (--manuals) and/or ticket exports (--tickets)"
-    for kw in ({"manuals": [empty]}, {"tickets": [empty]}, {"manuals": [empty], "tickets": [empty]},
-               {"manuals": [only_png]}):
+    for kw in ({"manuals": [empty]}, {"tickets": [empty]}, {"manuals": [empty], "tickets": [empty]}):
         with pytest.raises(IngestError) as e:
             ingest(load_config(), store=st, **kw)
         assert str(e.value) == msg
+    # folders that hold only files of types not read: the error says so and names them, not "name a folder"
+    (only_png / "sub").mkdir()
+    for name in ("b.PNG", "c.docx", "README"):
+        (only_png / "sub" / name).write_bytes(b"x")
+    for kw in ({"manuals": [only_png]}, {"tickets": [only_png]}, {"manuals": [empty], "tickets": [only_png]}):
+        with pytest.raises(IngestError) as e:
+            ingest(load_config(), store=st, **kw)
+        assert str(e.value) == (
+            "nothing to ingest: the named folders hold 4 file(s), none of a type that is read ((no suffix) x1, "
+            f".docx x1, .png x2, e.g. {str(only_png / 'a.png')!r}); manuals are read from .md, .markdown, .html, "
+            ".htm, .txt, .text, .pdf, tickets from .jsonl, .ndjson, .csv")
     assert st.latest() is None and not (tmp_path / "st" / "objects").exists()
 
 

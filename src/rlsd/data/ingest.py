@@ -228,6 +228,13 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
     manual_files, skipped_m, refused_m = _expand(sources.local["manuals"], MANUAL_SUFFIXES)
     ticket_files, skipped_t, refused_t = _expand(sources.local["tickets"], TICKET_SUFFIXES)
     if not sources.incremental and not manual_files and not ticket_files and not refused_m and not refused_t:
+        skipped = skipped_m + skipped_t
+        if skipped:  # folders were named, but hold nothing of a type that is read
+            kinds = Counter(f.suffix.lower() or "(no suffix)" for f in skipped)
+            raise IngestError(
+                f"nothing to ingest: the named folders hold {len(skipped)} file(s), none of a type that is read "
+                f"({', '.join(f'{k} x{n}' for k, n in sorted(kinds.items()))}, e.g. {str(skipped[0])!r}); manuals "
+                f"are read from {', '.join(MANUAL_SUFFIXES)}, tickets from {', '.join(TICKET_SUFFIXES)}")
         raise IngestError("nothing to ingest: name manual files/folders (--manuals) and/or ticket exports (--tickets)")
     store = store or open_store(cfg.store)
     prev_id = store.latest()
