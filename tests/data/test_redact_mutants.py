@@ -4,7 +4,8 @@ Every expected value here is derived by hand from the published rule, not from t
 
 * card issuer ranges (IIN / BIN) and lengths: Visa 4 (13, 16, 19), Mastercard 51-55 and 2221-2720 (16),
   Amex 34/37 (15), Discover 6011 / 644-649 / 65 (16-19), JCB 35 (16-19; the published JCB range is 3528-3589),
-  Diners 30/36/38/39 (14-19), UnionPay 62 (16-19), Maestro 50/56/57/58/67 (12-19). Numbers are either published
+  Diners 30/36/38/39 (14-19), UnionPay 62 (16-19), Maestro 50/56/57/58/67 (12-19), Mir 2200-2204
+  (16-19), RuPay 60/81/82 (16). Numbers are either published
   processor test numbers (4111111111111111, 378282246310005, ...) or the prefix padded with zeros and a Luhn check
   digit computed by hand, one inside and one just outside each boundary;
 * IBANs: the ISO 13616 / Wikipedia example IBANs of several countries (mod 97 == 1), each with one digit changed,
@@ -78,7 +79,8 @@ ISSUER = [
     ("6011000000000000001", True, "Discover 6011, 19"),
     ("601100000000001", False, "Discover 6011, 15 digits"),
     ("60110000000000000004", False, "Discover 6011, 20 digits"),
-    ("6012000000000003", False, "6012, no issuer"),
+    ("6012000000000003", True, "6012 is not Discover, but RuPay takes 60 at 16 digits"),
+    ("60120000000000009", False, "6012, 17 digits: neither Discover nor RuPay"),
     ("6500000000000002", True, "Discover 65, 16"),
     ("6555900000604105", True, "Discover 65 (published)"),
     ("6500000000000000003", True, "Discover 65, 19"),
@@ -133,6 +135,21 @@ ISSUER = [
     ("590000000000", False, "59, no issuer"),
     ("680000000009", False, "68, no issuer"),
     ("5600000000000003", True, "Maestro 56, 16"),
+    # Mir 2200-2204, 16-19
+    ("2200000000000004", True, "Mir 2200, low edge"),
+    ("2204000000000000006", True, "Mir 2204, 19, high edge"),
+    ("2204000000000000", True, "Mir 2204, 16"),
+    ("2199000000000007", False, "2199, just below Mir"),
+    ("2205000000000009", False, "2205, just above Mir"),
+    ("220000000000004", False, "Mir, 15 digits"),
+    ("22000000000000000004", False, "Mir, 20 digits"),
+    # RuPay 60 / 81 / 82, 16
+    ("8100000000000002", True, "RuPay 81"),
+    ("8200000000000001", True, "RuPay 82"),
+    ("6080000000000000", True, "RuPay 60"),
+    ("8300000000000000", False, "83, no issuer"),
+    ("810000000000000", False, "RuPay 81, 15 digits"),
+    ("81000000000000000", False, "RuPay 81, 17 digits"),
     # no issuer at all, each length
     ("800000000003", False, "8, 12 digits"),
     ("1000000000009", False, "1, 13 digits"),

@@ -13,7 +13,8 @@ Built-in types, applied in this order (earlier types win on overlapping text); a
   bits/char, so git SHAs -- hex -- and long identifiers stay);
 * numbers with checksums: ``IBAN`` (either case, country length where known, ISO 7064 mod 97 == 1; a
   word the pattern takes in after it, "BE68 5390 0754 7034 EUR", is cut off and kept), ``CARD``
-  (13-19 digits, contiguous or grouped 4-4-4-4(-3) / 4-6-5, a known issuer prefix, and the Luhn check),
+  (13-19 digits, contiguous or grouped 4-4-4-4(-3) / 4-6-5, a known issuer prefix -- Mir and RuPay too --, and the
+  Luhn check),
   ``SSN`` (``AAA-GG-SSSS`` with the SSA's never-issued areas 000/666/9xx, groups 00, serials 0000 left
   out; nine bare digits only after "SSN" / "social security");
 * ``EMAIL`` (non-ASCII letters too: ``müller@firma.de``), ``IPV6``, ``IPV4`` (checked with :mod:`ipaddress`; a dotted quad after "version", "v",
@@ -119,10 +120,13 @@ def luhn_ok(digits: str) -> bool:
 
 
 def _card_issuer(d: str) -> bool:
-    """A known card issuer prefix and length (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro)."""
+    """A known card issuer prefix and length (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro,
+    Mir, RuPay: the IIN table of ISO/IEC 7812 as Wikipedia's "Payment card number" lists it)."""
     n = len(d)
     p2, p4 = int(d[:2]), int(d[:4])
     return ((d[0] == "4" and n in (13, 16, 19)) or (51 <= p2 <= 55 and n == 16) or (2221 <= p4 <= 2720 and n == 16)
+            or (2200 <= p4 <= 2204 and 16 <= n <= 19)  # Mir
+            or (p2 in (60, 81, 82) and n == 16)  # RuPay (its 65, 508 and 353/356 are Discover, Maestro, JCB here)
             or (p2 in (34, 37) and n == 15) or ((d.startswith("6011") or d.startswith("65")
                                                  or 644 <= int(d[:3]) <= 649) and 16 <= n <= 19)
             or (p2 == 35 and 16 <= n <= 19) or (p2 in (30, 36, 38, 39) and 14 <= n <= 19)
