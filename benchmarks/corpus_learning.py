@@ -209,7 +209,10 @@ def run_all(todo: list[tuple[Any, ...]], jobs: int) -> list[dict[str, Any]]:
 
 
 def _run_quiet(*a: Any) -> dict[str, Any]:
+    import torch
+
     quiet()
+    torch.set_num_threads(1)  # what run_all's docstring promises, whatever OMP_NUM_THREADS says
     return run_one(*a)
 
 
@@ -382,8 +385,11 @@ def rerun_line(argv: list[str] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import torch
+
     args = parse(argv)
     quiet()
+    torch.set_num_threads(1)  # the base's scoring as the runs: one thread (machine_line reports it)
     from rlsd.tasks import read_tasks
 
     work = Path(args.work)
