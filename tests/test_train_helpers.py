@@ -103,6 +103,64 @@ def test_weighted_mean_over_ranks(monkeypatch):
     assert T._weighted_mean({"a": 2.0}, 1.0, 2, torch.device("cpu")) == {"a": pytest.approx((2.0 + 15.0) / 4)}
 
 
+def _metrics_batch(sampler: bool):
+    from rlsd.train import Batch
+
+    cm = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]])  # 9 tokens
+    b = Batch(torch.zeros(4, 1, dtype=torch.long), torch.ones(4, 1, dtype=torch.long), torch.zeros(4, 3, dtype=torch.long),
+              cm, torch.zeros(4), sampler_logps=torch.full((4, 3), -1.0) if sampler else None)
+    b.old_logps = torch.full((4, 3), -1.5)  # |sampler - trainer| = 0.5 on every token
+    return b
+
+
+def test_batch_metrics_by_hand():
+    """Two groups of two: rewards (1, 0 | 1, 1), one unverifiable score, 9 completion tokens; two updates
+    whose summed statistics saw 18 tokens (each update counts its tokens)."""
+    from rlsd.train import batch_metrics
+
+    sums = {"tokens": 18.0, "entropy": 27.0, "clip_frac": 3.6, "loss": 0.5, "pg_loss": 0.3, "jsd_loss": 0.2}
+    m = batch_metrics(_metrics_batch(sampler=True), torch.tensor([1.0, 0.0, 1.0, 1.0]), [1.0, None, 1.0, 1.0], sums,
+                      {"w_clip_low_frac": 0.25}, group=2, updates=2, world=1, device=torch.device("cpu"))
+    assert m == pytest.approx({
+        "reward_mean": 0.75, "accuracy": 0.75, "unverifiable_frac": 0.25,
+        "zero_var_frac": 0.5,  # the second group's rewards are equal
+        "completion_len": 9 / 4, "entropy": 27.0 / 18, "clip_frac": 3.6 / 18,
+        "w_clip_low_frac": 0.25, "sampler_logp_mismatch": 0.5,
+        "loss": 0.25, "pg_loss": 0.15, "jsd_loss": 0.1})  # the mean over the two updates
+    assert sums == {}  # consumed: nothing is logged twice
+    # a partial reward (0.5) is no pass, and without a sampler's log-probs there is no mismatch to log
+    sums = {"tokens": 0.0, "entropy": 0.0, "loss": 0.0, "pg_loss": 0.0, "jsd_loss": 0.0}
+    m = batch_metrics(_metrics_batch(sampler=False), torch.tensor([0.5, 0.5, 1.0, 0.0]), [0.5, 0.5, 1.0, 0.0], sums, {},
+                      group=2, updates=1, world=1, device=torch.device("cpu"))
+    assert m["accuracy"] == 0.25 and m["zero_var_frac"] == 0.5 and m["entropy"] == 0.0  # no tokens: 0, not NaN
+    assert "sampler_logp_mismatch" not in m and "w_clip_low_frac" not in m
+
+
+def test_batch_metrics_over_two_ranks(monkeypatch):
+    """The other rank (faked) had 4 rollouts (reward mean and accuracy 0.25, 1 token each, one group of two with
+    equal rewards) and 9 tokens with entropy 0.5 a token:
+    rollout statistics are weighted by rollouts, token statistics by tokens, losses summed over ranks."""
+    import rlsd.train as T
+
+    other = iter([
+        [0.25 * 4, 1.0 * 4, 0.25 * 4, 0.0, 0.5 * 4, 4.0],  # accuracy, completion_len, reward_mean, unverifiable,
+        # zero_var (sorted keys) times rollouts, and rollouts
+        [0.5 * 9, 9.0],  # entropy * tokens, tokens
+        [1.0, 1.0, 0.0],  # loss, pg_loss, jsd_loss
+    ])
+
+    def fake_all_reduce(t, *a, **k):
+        t += torch.tensor(next(other), dtype=t.dtype)
+
+    monkeypatch.setattr(T.dist, "all_reduce", fake_all_reduce)
+    sums = {"tokens": 9.0, "entropy": 9.0 * 1.5, "loss": 0.5, "pg_loss": 0.5, "jsd_loss": 0.0}
+    m = T.batch_metrics(_metrics_batch(sampler=False), torch.tensor([1.0, 0.0, 1.0, 1.0]), [1.0, 0.0, 1.0, 1.0], sums, {},
+                        group=2, updates=1, world=2, device=torch.device("cpu"))
+    assert m == pytest.approx({"reward_mean": (3 + 1) / 8, "accuracy": (3 + 1) / 8, "unverifiable_frac": 0.0,
+                               "completion_len": (9 + 4) / 8, "zero_var_frac": (0.5 * 4 + 0.5 * 4) / 8,
+                               "entropy": (1.5 * 9 + 0.5 * 9) / 18, "loss": 1.5, "pg_loss": 1.5, "jsd_loss": 0.0})
+
+
 # ---------------------------------------------------------------------------------------------- log-probs
 
 

@@ -271,6 +271,37 @@ class Batch:
         self.teacher_logps = torch.zeros_like(self.old_logps)
 
 
+def batch_metrics(b: Batch, rewards: torch.Tensor, raw_scores: list[float | None], sums: dict[str, float],
+                  rlsd_metrics: dict[str, float], *, group: int, updates: int, world: int,
+                  device: torch.device) -> dict[str, float]:
+    """One rollout batch's logged statistics, reduced over ranks: per-rollout ones (reward, accuracy,
+    zero-variance groups, completion length) weighted by rollouts, per-token ones (entropy, PPO clip and
+    ratio, RLSD weight diagnostics, sampler mismatch) by tokens, and the losses as the mean over the batch's
+    ``updates`` optimizer steps (= the batch's loss with one update). ``sums`` holds the updates' summed
+    statistics (rlsd.train.policy_update) and is consumed."""
+    n = len(raw_scores)
+    local_tokens = b.completion_mask.sum().item()
+    m = _weighted_mean({"reward_mean": rewards.mean().item(),
+                        "accuracy": (rewards >= 1.0 - 1e-6).float().mean().item(),
+                        "unverifiable_frac": sum(s is None for s in raw_scores) / n,
+                        "zero_var_frac": (rewards.view(-1, group).std(dim=1) == 0).float().mean().item(),
+                        "completion_len": local_tokens / n},
+                       n, world, device)
+    seen = max(sums.pop("tokens"), 1.0)  # tokens over all updates (epochs count them again)
+    per_token = {"entropy": sums.pop("entropy") / seen,
+                 **{k: sums.pop(k) / seen for k in ("clip_frac", "dual_clip_frac", "ratio_mean", "approx_kl") if k in sums}}
+    m.update(_weighted_mean(per_token, seen, world, device))
+    if rlsd_metrics or b.sampler_logps is not None:
+        tok = dict(rlsd_metrics)
+        if b.sampler_logps is not None:  # sampler vs trainer log-probs of the same tokens
+            tok["sampler_logp_mismatch"] = core.masked_mean((b.sampler_logps - b.old_logps).abs(),
+                                                            b.completion_mask).item()
+        m.update(_weighted_mean(tok, local_tokens, world, device))
+    losses = _all_reduce([sums.pop("loss"), sums.pop("pg_loss"), sums.pop("jsd_loss")], world, device)
+    m.update({"loss": losses[0] / updates, "pg_loss": losses[1] / updates, "jsd_loss": losses[2] / updates})
+    return m
+
+
 @torch.no_grad()
 def logps_pass(b: Batch, engine: Any, teacher: Any, *, micro: int, temperature: float, share: int,
                old: bool, teacher_too: bool) -> None:
@@ -492,7 +523,6 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
             b = Batch(ro.prompt_ids.to(device), ro.prompt_mask.to(device), ro.completion_ids.to(device),
                       ro.completion_mask.to(device), core.group_advantages(rewards, G).to(device),
                       sampler_logps=ro.logps.to(device) if ro.logps is not None else None)
-            zero_var = (rewards.view(-1, G).std(dim=1) == 0).float().mean().item()
 
             # ============================================================ teacher prompts
             if needs_teacher:
@@ -540,31 +570,11 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
                                                              negative_only=cfg.algorithm.negative_only)
 
             # ============================================================ log
-            local_tokens = b.completion_mask.sum().item()
-            seen = max(sums.pop("tokens"), 1.0)  # tokens over all updates (epochs count them again)
-            m = _weighted_mean({"reward_mean": rewards.mean().item(),
-                                "accuracy": (rewards >= 1.0 - 1e-6).float().mean().item(),
-                                "unverifiable_frac": sum(s is None for s in raw_scores) / len(raw_scores),
-                                "zero_var_frac": zero_var, "completion_len": local_tokens / local_rollouts},
-                               local_rollouts, world, device)
-            per_token = {"entropy": sums.pop("entropy") / seen,
-                         **{k: sums.pop(k) / seen for k in ("clip_frac", "dual_clip_frac", "ratio_mean", "approx_kl")
-                            if k in sums}}
-            m.update(_weighted_mean(per_token, seen, world, device))
-            if rlsd_metrics or b.sampler_logps is not None:
-                tok = dict(rlsd_metrics)
-                if b.sampler_logps is not None:  # sampler vs trainer log-probs of the same tokens
-                    tok["sampler_logp_mismatch"] = core.masked_mean((b.sampler_logps - b.old_logps).abs(),
-                                                                    b.completion_mask).item()
-                m.update(_weighted_mean(tok, local_tokens, world, device))
-            losses = _all_reduce([sums["loss"], sums["pg_loss"], sums["jsd_loss"]], world, device)
+            m = batch_metrics(b, rewards, raw_scores, sums, rlsd_metrics, group=G, updates=updates_per_step,
+                              world=world, device=device)
             m.update({
                 "step": step + 1,
                 "optimizer_step": (step + 1) * updates_per_step,
-                # mean over the batch's updates of each update's loss (= the batch's loss with one update)
-                "loss": losses[0] / updates_per_step,
-                "pg_loss": losses[1] / updates_per_step,
-                "jsd_loss": losses[2] / updates_per_step,
                 "lambda": lams[0],
                 "grad_norm": sum(grad_norms) / len(grad_norms),
                 "lr": cfg.train.lr,
