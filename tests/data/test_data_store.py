@@ -161,3 +161,23 @@ def test_s3_outage_between_ingests_writes_no_snapshot(tmp_path, monkeypatch):
                 pass
             time.sleep(0.5)
         assert st2.latest() == r1["snapshot_id"] and st2.list_snapshots() == [r1["snapshot_id"]]
+
+
+def test_test_s3_server_refuses_a_nearly_full_disk_with_a_clear_error(tmp_path, monkeypatch):
+    """At 0.6% free, SeaweedFS made every write an InternalError and 20 tests failed as if the store were broken;
+    the harness now says what is wrong before it starts the server."""
+    from collections import namedtuple
+
+    from tests import s3server
+
+    Usage = namedtuple("Usage", "total used free")
+    total = 252 * 2**30
+    monkeypatch.setattr(s3server.shutil, "disk_usage", lambda p: Usage(total, total - int(1.5 * 2**30), int(1.5 * 2**30)))
+    with pytest.raises(RuntimeError, match=r"only 1\.5 GiB free .*\(0\.6% of 252 GiB\).*free at least 1\.3 GiB"):
+        s3server.check_free_disk(tmp_path)
+    # 1% of the disk plus a quarter GiB is enough; a small disk needs 1 GiB whatever its percentage
+    monkeypatch.setattr(s3server.shutil, "disk_usage", lambda p: Usage(total, 0, int(0.01 * total) + 2**28))
+    s3server.check_free_disk(tmp_path)
+    monkeypatch.setattr(s3server.shutil, "disk_usage", lambda p: Usage(10 * 2**30, 0, 2**29))
+    with pytest.raises(RuntimeError, match=r"\(5\.0% of 10 GiB\).*free at least 0\.5 GiB"):
+        s3server.check_free_disk(tmp_path)
