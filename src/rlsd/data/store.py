@@ -372,7 +372,7 @@ class S3Store(Store):
         self._ensure_bucket()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        from minio.error import MinioException, S3Error
+        from minio.error import MinioException, S3Error, ServerError
 
         last: BaseException | None = None
         for attempt in range(self.cfg.retries):
@@ -394,9 +394,13 @@ class S3Store(Store):
                 last = e
             if attempt + 1 < self.cfg.retries:
                 time.sleep(min(self.backoff * 2**attempt, 4.0))
-        raise StoreUnavailable(
-            f"{self.description}: {what} failed after {self.cfg.retries} tries ({type(last).__name__}: {last}); "
-            "check that the server is up and store.endpoint / store.secure are right (raise store.retries to wait longer)")
+        if isinstance(last, (S3Error, ServerError)):  # it answered: it is up and reachable
+            hint = ("the server answered but failed the request: see its log (a full disk fails every write: "
+                    "SeaweedFS answers InternalError, MinIO XMinioStorageFull)")
+        else:
+            hint = "check that the server is up and store.endpoint / store.secure are right"
+        raise StoreUnavailable(f"{self.description}: {what} failed after {self.cfg.retries} tries "
+                               f"({type(last).__name__}: {last}); {hint} (raise store.retries to wait longer)")
 
     def _ensure_bucket(self) -> None:
         b = self.cfg.bucket
