@@ -534,8 +534,9 @@ def test_s3_error_codes_map_to_store_errors(scripted):
     assert srv.requests == [("GET", "/bkt/k5")] * 3
     assert str(e.value).startswith(f"{desc}: get k5 failed after 3 tries (S3Error: S3 operation failed; "
                                    "code: SlowDown, message: scripted SlowDown")
-    answered = ("the server answered but failed the request: see its log (a full disk fails every write: SeaweedFS "
-                "answers InternalError, MinIO XMinioStorageFull) (raise store.retries to wait longer)")
+    answered = ("the server is reachable but failed the request: see its log (one that is shutting down or out of "
+                "disk fails writes: SeaweedFS answers InternalError, MinIO XMinioStorageFull) (raise store.retries "
+                "to wait longer)")
     assert str(e.value).endswith(answered)  # not "check that the server is up": it answered
     with pytest.raises(StoreAuthError, match=r": stat k6 refused \(AccessDenied: "):
         st._exists("k6")

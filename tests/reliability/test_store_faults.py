@@ -76,7 +76,9 @@ def test_server_stops_in_the_middle_of_an_ingest(server, tmp_path):
 
     faulty = _StopsServer(_cfg(server, bucket), server, stop_after=40)
     t0 = time.monotonic()
-    with pytest.raises(StoreUnavailable, match=r"failed after 2 tries.*check that the server is up"):
+    # a server on its way down either refuses the connection or still answers (weed's S3 front: InternalError)
+    with pytest.raises(StoreUnavailable, match=r"failed after 2 tries.*(check that the server is up|the server is "
+                                               r"reachable but failed the request)"):
         ingest(cfg, tickets=[big], store=faulty)
     assert time.monotonic() - t0 < 60  # bounded: 2 tries per call, not a hang
     assert 40 <= faulty.writes < 200  # it really died part-way through the objects (8 writers in flight)

@@ -394,9 +394,9 @@ class S3Store(Store):
                 last = e
             if attempt + 1 < self.cfg.retries:
                 time.sleep(min(self.backoff * 2**attempt, 4.0))
-        if isinstance(last, (S3Error, ServerError)):  # it answered: it is up and reachable
-            hint = ("the server answered but failed the request: see its log (a full disk fails every write: "
-                    "SeaweedFS answers InternalError, MinIO XMinioStorageFull)")
+        if isinstance(last, (S3Error, ServerError)):  # it answered: reachable, but failing
+            hint = ("the server is reachable but failed the request: see its log (one that is shutting down or "
+                    "out of disk fails writes: SeaweedFS answers InternalError, MinIO XMinioStorageFull)")
         else:
             hint = "check that the server is up and store.endpoint / store.secure are right"
         raise StoreUnavailable(f"{self.description}: {what} failed after {self.cfg.retries} tries "
