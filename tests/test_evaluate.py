@@ -1,6 +1,7 @@
 """Evaluation: metric arithmetic with controlled outputs, the bootstrap's coverage, leakage, and
 invariants of a real (random) tiny model run end to end."""
 
+import html
 import json
 import math
 from itertools import combinations
@@ -472,9 +473,11 @@ def test_report_without_baseline_lists_leak_examples(tmp_path):
             "absent from the prompt, answer string excluded).") in md
     assert "- Teacher-vs-student greedy gap: -." in md and "- Format score (answer stated exactly once): candidate 0.500.\n" in md
     assert "Paired bootstrap" not in md
-    assert md.rstrip().endswith('## Leak examples\n\n- `t<1>`: "hold the reset button"')
+    shown = "1 of the candidate's 2 flagged outputs; leaks.jsonl in the evaluation folder holds every one, for both models."
+    assert md.rstrip().endswith(f'## Leak examples\n\n{shown}\n\n- `t<1>`: "hold the reset button"')
     page = (tmp_path / "report.html").read_text()
-    assert "<h2>Leak examples</h2><ul>\n<li><code>t&lt;1&gt;</code>: hold the reset button</li>\n</ul>" in page
+    assert (f"<h2>Leak examples</h2><p>{html.escape(shown)}</p><ul>\n"
+            "<li><code>t&lt;1&gt;</code>: hold the reset button</li>\n</ul>") in page
     assert (tmp_path / "per_type.png").exists() and not (tmp_path / "bootstrap.png").exists()
 
 
@@ -588,3 +591,42 @@ def test_run_evaluation_files_settings_and_no_baseline(tmp_path, monkeypatch):
     rows = [json.loads(x) for x in (tmp_path / "solo" / "per_task.jsonl").read_text().splitlines()]
     assert [r["model"] for r in rows] == ["candidate"] * 4
     assert E.LEAK_NGRAM == 6
+
+
+def test_every_flagged_output_is_written_to_leaks_jsonl(tmp_path, monkeypatch):
+    """evaluation.json keeps 10 leak examples cut to 300 characters; leaks.jsonl keeps every flagged output of
+    both models whole (up to 2,000 characters), so an operator can audit what the leakage gate counted."""
+    from types import SimpleNamespace
+
+    import rlsd.models
+    from rlsd.models import build_tiny_model
+
+    build_tiny_model(tmp_path / "tok")
+    monkeypatch.setattr(rlsd.models, "load_model", lambda path, **kw: SimpleNamespace(name=Path(path).name))
+    monkeypatch.setattr(rlsd.models, "load_tokenizer",
+                        lambda path, _real=rlsd.models.load_tokenizer: _real(tmp_path / "tok"))
+    task = Task(id="R", prompt="Customer: the router blinks red.\n", answer="factory reset", verifier="label",
+                privileged_context="Resolution: hold the reset button for ten seconds, then call the desk. "
+                                   "Answer: factory reset")
+    copy = "Hold the reset button for ten seconds. " + "Wait. " * 80 + "Answer: factory reset"
+    clean = "Answer: factory reset"
+
+    def fake_sample(model, tokenizer, prompts, *, num_samples=1, greedy=False, **kw):
+        if greedy:  # student and teacher greedy: clean
+            return Rollout(None, None, None, None, [clean] * len(prompts), None)
+        copies = 11 if model.name == "cand" else 1  # of 12 samples
+        return Rollout(None, None, None, None, [copy] * copies + [clean] * (num_samples - copies), None)
+
+    monkeypatch.setattr(rlsd.rollout, "sample", fake_sample)
+    write_tasks([task], tmp_path / "eval.jsonl")
+    cfg = load_config(overrides=["eval.k=2", "eval.num_samples=12", "eval.bootstrap_samples=100"])
+    res = run_evaluation(cfg, candidate=tmp_path / "cand", baseline=tmp_path / "base",
+                         tasks_path=tmp_path / "eval.jsonl", out_dir=tmp_path / "out")
+    assert res["leakage"]["n_leaks"] == 11 and res["leakage"]["n_checked"] == 13
+    assert len(copy) > 300
+    assert res["leakage"]["examples"] == [{"task": "R", "span": "hold the reset button for ten", "output": copy[:300]}] * 10
+    rows = [json.loads(x) for x in (tmp_path / "out" / "leaks.jsonl").read_text().splitlines()]
+    want = {"task": "R", "span": "hold the reset button for ten", "output": copy}
+    assert rows == [{"model": "candidate", **want}] * 11 + [{"model": "baseline", **want}]
+    saved = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert "flagged" not in saved["leakage"] and saved["leakage"]["examples"] == res["leakage"]["examples"]

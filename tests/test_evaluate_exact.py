@@ -81,7 +81,7 @@ def test_summarise_totals_and_keys_exact():
     assert r["per_type"] == {
         "free_text": {"n_tasks": 1, "pass@1": 0.5, "pass@k": 1.0, "greedy_pass@1": 1.0, "teacher_greedy_pass@1": 1.0},
         "numeric": {"n_tasks": 2, "pass@1": 0.25, "pass@k": 0.5, "greedy_pass@1": 0.0, "teacher_greedy_pass@1": 0.5}}
-    assert r["leakage"] == {"rate": None, "n_checked": 0, "n_leaks": 0, "ngram": 6, "examples": [],
+    assert r["leakage"] == {"rate": None, "n_checked": 0, "n_leaks": 0, "ngram": 6, "examples": [], "flagged": [],
                             "teacher_student_gap": pytest.approx(2 / 3 - 1 / 3)}
     assert r["code_sandbox"] == sandbox_stats()
     assert summarise(tasks, greedy, sampled, k=2, n=2, model="m/1")["model"] == "m/1"
@@ -144,7 +144,7 @@ def test_at_most_ten_leak_examples():
     copy = "hold the reset button for ten seconds. Answer: factory reset"
     r = summarise([ROUTER], [copy], [copy] * 11, k=1, n=11)
     assert r["leakage"]["n_leaks"] == 12 and r["leakage"]["n_checked"] == 12
-    assert len(r["leakage"]["examples"]) == 10
+    assert len(r["leakage"]["examples"]) == 10 and len(r["leakage"]["flagged"]) == 12
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,12 +267,13 @@ def test_report_layout_with_leak_examples(tmp_path):
     write_report(result, tmp_path, cand={"leakage": {**leak, "ngram": 6}, "format_score": 0.5}, base=None)
     md = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert md.endswith("- Format score (answer stated exactly once): candidate 0.500.\n\n"
-                       "![per_type.png](per_type.png)\n\n## Leak examples\n\n- `t1`: \"hold the reset button\"\n")
+                       "![per_type.png](per_type.png)\n\n## Leak examples\n\n"
+                       "1 of the candidate's 2 flagged outputs; leaks.jsonl in the evaluation folder holds every one, for both models.\n\n- `t1`: \"hold the reset button\"\n")
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert page.startswith("<!doctype html><html><head><meta charset='utf-8'><title>rlsd evaluation</title></head><body>\n"
                            "<h1>Evaluation report</h1>\n<table ")
     assert "</table>\n<br>\n<table border=1 cellpadding=4><tr><th>model</th><th>type</th>" in page
-    assert page.endswith("<h2>Leak examples</h2><ul>\n<li><code>t1</code>: hold the reset button</li>\n</ul>\n"
+    assert page.endswith("<h2>Leak examples</h2><p>1 of the candidate&#x27;s 2 flagged outputs; leaks.jsonl in the evaluation folder holds every one, for both models.</p><ul>\n<li><code>t1</code>: hold the reset button</li>\n</ul>\n"
                          "</body></html>")
 
 

@@ -278,7 +278,7 @@ def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[st
                 n_checked += 1
                 span = find_leak(x, t, ngram=leak_ngram, common=common)
                 if span is not None:
-                    leaks.append({"task": t.id, "span": span, "output": x[:300]})
+                    leaks.append({"task": t.id, "span": span, "output": x[:2000]})
         per_task.append(row)
 
     def agg(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -302,7 +302,8 @@ def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[st
         "per_task": per_task,
         # rate None: no output could be checked (no task's context had >= 3 words beyond its answer)
         "leakage": {"rate": (len(leaks) / n_checked) if n_checked else None, "n_checked": n_checked,
-                    "n_leaks": len(leaks), "ngram": leak_ngram, "examples": leaks[:10],
+                    "n_leaks": len(leaks), "ngram": leak_ngram, "flagged": leaks,
+                    "examples": [{**e, "output": e["output"][:300]} for e in leaks[:10]],
                     "teacher_student_gap": gap},
         "code_sandbox": sandbox_stats(),  # code verdicts so far in this process, per isolation mode
     }
@@ -363,7 +364,8 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
                    baseline_info: dict[str, Any] | None = None,
                    tasks_path: str | Path | None = None, out_dir: str | Path) -> dict[str, Any]:
     """Evaluate ``candidate`` (and ``baseline``) on the held-out tasks and write
-    out_dir/evaluation.json, per_task.jsonl, report.md, report.html, per_type.png, bootstrap.png.
+    out_dir/evaluation.json, per_task.jsonl, leaks.jsonl (every output the leakage check flagged, both models:
+    evaluation.json keeps 10 examples), report.md, report.html, per_type.png, bootstrap.png.
 
     ``baseline_info`` ({kind: champion | base, name, version, uri}) is recorded in evaluation["baseline"];
     without it a given baseline is recorded as kind "path" (which no promotion over a champion accepts).
@@ -404,6 +406,10 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
     with (out / "per_task.jsonl").open("w", encoding="utf-8") as f:
         for which, res in (("candidate", cand), ("baseline", base)):
             for row in (res or {}).get("per_task", []):
+                f.write(json.dumps({"model": which, **row}) + "\n")
+    with (out / "leaks.jsonl").open("w", encoding="utf-8") as f:
+        for which, res in (("candidate", cand), ("baseline", base)):
+            for row in (res or {}).get("leakage", {}).get("flagged", []):
                 f.write(json.dumps({"model": which, **row}) + "\n")
     write_report(result, out, cand=cand, base=base, boot_samples=None if boot is None else boot["samples"],
                  note=ev.note)
@@ -491,8 +497,10 @@ def write_report(result: dict[str, Any], out: Path, *, cand: dict[str, Any], bas
         md += ["| " + " | ".join(r) + " |" for r in table[1:]] + [""]
     md += [f"- {n}" for n in notes] + [""]
     md += [f"![{p}]({p})" for p in plots]
+    shown = (f"{len(leak['examples'])} of the candidate's {cand['leakage']['n_leaks']} flagged outputs; leaks.jsonl in "
+             "the evaluation folder holds every one, for both models.")
     if leak["examples"]:
-        md += ["", "## Leak examples", ""] + [f"- `{e['task']}`: \"{e['span']}\"" for e in leak["examples"]]
+        md += ["", "## Leak examples", "", shown, ""] + [f"- `{e['task']}`: \"{e['span']}\"" for e in leak["examples"]]
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
 
     def table_html(t: list[list[str]]) -> str:
@@ -508,7 +516,7 @@ def write_report(result: dict[str, Any], out: Path, *, cand: dict[str, Any], bas
              "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"]
     parts += [f"<img src='{png_data_uri(out / p)}' alt='{p}'>" for p in plots]
     if leak["examples"]:
-        parts += ["<h2>Leak examples</h2><ul>"] + [
+        parts += [f"<h2>Leak examples</h2><p>{html.escape(shown)}</p><ul>"] + [
             f"<li><code>{html.escape(e['task'])}</code>: {html.escape(e['span'])}</li>" for e in leak["examples"]] + ["</ul>"]
     parts.append("</body></html>")
     (out / "report.html").write_text("\n".join(parts), encoding="utf-8")
