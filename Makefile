@@ -46,7 +46,7 @@ pipeline-isolated: setup
 	$(VENV)/python -m tests.pipelines.isolation --model $(or $(MODEL),smollm2) --output runs/pipeline-isolated
 
 lint: setup
-	$(VENV)/ruff check src tests components pipelines benchmarks
+	$(VENV)/ruff check src tests components pipelines benchmarks scripts
 
 pipeline-yaml: setup
 	$(VENV)/python -m pipelines.rlsd_pipeline

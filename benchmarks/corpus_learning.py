@@ -36,6 +36,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,33 +158,49 @@ def score_model(path: Path, tasks: list[Any], args: argparse.Namespace, seed: in
                           "pass@k": p["pass@k"]} for p in r["per_task"]]}
 
 
-def run_one(algo: str, seed: int, args: argparse.Namespace, model: Path, tasks_dir: Path, run_dir: Path,
-            eval_tasks: list[Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Run:
+    """One training run of the benchmark: what run_one needs, picklable for run_all's worker processes."""
+    algo: str
+    seed: int
+    args: argparse.Namespace
+    model: Path
+    tasks_dir: Path
+    run_dir: Path
+    eval_tasks: list[Any]
+
+    @property
+    def result_file(self) -> Path:
+        """Written when the run is trained and scored; a run that has it is not made again."""
+        return self.run_dir / "result.json"
+
+
+def run_one(run: Run) -> dict[str, Any]:
     from rlsd.train import train
 
-    done = run_dir / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    args, run_dir = run.args, run.run_dir
+    if run.result_file.is_file():
+        return json.loads(run.result_file.read_text())
     pts, every = eval_points(args)
     t0 = time.time()
-    train(recipe(args, algo, seed, model, tasks_dir, every), output_dir=run_dir)
+    train(recipe(args, run.algo, run.seed, run.model, run.tasks_dir, every), output_dir=run_dir)
     seconds = time.time() - t0
     t1 = time.time()
     scores = {}
     with tempfile.TemporaryDirectory() as tmp:
         for s in pts:
-            scores[s] = score_model(model_at(run_dir, s, run_dir / "final", Path(tmp) / f"step-{s}"), eval_tasks, args,
-                                    seed)
-    scores[args.steps] = score_model(run_dir / "final", eval_tasks, args, seed)
+            scores[s] = score_model(model_at(run_dir, s, run_dir / "final", Path(tmp) / f"step-{s}"), run.eval_tasks,
+                                    args, run.seed)
+    scores[args.steps] = score_model(run_dir / "final", run.eval_tasks, args, run.seed)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # GBs per run for a 135M model
-    res = {"algo": algo, "seed": seed, "seconds": seconds, "eval_seconds": time.time() - t1,
+    res = {"algo": run.algo, "seed": run.seed, "seconds": seconds, "eval_seconds": time.time() - t1,
            "metrics": read_metrics(run_dir / "metrics.jsonl"), "scores": {str(k): v for k, v in scores.items()}}
-    done.write_text(json.dumps(res))
+    run.result_file.write_text(json.dumps(res))
     return res
 
 
-def run_all(todo: list[tuple[Any, ...]], jobs: int) -> list[dict[str, Any]]:
-    """run_one for each argument tuple, each in a fresh process, ``jobs`` at a time; results in ``todo``'s order.
+def run_all(todo: list[Run], jobs: int) -> list[dict[str, Any]]:
+    """run_one for each run, each in a fresh process, ``jobs`` at a time; results in ``todo``'s order.
 
     A fresh process per run because a run's DeepSpeed engine, optimizer and evaluation copies are not all freed
     in the process that made them (the resident set grew ~4 GB a run, 17.7 GB after four). Every run uses one
@@ -194,26 +211,26 @@ def run_all(todo: list[tuple[Any, ...]], jobs: int) -> list[dict[str, Any]]:
 
     out: list[dict[str, Any] | None] = [None] * len(todo)
     pending = []
-    for i, a in enumerate(todo):
-        if (a[5] / "result.json").is_file():
-            out[i] = json.loads((a[5] / "result.json").read_text())
+    for i, run in enumerate(todo):
+        if run.result_file.is_file():
+            out[i] = json.loads(run.result_file.read_text())
         else:
             pending.append(i)
     if pending:
         with ProcessPoolExecutor(max(1, jobs), mp_context=multiprocessing.get_context("spawn"),
                                  max_tasks_per_child=1) as pool:
-            futs = {pool.submit(_run_quiet, *todo[i]): i for i in pending}
+            futs = {pool.submit(_run_quiet, todo[i]): i for i in pending}
             for f in as_completed(futs):
                 out[futs[f]] = f.result()
     return out  # type: ignore[return-value]
 
 
-def _run_quiet(*a: Any) -> dict[str, Any]:
+def _run_quiet(run: Run) -> dict[str, Any]:
     import torch
 
     quiet()
     torch.set_num_threads(1)  # what run_all's docstring promises, whatever OMP_NUM_THREADS says
-    return run_one(*a)
+    return run_one(run)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,15 +447,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for i in range(max(len(s) for s in seeds.values())):
         for a in algos:
             if i < len(seeds[a]):
-                rd = runs / f"{a}-s{seeds[a][i]}"
-                if args.command == "run" or (rd / "result.json").is_file():
-                    todo.append((a, seeds[a][i], args, model, tasks_dir, rd, eval_tasks))
-    t0, fresh = time.time(), sum(not (t[5] / "result.json").is_file() for t in todo)
+                run = Run(a, seeds[a][i], args, model, tasks_dir, runs / f"{a}-s{seeds[a][i]}", eval_tasks)
+                if args.command == "run" or run.result_file.is_file():
+                    todo.append(run)
+    t0, fresh = time.time(), sum(not run.result_file.is_file() for run in todo)
     results: dict[str, list[dict[str, Any]]] = {a: [] for a in algos}
-    for t, r in zip(todo, run_all(todo, args.jobs)):
-        results[t[0]].append(r)
+    for run, r in zip(todo, run_all(todo, args.jobs)):
+        results[run.algo].append(r)
         fin = r["scores"][str(args.steps)]
-        print(f"{t[0]} seed {t[1]}: greedy {fin['greedy']:.3f} (base {base['greedy']:.3f}), "
+        print(f"{run.algo} seed {run.seed}: greedy {fin['greedy']:.3f} (base {base['greedy']:.3f}), "
               f"pass@{args.k} {fin['pass@k']:.3f}, train {r['seconds'] / 60:.1f} min, "
               f"eval {r['eval_seconds'] / 60:.1f} min", flush=True)
     if fresh == len(todo) and fresh:  # every run made now: the wall time of the whole benchmark
