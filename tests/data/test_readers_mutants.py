@@ -727,7 +727,7 @@ def test_csv_spans_quote_never_closes():
     assert _spans('id,body\n1,"never closes\n2,x\n3,y\n') == [
         (1, 1, ["id,body\n"], "", 8),
         (2, 2, ['1,"never closes\n'], "stray quote: a quoted field opened on line 2 does not close cleanly "
-         "(end of file); lines 2-2 quarantined, reading resumes at line 3", 16),
+         "(end of file); line 2 quarantined, reading resumes at line 3", 16),
         (3, 3, ["2,x\n"], "", 4), (4, 4, ["3,y\n"], "", 4)]
     # on the last line: nothing to read ahead
     assert _spans('id,body\n1,"open\n') == [
@@ -739,12 +739,12 @@ def test_csv_spans_field_count_and_closing_quote_damage():
     assert _spans('id,body\n1,"a\nb",c\n2,x\n') == [
         (1, 1, ["id,body\n"], "", 8),
         (2, 2, ['1,"a\n'], "stray quote: a quoted field opened on line 2 does not close cleanly "
-         "(3 fields where the header has 2); lines 2-2 quarantined, reading resumes at line 3", 5),
+         "(3 fields where the header has 2); line 2 quarantined, reading resumes at line 3", 5),
         (3, 3, ['b",c\n'], "", 5), (4, 4, ["2,x\n"], "", 4)]
     assert _spans('id,body\n1,"a\nb"x\n2,y\n') == [
         (1, 1, ["id,body\n"], "", 8),
         (2, 2, ['1,"a\n'], "stray quote: a quoted field opened on line 2 does not close cleanly "
-         "(a closing quote followed by text); lines 2-2 quarantined, reading resumes at line 3", 5),
+         "(a closing quote followed by text); line 2 quarantined, reading resumes at line 3", 5),
         (3, 3, ['b"x\n'], "", 4), (4, 4, ["2,y\n"], "", 4)]
     # a one-line record is never refused for its field count or a stray closing quote
     assert _spans('id,body\n1,"abc"def\n1,2,3\n') == [
@@ -768,7 +768,7 @@ def test_csv_spans_long_lines():
     assert _spans('id,body\n1,"x\n' + part + part + '"\n', 1024) == [
         (1, 1, ["id,body\n"], "", 8),
         (2, 2, ['1,"x\n'], "stray quote: a quoted field opened on line 2 does not close cleanly "
-         "(over ingest.max_ticket_line_bytes=1024 bytes); lines 2-2 quarantined, reading resumes at line 3", 5),
+         "(over ingest.max_ticket_line_bytes=1024 bytes); line 2 quarantined, reading resumes at line 3", 5),
         (3, 3, [part], "", 601), (4, 4, [part], "", 601),
         (5, 5, ['"\n'], "stray quote: a quoted field opened on line 5 never closes (end of file)", 2)]
     assert _spans('id,body\n' + long + "\n1,x\n", 1024) == [
@@ -849,7 +849,7 @@ def test_iter_raw_tickets_csv_records():
         ("line 7", None, "3,a,b,c\n", "row has 4 fields, header has 3", "3"),
         ("line 8", {"id": "6", "Title": "ab", "body": "c"}, '6,"a"b,c\n', "", ""),
         ("line 9", None, '4,"x\n', "stray quote: a quoted field opened on line 9 does not close cleanly (end of "
-         "file); lines 9-9 quarantined, reading resumes at line 10", "4"),
+         "file); line 9 quarantined, reading resumes at line 10", "4"),
         ("line 10", {"id": "5", "Title": "v", "body": "w"}, "5,v,w\n", "", ""),
     ]
     assert rep.replaced_bytes == 0
@@ -858,7 +858,7 @@ def test_iter_raw_tickets_csv_records():
 def test_iter_raw_tickets_csv_unusable_header():
     got, _ = _raw(b'"id,body\n1,x\n', "csv")
     why = ("no usable CSV header: the header at line 1 is unreadable (stray quote: a quoted field opened on line 1 "
-           "does not close cleanly (end of file); lines 1-1 quarantined, reading resumes at line 2)")
+           "does not close cleanly (end of file); line 1 quarantined, reading resumes at line 2)")
     assert got == [("line 2", None, "1,x\n", why, "")]
     got, _ = _raw(b"\n\n" + b"x" * 2000 + b"\n1,x\n", "csv")
     assert got == [("line 4", None, "1,x\n", "no usable CSV header: the header at line 3 is unreadable ("

@@ -63,7 +63,7 @@ def test_the_issue_case_a_stray_quote_in_row_2_of_4001_loses_nothing(tmp_path):
     assert len(stored) == 3999 and {f"T-{i}" for i in range(1, 4001)} == stored | quarantined  # 0 lost
     q = rep["quarantined"][0]
     assert q["id"] == "T-2" and q["where"] == "line 3" and q["reason"].startswith("stray quote")
-    assert "lines 3-3 quarantined, reading resumes at line 4" in q["reason"]
+    assert "line 3 quarantined, reading resumes at line 4" in q["reason"]
     assert q["raw"].startswith("T-2,") and "jane.doe" not in q["raw"] and "hunter2" not in q["raw"]
     assert "[EMAIL]" in q["raw"] and "[PASSWORD]" in q["raw"]
 

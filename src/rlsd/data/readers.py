@@ -658,7 +658,7 @@ def csv_spans(fh: Any, limit: int, decode: Callable[[int, bytes], str]) -> Itera
                 back.append((n + k, lines[k], len(lines[k].encode("utf-8", "surrogatepass"))))
             yield CsvSpan(n, n, lines[:1],
                           f"stray quote: a quoted field opened on line {n} does not close cleanly "
-                          f"({damaged}); lines {n}-{n} quarantined, reading resumes at line {n + 1}",
+                          f"({damaged}); line {n} quarantined, reading resumes at line {n + 1}",
                           len(lines[0]))
             continue
         if damaged:  # a one-line record whose quote never closes before the end of the file or a long line
