@@ -452,17 +452,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
 
     # ---------------------------------------------------------------- resume
     ckpt_dir = Path(cfg.train.checkpoint_dir) if cfg.train.checkpoint_dir else out / "checkpoints"  # durable: a PVC
-    start_step = 0
-    latest = latest_checkpoint(ckpt_dir)
-    if latest is not None:
-        engine.load_checkpoint(str(ckpt_dir), tag=latest.name)
-        state = json.loads((latest / "trainer_state.json").read_text())
-        start_step = state["step"]
-        if teacher is not None and (latest / "teacher.pt").is_file():
-            teacher.load_state_dict(torch.load(latest / "teacher.pt", map_location=device, weights_only=True))
-        rng_file = latest / f"rng_rank{rank}.pt"
-        if rng_file.is_file():
-            _set_rng_state(torch.load(rng_file, weights_only=False))
+    start_step = resume(engine, teacher, ckpt_dir, rank, device)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(cfg.to_yaml())
@@ -500,18 +490,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
             my_tasks = step_tasks[rank * local_prompts:(rank + 1) * local_prompts]
             prompts = [fit_student(t, tokenizer, chat, prefix, max_prompt) for t in my_tasks]
             assert_no_leak(my_tasks, prompts)
-            policy.eval()
-            with torch.no_grad(), gathered(policy, zero3):
-                if cfg.rollout.deterministic_groups:
-                    parts = []
-                    for i, p in enumerate(prompts):
-                        torch.manual_seed(_step_seed(cfg.train.seed, step, 1_000 + rank * local_prompts + i))
-                        parts.append(_sample(sample, policy, tokenizer, [p], cfg))
-                    ro = _concat_rollouts(parts, tokenizer.pad_token_id)
-                else:
-                    torch.manual_seed(_step_seed(cfg.train.seed, step, rank))
-                    ro = _sample(sample, policy, tokenizer, prompts, cfg)
-            policy.train()
+            ro = rollout(sample, policy, tokenizer, prompts, cfg, step=step, rank=rank, zero_stage=zero3)
             t_rollout = time.perf_counter() - t0
             rows_tasks = [t for t in my_tasks for _ in range(G)]
 
@@ -613,6 +592,41 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
         dist.barrier()
     return {"steps": cfg.train.steps, "run_id": tracker.run_id if tracker else None, "final_model": str(final),
             "metrics": str(metrics_path), "last": step_metrics, "world_size": world}
+
+
+def resume(engine: Any, teacher: Any, ckpt_dir: Path, rank: int, device: torch.device) -> int:
+    """Load the newest complete checkpoint under ``ckpt_dir`` (engine, teacher, this rank's RNG state) and
+    return the rollout step it was saved after; 0 when there is none."""
+    latest = latest_checkpoint(ckpt_dir)
+    if latest is None:
+        return 0
+    engine.load_checkpoint(str(ckpt_dir), tag=latest.name)
+    if teacher is not None and (latest / "teacher.pt").is_file():
+        teacher.load_state_dict(torch.load(latest / "teacher.pt", map_location=device, weights_only=True))
+    rng_file = latest / f"rng_rank{rank}.pt"
+    if rng_file.is_file():
+        _set_rng_state(torch.load(rng_file, weights_only=False))
+    return json.loads((latest / "trainer_state.json").read_text())["step"]
+
+
+def rollout(sample_fn: Any, policy: Any, tokenizer: Any, prompts: list[str], cfg: RLSDConfig, *, step: int,
+            rank: int, zero_stage: int) -> Any:
+    """This rank's rollouts for one step, from the policy in eval mode under no_grad (gathered under ZeRO-3).
+    The seed depends on (seed, step, rank) only, or with rollout.deterministic_groups on each prompt's global
+    position, so a group's samples do not depend on the prompts beside it or on the number of ranks."""
+    policy.eval()
+    with torch.no_grad(), gathered(policy, zero_stage):
+        if cfg.rollout.deterministic_groups:
+            parts = []
+            for i, p in enumerate(prompts):
+                torch.manual_seed(_step_seed(cfg.train.seed, step, 1_000 + rank * len(prompts) + i))
+                parts.append(_sample(sample_fn, policy, tokenizer, [p], cfg))
+            ro = _concat_rollouts(parts, tokenizer.pad_token_id)
+        else:
+            torch.manual_seed(_step_seed(cfg.train.seed, step, rank))
+            ro = _sample(sample_fn, policy, tokenizer, prompts, cfg)
+    policy.train()
+    return ro
 
 
 def _check_prompt_tails(prompts: list[str], teacher_texts: list[str], teacher_ids: list[list[int]], tail: str,
