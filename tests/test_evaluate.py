@@ -427,7 +427,8 @@ def test_report_text_exact(tmp_path, monkeypatch):
     c, b = tmp_path / "cand", tmp_path / "base"
     notes = [f"Paired bootstrap over 4 tasks: pass@1 difference +0.250 {ci}.",
              "Leakage rate of the candidate's outputs: - (0 of 0 checked outputs; spans of >= 6 context tokens absent "
-             "from the prompt, answer string excluded).",
+             "from the prompt, answer string excluded, each with a word neither the prompt nor half the evaluated "
+             "prompts hold).",
              "Teacher-vs-student greedy gap: 0.000.",
              "Format score (answer stated exactly once): candidate 1.000, baseline 1.000."]
     md = (out / "report.md").read_text()
@@ -470,7 +471,8 @@ def test_report_without_baseline_lists_leak_examples(tmp_path):
     assert "| model | path | greedy pass@1 | pass@1 | pass@3 | teacher greedy pass@1 |" in md
     assert "| candidate | label | 2 | 0.250 | 0.500 | 0.750 |" in md
     assert ("- Leakage rate of the candidate's outputs: 0.500 (2 of 4 checked outputs; spans of >= 5 context tokens "
-            "absent from the prompt, answer string excluded).") in md
+            "absent from the prompt, answer string excluded, each with a word neither the prompt nor half the "
+            "evaluated prompts hold).") in md
     assert "- Teacher-vs-student greedy gap: -." in md and "- Format score (answer stated exactly once): candidate 0.500.\n" in md
     assert "Paired bootstrap" not in md
     shown = "1 of the candidate's 2 flagged outputs; leaks.jsonl in the evaluation folder holds every one, for both models."

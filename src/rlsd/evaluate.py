@@ -21,7 +21,11 @@ characters removed; words are runs of letters and digits, so commas, underscores
 between copied words do not hide a copy). Every whole-word occurrence of the reference answer is masked
 out of the context and the output (a correct answer legitimately contains it; "4" never masks part of
 "1449"). Stock phrases, n-grams of any student prompt of the evaluated set (:func:`common_ngrams`:
-ticket boilerplate the student sees), are not leaks. Contexts without 3 words in a row beside the answer (e.g. the
+ticket boilerplate the student sees), are not leaks. Nor is a span whose every word is either in the task's own
+student prompt or a stock word (:func:`stock_words`: in at least half of the evaluated set's student prompts, e.g.
+"the", "is", "for"): "for the kestrel backup appliance is" restates the question's own subject in a sentence frame,
+which the student writes without the context (it was 16 of the 17 flags of `make demo-learn`, base model included,
+before this rule; a copy of any context kept its flag). Contexts without 3 words in a row beside the answer (e.g. the
 bare answer of the addition tasks) cannot leak and are not counted; ``leakage.n_checked`` says how many
 outputs were, and the rate is None (not measured) when that is 0: the promotion gate then refuses unless
 ``registry.allow_unmeasured_leakage`` is set (rlsd.registry.check_gates).
@@ -42,8 +46,9 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +63,8 @@ from rlsd.verifiers.sandbox import sandbox_stats
 PASS_THRESHOLD = 1.0 - 1e-9
 LEAK_NGRAM = 6
 LEAK_MIN_TOKENS = 3
+STOCK_WORD_FRACTION = 0.5
+"""A word in at least this fraction of the evaluated student prompts (and in at least 3) is a stock word."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,17 +158,33 @@ def common_ngrams(tasks: list[Task], *, ngram: int = LEAK_NGRAM) -> set[tuple[st
     return out
 
 
+def stock_words(tasks: list[Task], *, fraction: float = STOCK_WORD_FRACTION) -> set[str]:
+    """Words found in at least ``fraction`` of the tasks' student prompts, and in at least 3 of them (function
+    words and the ticket template's words: "the", "is", "for", "customer"). On the sample corpus's 58 held-out
+    tickets these are 26 words: the template's, the company's name and function words; no product name or
+    technical term."""
+    df: Counter[str] = Counter()
+    for t in tasks:
+        df.update(set(_tokens(t.prompt, t.answer)))
+    need = max(3, math.ceil(fraction * len(tasks)))
+    return {w for w, c in df.items() if c >= need and w != _MASK}
+
+
 def find_leak(output: str, task: Task, *, ngram: int = LEAK_NGRAM,
-              common: set[tuple[str, ...]] | frozenset = frozenset()) -> str | None:
+              common: set[tuple[str, ...]] | frozenset = frozenset(),
+              stock: set[str] | frozenset = frozenset()) -> str | None:
     """The first span (space-joined words) of the task's privileged context that the output reproduces
-    and the student prompt does not contain; None when there is none or the context is too short to
-    judge (see the module docstring). The reference answer is masked out first; ``common`` n-grams (stock
-    phrases, :func:`common_ngrams`) never count."""
+    and the student prompt does not contain, holding at least one word that is neither in the student prompt
+    nor in ``stock`` (:func:`stock_words`); None when there is none or the context is too short to judge (see
+    the module docstring). The reference answer is masked out first; ``common`` n-grams (stock phrases,
+    :func:`common_ngrams`) never count."""
     if not leak_checkable(task):
         return None
     n = _span_length(task, ngram)
-    secret = _ngrams(_tokens(task.privileged_context, task.answer), n) - _ngrams(_tokens(task.prompt, task.answer), n)
-    secret -= common
+    prompt = _tokens(task.prompt, task.answer)
+    secret = _ngrams(_tokens(task.privileged_context, task.answer), n) - _ngrams(prompt, n) - common
+    known = set(prompt) | stock
+    secret = {g for g in secret if not known.issuperset(g)}
     if not secret:
         return None
     out = _tokens(output[:100_000], task.answer)
@@ -253,7 +276,7 @@ def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[st
         raise ValueError(f"expected {len(tasks)} greedy and {len(tasks) * n} sampled texts, "
                          f"got {len(greedy_texts)} and {len(sampled_texts)}")
     per_task, leaks, n_checked, unverifiable = [], [], 0, 0
-    common = common_ngrams(tasks, ngram=leak_ngram)
+    common, stock = common_ngrams(tasks, ngram=leak_ngram), stock_words(tasks)
     for i, t in enumerate(tasks):
         samples = sampled_texts[i * n:(i + 1) * n]
         s_scores = score_many([t] * len(samples), samples)
@@ -276,7 +299,7 @@ def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[st
         if leak_checkable(t):
             for x in [greedy_texts[i]] + samples:
                 n_checked += 1
-                span = find_leak(x, t, ngram=leak_ngram, common=common)
+                span = find_leak(x, t, ngram=leak_ngram, common=common, stock=stock)
                 if span is not None:
                     leaks.append({"task": t.id, "span": span, "output": x[:2000]})
         per_task.append(row)
@@ -482,7 +505,8 @@ def write_report(result: dict[str, Any], out: Path, *, cand: dict[str, Any], bas
     leak = result["leakage"]
     notes = [f"Leakage rate of the candidate's outputs: {_fmt(leak['rate'])} "
              f"({cand['leakage']['n_leaks']} of {cand['leakage']['n_checked']} checked outputs; "
-             f"spans of >= {cand['leakage']['ngram']} context tokens absent from the prompt, answer string excluded).",
+             f"spans of >= {cand['leakage']['ngram']} context tokens absent from the prompt, answer string excluded, "
+             "each with a word neither the prompt nor half the evaluated prompts hold).",
              f"Teacher-vs-student greedy gap: {_fmt(leak['teacher_student_gap'])}.",
              f"Format score (answer stated exactly once): candidate {_fmt(cand['format_score'])}"
              + (f", baseline {_fmt(base['format_score'])}" if base else "") + "."]
