@@ -45,7 +45,7 @@ GROUPS: dict[str, dict] = {
         "source": ["src/rlsd/evaluate.py"],
         # the metric arithmetic, leakage and reports on controlled outputs; the random tiny-model runs and
         # the CLI test are left out (slow, and they pin no value a mutant could change)
-        "tests": ["tests/test_evaluate.py", "tests/test_evaluate_exact.py", "-k",
+        "tests": ["tests/test_evaluate.py", "tests/test_evaluate_exact.py", "tests/test_leak_rule.py", "-k",
                   "not greedy_is_deterministic and not run_evaluation_files_and_keys and not without_baseline_and_cli "
                   "and not evaluate_model_with_controlled_sampler"],
         "names": None,
