@@ -25,7 +25,8 @@ ticket boilerplate the student sees), are not leaks. Nor is a span whose every w
 student prompt or a stock word (:func:`stock_words`: in at least half of the evaluated set's student prompts, e.g.
 "the", "is", "for"): "for the kestrel backup appliance is" restates the question's own subject in a sentence frame,
 which the student writes without the context (it was 16 of the 17 flags of `make demo-learn`, base model included,
-before this rule; a copy of any context kept its flag). Contexts without 3 words in a row beside the answer (e.g. the
+before this rule; a copy of any context kept its flag; OPSD, which learns to copy, kept 4 of its 12 flags at step 12
+of benchmarks/corpus_learning.py, e.g. "the lumen badge reader is tcp", against the base's 1 of 5). Contexts without 3 words in a row beside the answer (e.g. the
 bare answer of the addition tasks) cannot leak and are not counted; ``leakage.n_checked`` says how many
 outputs were, and the rate is None (not measured) when that is 0: the promotion gate then refuses unless
 ``registry.allow_unmeasured_leakage`` is set (rlsd.registry.check_gates).
