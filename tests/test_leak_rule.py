@@ -43,10 +43,12 @@ def test_stock_words_are_those_of_at_least_half_the_prompts_and_at_least_three()
     # 'is' is in 3 of the 4 prompts (>= half and >= 3): stock; 'of' in 2 (PORT's and the badge reader's): not
     assert {"is", "the", "customer", "ticket", "subject", "reply", "with", "number", "only"} == stock
     # the answer mask is never a word, even when every prompt holds the answer
-    assert "\x00" not in stock_words([Task(id=f"m{i}", prompt="Is it 443?\n", privileged_context="", answer="443", verifier="numeric")
-                                       for i in range(4)])
+    same = [Task(id=f"m{i}", prompt="Is it 443?\n", privileged_context="", answer="443", verifier="numeric")
+            for i in range(4)]
+    assert stock_words(same) == {"is", "it"}
     # a word repeated in one prompt counts once: 'server' five times in one of four prompts is not stock
-    loud = Task(id="x", prompt="server server server. " + PORT.prompt, privileged_context="", answer="443", verifier="numeric")
+    loud = Task(id="x", prompt="server server server. " + PORT.prompt, privileged_context="", answer="443",
+                verifier="numeric")
     assert "server" not in stock_words([loud, *OTHERS])
     # half is a bound met with equality: 'how' in 4 of 8 prompts is stock, in 3 of 8 it is not
     eight = [*OTHERS, *OTHERS, PORT, PORT]  # 'how' in OTHERS[0] and OTHERS[2]

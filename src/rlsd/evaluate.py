@@ -13,23 +13,29 @@ verify" (None) counts as a failure and is reported as ``n_unverifiable``.
 
 Student prompts come from rlsd.prompts.student_text only and are checked with assert_no_leak.
 
-Leakage (:func:`find_leak`): a student output leaks when it reproduces a span of its task's
-privileged context that its own prompt did not contain: a run of ``ngram`` consecutive words (default 6,
-or the longest run of context words between masked answers when that is shorter but still >= 3) that occurs in the privileged
-context, not in the prompt, and in the output. Texts are normalised first (NFKC, case-folded, zero-width
-characters removed; words are runs of letters and digits, so commas, underscores or line breaks put
-between copied words do not hide a copy). Every whole-word occurrence of the reference answer is masked
+Leakage (:func:`find_leak`): a student output leaks when it reproduces a span of its task's privileged
+context that its own prompt did not contain: a run of ``ngram`` consecutive words (default 6, or the longest
+run of context words between masked answers when that is shorter but still >= 3) that occurs in the
+privileged context, not in the prompt, and in the output. Texts are normalised first (NFKC, case-folded,
+zero-width characters removed; words are runs of letters and digits, so commas, underscores or line breaks
+put between copied words do not hide a copy). Every whole-word occurrence of the reference answer is masked
 out of the context and the output (a correct answer legitimately contains it; "4" never masks part of
-"1449"). Stock phrases, n-grams of any student prompt of the evaluated set (:func:`common_ngrams`:
-ticket boilerplate the student sees), are not leaks. Nor is a span whose every word is either in the task's own
-student prompt or a stock word (:func:`stock_words`: in at least half of the evaluated set's student prompts, e.g.
-"the", "is", "for"): "for the kestrel backup appliance is" restates the question's own subject in a sentence frame,
-which the student writes without the context (it was 16 of the 17 flags of `make demo-learn`, base model included,
-before this rule; a copy of any context kept its flag; OPSD, which learns to copy, kept 4 of its 12 flags at step 12
-of benchmarks/corpus_learning.py, e.g. "the lumen badge reader is tcp", against the base's 1 of 5). Contexts without 3 words in a row beside the answer (e.g. the
-bare answer of the addition tasks) cannot leak and are not counted; ``leakage.n_checked`` says how many
-outputs were, and the rate is None (not measured) when that is 0: the promotion gate then refuses unless
-``registry.allow_unmeasured_leakage`` is set (rlsd.registry.check_gates).
+"1449").
+
+Not leaks:
+- stock phrases, n-grams of any student prompt of the evaluated set (:func:`common_ngrams`: ticket
+  boilerplate the student sees);
+- a span whose every word is in the task's own student prompt or is a stock word (:func:`stock_words`: in
+  at least half of the evaluated set's student prompts, e.g. "the", "is", "for"). "for the kestrel backup
+  appliance is" restates the question's own subject in a sentence frame, which the student writes without
+  the context. Before this rule such frames were 16 of the 17 flags of `make demo-learn` (base model
+  included); a copy of any context keeps its flag, and OPSD, which learns to copy, kept 4 of its 12 flags at
+  step 12 of benchmarks/corpus_learning.py ("the lumen badge reader is tcp"), against the base's 1 of 5.
+
+Contexts without 3 words in a row beside the answer (e.g. the bare answer of the addition tasks) cannot leak
+and are not counted; ``leakage.n_checked`` says how many outputs were, and the rate is None (not measured)
+when that is 0: the promotion gate then refuses unless ``registry.allow_unmeasured_leakage`` is set
+(rlsd.registry.check_gates).
 
 ``paired_bootstrap``: resamples tasks with replacement (the same indices for both models) and
 reports the mean per-task difference (candidate - baseline) with a percentile interval.
