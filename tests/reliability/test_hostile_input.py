@@ -13,6 +13,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import string
 import tempfile
 from collections import Counter
@@ -35,16 +36,23 @@ SETTINGS = settings(max_examples=int(os.environ.get("RLSD_HYPOTHESIS_EXAMPLES", 
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
+_TMP_DIRS: list[Path] = []
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _write_counts():
     yield
     out = os.environ.get("RLSD_HOSTILE_COUNTS")
     if out:
         Path(out).write_text(json.dumps(dict(HOSTILE_COUNTS)))
+    for d in _TMP_DIRS:  # one folder per hypothesis example (tmp_path is one per test): 121 a run were left behind
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _tmp() -> Path:
-    return Path(tempfile.mkdtemp(prefix="hostile-"))
+    d = Path(tempfile.mkdtemp(prefix="hostile-"))
+    _TMP_DIRS.append(d)
+    return d
 
 
 # ---------------------------------------------------------------------------------------------- tickets
