@@ -612,8 +612,9 @@ def resume(engine: Any, teacher: Any, ckpt_dir: Path, rank: int, device: torch.d
 def rollout(sample_fn: Any, policy: Any, tokenizer: Any, prompts: list[str], cfg: RLSDConfig, *, step: int,
             rank: int, zero_stage: int) -> Any:
     """This rank's rollouts for one step, from the policy in eval mode under no_grad (gathered under ZeRO-3).
-    The seed depends on (seed, step, rank) only, or with rollout.deterministic_groups on each prompt's global
-    position, so a group's samples do not depend on the prompts beside it or on the number of ranks."""
+    By default the rank's prompts are sampled in one batch from a seed of (seed, step, rank). With
+    rollout.deterministic_groups each prompt is sampled alone from a seed of its global position, so its group's
+    samples do not depend on the prompts beside it or on the number of ranks."""
     policy.eval()
     with torch.no_grad(), gathered(policy, zero_stage):
         if cfg.rollout.deterministic_groups:
