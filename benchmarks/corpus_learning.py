@@ -176,11 +176,10 @@ class Run:
 
 
 def run_one(run: Run) -> dict[str, Any]:
+    """Train and score one run, and write its result file (run_all skips runs that have one)."""
     from rlsd.train import train
 
     args, run_dir = run.args, run.run_dir
-    if run.result_file.is_file():
-        return json.loads(run.result_file.read_text())
     pts, every = eval_points(args)
     t0 = time.time()
     train(recipe(args, run.algo, run.seed, run.model, run.tasks_dir, every), output_dir=run_dir)

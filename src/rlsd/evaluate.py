@@ -433,14 +433,10 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
                     "examples": leak["examples"], "teacher_student_gap": leak["teacher_student_gap"]},
     }
     (out / "evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    with (out / "per_task.jsonl").open("w", encoding="utf-8") as f:
-        for which, res in (("candidate", cand), ("baseline", base)):
-            for row in (res or {}).get("per_task", []):
-                f.write(json.dumps({"model": which, **row}) + "\n")
-    with (out / "leaks.jsonl").open("w", encoding="utf-8") as f:
-        for which, res in (("candidate", cand), ("baseline", base)):
-            for row in (res or {}).get("leakage", {}).get("flagged", []):
-                f.write(json.dumps({"model": which, **row}) + "\n")
+    sides = [("candidate", cand)] + ([("baseline", base)] if base is not None else [])
+    for name, rows in (("per_task.jsonl", lambda r: r["per_task"]), ("leaks.jsonl", lambda r: r["leakage"]["flagged"])):
+        with (out / name).open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps({"model": which, **row}) + "\n" for which, res in sides for row in rows(res))
     write_report(result, out, cand=cand, base=base, boot_samples=None if boot is None else boot["samples"],
                  note=ev.note)
     return result
