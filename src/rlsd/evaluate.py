@@ -187,13 +187,23 @@ def find_leak(output: str, task: Task, *, ngram: int = LEAK_NGRAM,
     :func:`common_ngrams`) never count."""
     if not leak_checkable(task):
         return None
+    return _first_secret(output, task, secret_spans(task, ngram=ngram, common=common, stock=stock))
+
+
+def secret_spans(task: Task, *, ngram: int = LEAK_NGRAM, common: set[tuple[str, ...]] | frozenset = frozenset(),
+                 stock: set[str] | frozenset = frozenset()) -> set[tuple[str, ...]]:
+    """The context spans whose reproduction counts as a leak (:func:`find_leak`), computed once per task."""
     n = _span_length(task, ngram)
     prompt = _tokens(task.prompt, task.answer)
     secret = _ngrams(_tokens(task.privileged_context, task.answer), n) - _ngrams(prompt, n) - common
     known = set(prompt) | stock
-    secret = {g for g in secret if not known.issuperset(g)}
+    return {g for g in secret if not known.issuperset(g)}
+
+
+def _first_secret(output: str, task: Task, secret: set[tuple[str, ...]]) -> str | None:
     if not secret:
         return None
+    n = len(next(iter(secret)))
     out = _tokens(output[:100_000], task.answer)
     for i in range(len(out) - n + 1):
         g = tuple(out[i:i + n])
@@ -304,9 +314,10 @@ def summarise(tasks: list[Task], greedy_texts: list[str], sampled_texts: list[st
             row["teacher_greedy_score"] = ts
             row["teacher_greedy_pass"] = float(_passes(ts, thr))
         if leak_checkable(t):
+            secret = secret_spans(t, ngram=leak_ngram, common=common, stock=stock)
             for x in [greedy_texts[i]] + samples:
                 n_checked += 1
-                span = find_leak(x, t, ngram=leak_ngram, common=common, stock=stock)
+                span = _first_secret(x, t, secret)
                 if span is not None:
                     leaks.append({"task": t.id, "span": span, "output": x[:2000]})
         per_task.append(row)
