@@ -154,6 +154,7 @@ def score_model(path: Path, tasks: list[Any], args: argparse.Namespace, seed: in
                        response_prefix=args.response_prefix, max_prompt_tokens=args.max_prompt_tokens)
     return {"greedy": r["greedy_pass@1"], "pass@1": r["pass@1"], "pass@k": r["pass@k"],
             "per_type": r["per_type"], "leakage": r["leakage"]["rate"],
+            "leaks": [{"task": e["task"], "span": e["span"]} for e in r["leakage"]["flagged"]],
             "per_task": [{"id": p["id"], "type": p["type"], "greedy": p["greedy_pass"], "pass@1": p["pass@1"],
                           "pass@k": p["pass@k"]} for p in r["per_task"]]}
 
@@ -308,6 +309,13 @@ def report(results: dict[str, list[dict[str, Any]]], base: dict[str, Any], heade
               "- PPO clip fraction: tokens whose ratio was clipped (0 unless train.updates_per_batch > 1); w clip-low / "
               "clip-high: tokens whose RLSD weight exp(sign(A) Delta) fell outside [1-eps_w, 1+eps_w] (logged for every "
               "teacher-using algorithm, applied only by rlsd); leakage: rlsd.evaluate.find_leak on held-out outputs.", ""]
+
+    lines += [f"## What the leakage check flagged at step {last} (up to 3 spans per algorithm)\n"]
+    for a in algos:
+        flagged = [e for r in results[a] for e in r["scores"][str(last)].get("leaks", [])]
+        spans = "; ".join(f'"{e["span"]}" ({e["task"]})' for e in flagged[:3])
+        lines.append(f"- {a}: {len(flagged)} flagged outputs over all seeds" + (f": {spans}" if spans else ""))
+    lines.append("")
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))

@@ -87,3 +87,21 @@ def test_smoke_run_trains_scores_checkpoints_and_reports(tmp_path):
     assert not list(tmp_path.glob("runs/*/*/checkpoints"))  # deleted once scored
     summary = json.loads((tmp_path / "smoke-results" / "corpus_learning" / "summary.json").read_text())
     assert set(summary) == {"base", "grpo", "rlsd"}
+
+
+def test_report_lists_what_the_leakage_check_flagged(tmp_path):
+    """The report names the flagged spans of the last step, over all seeds, at most 3 per algorithm; a cached
+    result from before the spans were kept (no "leaks" key) counts none instead of failing the report."""
+    per_task = [{"id": f"t{i}", "type": "number", "greedy": float(i % 2), "pass@1": 0.5, "pass@k": 1.0}
+                for i in range(4)]
+    score = {"greedy": 0.5, "pass@1": 0.5, "pass@k": 1.0, "leakage": 0.25, "per_task": per_task,
+             "per_type": {"number": {"greedy_pass@1": 0.5, "pass@k": 1.0}}}
+    leaks = [{"task": f"t{i}", "span": f"span {i}"} for i in range(4)]
+    run = lambda seed, sc: {"seed": seed, "seconds": 60.0, "eval_seconds": 6.0, "metrics": [{"loss": 0.1}],
+                            "scores": {"2": sc}}
+    results = {"grpo": [run(0, {**score, "leaks": leaks[:1]}), run(1, {**score, "leaks": leaks[1:]})],
+               "rlsd": [run(0, score)]}
+    base = {**score, "k": 4}
+    text = cl.report(results, base, "test machine", "setting", tmp_path / "r.md", tmp_path / "plots", n_boot=50)
+    assert '- grpo: 4 flagged outputs over all seeds: "span 0" (t0); "span 1" (t1); "span 2" (t2)\n' in text
+    assert "- rlsd: 0 flagged outputs over all seeds\n" in text
