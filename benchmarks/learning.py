@@ -334,7 +334,8 @@ def claims_table(results: dict[str, list[dict[str, Any]]], base: dict[str, Any],
         m = results[a][i]["metrics"][-last:] if last else results[a][i]["metrics"]
         return sum(x.get("entropy", float("nan")) for x in m) / len(m)
 
-    rows = [["algorithm", "area under curve - grpo", "final - grpo", "final - own peak", "peak step per seed",
+    rows = [["algorithm", "area under curve - grpo", "final - grpo", "final - grpo per seed", "final - own peak",
+             "peak step per seed",
              "entropy (all steps) - grpo", f"entropy (last {last_k}) - grpo", "hint copying - warm start",
              "shortcut - warm start"]]
     for a in results:
@@ -347,6 +348,7 @@ def claims_table(results: dict[str, list[dict[str, Any]]], base: dict[str, Any],
             a,
             "-" if a == "grpo" else fmt(*ci([auc(a, i) - auc("grpo", j) for i, j in pairs]), p=3),
             "-" if a == "grpo" else fmt(*ci([fin(a, i) - fin("grpo", j) for i, j in pairs]), p=3),
+            "-" if a == "grpo" else ", ".join(f"{fin(a, i) - fin('grpo', j):+.3f}" for i, j in pairs),
             fmt(*ci([fin(a, i) - max(curve[a][s][i] for s in all_steps) for i in range(len(results[a]))]), p=3),
             ", ".join(str(s) for s in peak_step),
             "-" if a == "grpo" else fmt(*ci([entropy(a, i, None) - entropy("grpo", j, None) for i, j in pairs]), p=3),
@@ -405,17 +407,6 @@ def report(results: dict[str, list[dict[str, Any]]], base: dict[str, Any], heade
     for a in algos:
         rows.append([a] + [fmt(*ci([r["final"]["tiers"][t]["pass@8"] for r in results[a]])) for t in tiers])
     lines += ["## Final pass@8 per difficulty tier (8 samples at T=1)\n", md_table(rows), ""]
-
-    # paired by seed (same seed = same data order) against grpo
-    if "grpo" in results:
-        g = {r["seed"]: r["final"]["greedy"] for r in results["grpo"]}
-        rows = [["algorithm", "final greedy - grpo (mean ± 95% t over seeds)", "per seed"]]
-        for a in algos:
-            if a == "grpo":
-                continue
-            diffs = [r["final"]["greedy"] - g[r["seed"]] for r in results[a] if r["seed"] in g]
-            rows.append([a, fmt(*ci(diffs), p=3), ", ".join(f"{x:+.3f}" for x in diffs)])
-        lines += ["## Paired difference to GRPO at the last step (same seed = same prompts order)\n", md_table(rows), ""]
 
     lines += claims_table(results, base, curve, all_steps)
 
