@@ -61,6 +61,20 @@ PLANTED: list[tuple[str, str, str]] = [
     ("PHONE", "call {v} after 5", "+1 415 555 0199"),
     ("PHONE", "or {v}", "(415) 555-0100"),
     ("IPV4", "host {v} is down", "10.20.30.40"),
+    # passwords in URLs: the host part is no e-mail (no dot, an IP address), so nothing else took them
+    ("PASSWORD", "DATABASE_URL=postgres://admin:{v}@10.0.0.5:5432/db", "S3cr3t!"),
+    ("PASSWORD", "clone https://deploy:{v}@localhost:8080/repo.git", "pa55word"),
+    ("PASSWORD", "mysql://root:{v}@db-host/x", "hunter2"),
+    ("PASSWORD", "redis://:{v}@cache:6379/0", "p@ss@word"),
+    # names with a prefix (environment variables, config keys) and quoted names (pasted JSON)
+    ("SECRET", "DB_PASSWORD={v}", "Sup3rS3cret"),
+    ("SECRET", "MYSQL_ROOT_PASSWORD: {v}", "rootpw123"),
+    ("SECRET", "client_secret={v}", "abcdef123456"),
+    ("SECRET", "x-api-key: {v}", "abcdefgh12345678"),
+    ("SECRET", '{{"password": "{v}"}}', "hunter2"),
+    ("SECRET", "{{'api_key': '{v}'}}", "abcd1234efgh"),
+    ("PASSWORD", '{{"pwd": "{v}"}}', "Q1"),
+    ("BEARER", "Authorization: Basic {v}", "YWRtaW46cGFzc3dvcmQxMjM="),
 ]
 
 # Text that must come out unchanged.
@@ -86,6 +100,11 @@ TRAPS: list[str] = [
     "error 0x80070005 in build 19045.3803",
     "part number 12-345-6789",
     "ModelNumberABCDEFGHIJKLMNOPQRSTUVWXYZabcd",
+    # signed amounts and ranges are not phone numbers; section numbers are not addresses
+    "the balance changed by +12.50 EUR, the rate by +15.75% and the answer is +100.00",
+    "a range of +10-20 degrees",
+    "see section 3.2.1.4 of the manual, chapter 1.1.2.3",
+    "see https://docs.example.com:8443/page?next=/a:b and ftp://host:21/x",
 ]
 
 
@@ -215,3 +234,14 @@ def test_a_secret_across_the_body_cut_is_not_half_kept(tmp_path):
     ingest(load_config(text="ingest: {max_body_chars: 100}"), tickets=[p], store=st_)
     (t,) = load_snapshot(st_)[2]
     assert "AKIAIOSF" not in t["body"] and len(t["body"]) == 100 and "[SECRET]" in t["body"]
+
+
+@pytest.mark.parametrize("lines", [1, 2, 3])
+def test_a_private_key_block_without_its_end_line_is_redacted(lines):
+    """A key pasted without its END line (or cut by ingest.max_body_chars / the 8,000-character window of a
+    quarantined record) matched nothing: its base64 lines were stored. They go up to the first line that is not
+    base64 (or a header line such as Proc-Type); the text after it stays."""
+    body = ["Proc-Type: 4,ENCRYPTED", "MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM2Hz", "Qm2nXp0vWk8Ls4ZrT7b1YcJd9EfGhKl+/="]
+    text = "see the key:\n-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(body[:lines]) + "\nthanks, Bob"
+    out, counts = R.redact(text)
+    assert out == "see the key:\n[PRIVATE_KEY]\nthanks, Bob" and counts == {"PRIVATE_KEY": 1}, out

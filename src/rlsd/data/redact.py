@@ -3,12 +3,14 @@
 Built-in types, applied in this order (earlier types win on overlapping text); a match becomes
 ``[TYPE]`` and is counted per type:
 
-* secrets: ``PRIVATE_KEY`` (PEM blocks), ``GITHUB_TOKEN`` (``github_pat_...``, ``ghp_/gho_/ghu_/ghs_/ghr_``),
+* secrets: ``PRIVATE_KEY`` (PEM blocks; one without its END line up to its last base64 or header line), ``GITHUB_TOKEN`` (``github_pat_...``, ``ghp_/gho_/ghu_/ghs_/ghr_``),
   ``AWS_SECRET_KEY`` (40 characters after an ``aws_secret_access_key``-like name), ``SECRET`` (AWS access key
   ids ``AKIA/ASIA...``, ``sk_/pk_/rk_/xox?-`` API keys, and ``api_key|secret|token|password...: value`` with
-  a value of 6+ characters; the whole ``name: value`` goes), ``PASSWORD`` (``password is X``,
+  a value of 6+ characters; the whole ``name: value`` goes; the name may carry a prefix, ``DB_PASSWORD``,
+  ``client_secret``, ``x-api-key``, and quotes, ``"api_key": "..."``), ``PASSWORD`` (``password is X``,
   ``password=abc``, ``pwd: x1`` -- short values too; only the value goes, and prose such as "the
-  password is required" is left alone), ``BEARER`` (``Bearer <token>``), ``JWT`` (``eyJ...``.``...``.``...``),
+  password is required" is left alone; the password of a URL, ``postgres://user:X@host``), ``BEARER``
+  (``Bearer <token>``, ``Authorization: Basic <base64>``), ``JWT`` (``eyJ...``.``...``.``...``),
   and a bare 40-character AWS-secret-shaped string (upper, lower and digits, Shannon entropy >= 4.2
   bits/char, so git SHAs -- hex -- and long identifiers stay);
 * numbers with checksums: ``IBAN`` (either case, country length where known, ISO 7064 mod 97 == 1; a
@@ -18,8 +20,8 @@ Built-in types, applied in this order (earlier types win on overlapping text); a
   ``SSN`` (``AAA-GG-SSSS`` with the SSA's never-issued areas 000/666/9xx, groups 00, serials 0000 left
   out; nine bare digits only after "SSN" / "social security");
 * ``EMAIL`` (non-ASCII letters too: ``müller@firma.de``), ``IPV6``, ``IPV4`` (checked with :mod:`ipaddress`; a dotted quad after "version", "v",
-  "release", "build", "firmware"... is a version string and stays), ``PHONE`` (a phone-like shape:
-  ``+CC ...``, ``(NNN) NNN-NNNN`` or ``NNN-NNN-NNNN``), ``EMPLOYEE_ID`` (``ingest.employee_id_pattern``),
+  "release", "build", "firmware"... is a version string and stays, as is one after "section", "chapter", "step"), ``PHONE`` (a phone-like shape:
+  ``+CC ...``, ``(NNN) NNN-NNNN`` or ``NNN-NNN-NNNN``, 7 digits or more; ``+12.50`` is an amount), ``EMPLOYEE_ID`` (``ingest.employee_id_pattern``),
   then every ``ingest.extra_patterns`` entry.
 
 Ids: :meth:`Redactor.redact_id` leaves an id without personal data as it is and turns one that holds
@@ -57,17 +59,19 @@ from rlsd.config import IngestConfig
 # A check says whether a match is a real hit: False (no), True (all of it) or n (its first n characters only).
 Check = Callable[[re.Match[str]], "bool | int"]
 
-_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.DOTALL)
+_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----"
+                  r"|(?:[ \t]*\r?\n?[ \t]*(?:[A-Za-z0-9+/=]{16,}|[\w-]+:[^\n]*))*)", re.DOTALL)
 _GITHUB = re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}|\bgh[pousr]_[A-Za-z0-9]{30,}\b")
 _AWS_SECRET_NAMED = re.compile(
     r"(?i:aws.{0,20}?(?:secret|sak)[A-Za-z_ -]{0,20}?)\s*(?:[:=]|\bis\b|=>)?\s*[\"']?"
     r"(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])")
 _SECRET_KV = re.compile(
-    r"(?i:\b(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|token|password|passwd|pwd)"
-    r"\s*[:=]\s*)[\"']?[^\s\"']{6,}[\"']?")
+    r"(?i:(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-])*(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token"
+    r"|token|password|passwd|pwd)[\"']?\s*[:=]\s*)[\"']?[^\s\"']{6,}[\"']?")
 _SECRET = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\b(?:sk|pk|rk|xox[abpr])[-_][A-Za-z0-9_-]{16,}\b")
 _PASSWORD = re.compile(
-    r"(?i:\b(?:password|passwd|passphrase|passcode|pwd)\b\s*(?:(?:is|was)\b\s*:?|:=|[:=]))\s*[\"'`]?"
+    r"(?i:(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-])*(?:password|passwd|passphrase|passcode|pwd)\b[\"']?\s*"
+    r"(?:(?:is|was)\b\s*:?|:=|[:=]))\s*[\"'`]?"
     r"(?P<v>[^\s\"'`,;]*[^\s\"'`,;.!?:)\]])")
 # Words that follow "password is" in prose, not a password.
 _PROSE = {"not", "required", "reset", "changed", "set", "wrong", "incorrect", "invalid", "expired", "correct",
@@ -80,6 +84,9 @@ _PROSE = {"not", "required", "reset", "changed", "set", "wrong", "incorrect", "i
           "[redacted]", "open", "click", "see", "go", "use", "enter", "type", "choose", "select", "contact", "ask",
           "follow", "call", "reset", "change", "press", "tap", "run", "at", "in", "on", "for", "of", "to", "and", "or",
           "field", "prompt", "policy", "manager", "reset.", "n/a", "tbd"}
+# scheme://user:PASSWORD@host: the password goes (the last '@' before the host ends it: "p@ss@host")
+_URL_PASSWORD = re.compile(r"(?i:\b[a-z][a-z0-9+.-]{1,30}://[^\s/:@]*:)(?P<v>[^\s/]*[^\s/@])(?=@[^\s/@]+)")
+_BASIC = re.compile(r"(?i:\bauthorization\s*[:=]\s*[\"']?basic)\s+(?P<v>[A-Za-z0-9+/]{8,}=*)")
 _BEARER = re.compile(r"(?i:\bbearer)\s+(?P<v>[A-Za-z0-9\-._~+/]{8,}=*)")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _AWS_SECRET_BARE = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
@@ -92,7 +99,7 @@ _EMAIL = re.compile(r"\b[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}\b")
 _IPV6_CAND = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|\d{1,3}(?:\.\d{1,3}){3})(?![\w:])")
 _IPV4_CAND = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
 _VERSION_BEFORE = re.compile(r"(?i:\b(?:v|ver|version|versions|release|rel|build|firmware|fw|sdk|rev|revision|"
-                             r"patch|driver|kernel|ios|android|os|tag|bump(?:ed)?|upgrade[sd]? from)\.?\s*[:=#]?\s*)$")
+                             r"patch|driver|kernel|ios|android|os|tag|bump(?:ed)?|upgrade[sd]? from|section|sections|chapter|clause|step|§)\.?\s*[:=#]?\s*)$")
 _PHONE = re.compile(
     r"(?<![\w+])\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]\d{2,4}){1,4}(?![\w])"
     r"|(?<![\w(])\(\d{3}\)\s?\d{3}[\s.-]\d{4}(?!\w)"
@@ -184,6 +191,13 @@ def _bearer_ok(m: re.Match[str]) -> bool:
     return not _PLACEHOLDER.fullmatch(v) and (len(v) >= 20 or any(c.isdigit() for c in v))
 
 
+def _phone_ok(m: re.Match[str]) -> bool:
+    """A phone number has 7 digits or more (E.164's shortest national numbers) and is not a signed decimal:
+    "+12.50" and "+15.75%" are amounts, "+10-20" a range."""
+    s = m.group(0)
+    return sum(c.isdigit() for c in s) >= 7 and not re.fullmatch(r"\+\d+\.\d{1,2}", s)
+
+
 def _valid_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -211,8 +225,10 @@ BUILTIN_RULES: list[Rule] = [
     ("SECRET", _SECRET_KV, None),
     ("SECRET", _SECRET, None),
     ("PASSWORD", _PASSWORD, _password_ok),
+    ("PASSWORD", _URL_PASSWORD, _password_ok),
     ("JWT", _JWT, None),
     ("BEARER", _BEARER, _bearer_ok),
+    ("BEARER", _BASIC, None),
     ("AWS_SECRET_KEY", _AWS_SECRET_BARE, _aws_bare_ok),
     ("IBAN", _IBAN, _iban_check),
     ("CARD", _CARD, _card_ok),
@@ -221,7 +237,7 @@ BUILTIN_RULES: list[Rule] = [
     ("EMAIL", _EMAIL, None),
     ("IPV6", _IPV6_CAND, _ipv6_ok),
     ("IPV4", _IPV4_CAND, _ipv4_ok),
-    ("PHONE", _PHONE, None),
+    ("PHONE", _PHONE, _phone_ok),
 ]
 
 
@@ -230,7 +246,7 @@ BUILTIN_RULES: list[Rule] = [
 _NEEDS: dict[re.Pattern[str], tuple[str, ...]] = {
     _PEM: ("-----begin",), _GITHUB: ("gh",), _AWS_SECRET_NAMED: ("aws",),
     _SECRET_KV: ("key", "secret", "token", "pass", "pwd"), _PASSWORD: ("pass", "pwd"), _BEARER: ("bearer",),
-    _JWT: ("eyj",), _SSN_NAMED: ("ssn", "social"), _SSN: ("-",),
+    _JWT: ("eyj",), _URL_PASSWORD: ("://",), _BASIC: ("basic",), _SSN_NAMED: ("ssn", "social"), _SSN: ("-",),
 }
 
 
