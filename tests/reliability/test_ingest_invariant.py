@@ -324,3 +324,50 @@ def test_random_exports_reconcile_or_fail_loudly(tmp_path):
         rep = ingest(load_config(), tickets=[p], store=LocalStore(tmp_path / f"st{trial}"))
         s = rep["sources"][0]
         assert s["read"] == s["records"] == s["stored"] + s["quarantined"]
+
+
+# ---------------------------------------------------------------------------------------------- line ends, short rows
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_export_with_bare_cr_line_ends_is_read_record_by_record(tmp_path, fmt):
+    """Excel's "CSV (Macintosh)" ends lines with a bare CR. Read as one line, a CSV export was its header alone:
+    'read 0 = stored 0 + quarantined 0', every record gone without a word; a JSONL export was one invalid record."""
+    if fmt == "csv":
+        rows = [HEADER] + [f"T-{i},{T0},title {i},\"body {i}\rsecond line\",fixed" for i in range(30)]
+    else:
+        rows = [json.dumps({"id": f"T-{i}", "updated": T0, "body": f"body {i}"}) for i in range(30)]
+    p = tmp_path / f"mac.{fmt}"
+    p.write_bytes(("\r".join(rows) + "\r").encode())
+    st_ = LocalStore(tmp_path / "st")
+    rep = ingest(load_config(), tickets=[p], store=st_)
+    s = rep["sources"][0]
+    assert (s["read"], s["stored"], s["quarantined"], s["records"]) == (30, 30, 0, 30)
+    tickets = load_snapshot(st_)[2]
+    assert len(tickets) == 30
+    if fmt == "csv":
+        assert {t["body"] for t in tickets} == {f"body {i}\rsecond line" for i in range(30)}
+
+
+def test_a_short_row_with_a_quoted_newline_is_a_record_not_a_stray_quote(tmp_path):
+    """A row that leaves its trailing columns out is read on one line (the missing fields are empty); the same row
+    with a quoted newline in its body was taken for a stray quote: its first line quarantined, its second line
+    read as a record of its own (one record counted twice, neither stored)."""
+    p = tmp_path / "short.csv"
+    p.write_text(f'{HEADER}\nT-1,{T0},title,"line one\nline two"\nT-2,{T0},title,"one line"\n')
+    st_ = LocalStore(tmp_path / "st")
+    rep = ingest(load_config(), tickets=[p], store=st_)
+    s = rep["sources"][0]
+    assert (s["read"], s["stored"], s["quarantined"]) == (2, 2, 0), rep["quarantined"]
+    assert {t["id"]: t["body"] for t in load_snapshot(st_)[2]} == {"T-1": "line one\nline two", "T-2": "one line"}
+
+
+def test_a_stray_quote_that_swallows_whole_records_is_still_damage(tmp_path):
+    """The other side of the short-row rule: a quote that opens in a row and closes at the end of a later row has
+    taken in whole records (lines with the header's number of fields); that stays a stray quote."""
+    p = tmp_path / "swallow.csv"
+    p.write_text(f'{HEADER}\nT-1,{T0},"oops,body\nT-2,{T0},title,body,fixed"\nT-3,{T0},title,body,fixed\n')
+    st_ = LocalStore(tmp_path / "st")
+    rep = ingest(load_config(), tickets=[p], store=st_)
+    s = rep["sources"][0]
+    assert (s["read"], s["stored"], s["quarantined"]) == (3, 2, 1) and s["reasons"] == {"stray quote": 1}
+    assert {t["id"] for t in load_snapshot(st_)[2]} == {"T-2", "T-3"}

@@ -527,15 +527,51 @@ def _map_keys(raw: dict[Any, Any]) -> tuple[dict[str, Any], list[str]]:
     return out, unknown
 
 
+class _CRLines:
+    """``readline(size)`` over a binary file whose lines end in a bare ``\\r`` (the classic Mac line end, still
+    written by Excel's "CSV (Macintosh)"): a binary file's own readline splits at ``\\n`` only, and such a
+    file would read as one line. Memory: one 1 MiB read plus the line being cut."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.buf, self.pos = fh, b"", 0
+
+    def readline(self, size: int = -1) -> bytes:
+        while True:
+            end = len(self.buf) if size < 0 else min(len(self.buf), self.pos + size)
+            i = self.buf.find(b"\r", self.pos, end)
+            if i >= 0 or end - self.pos == size:
+                stop = i + 1 if i >= 0 else end
+                line, self.pos = self.buf[self.pos:stop], stop
+                return line
+            chunk = self.fh.read(1 << 20)
+            if not chunk:
+                line, self.buf, self.pos = self.buf[self.pos:], b"", 0
+                return line
+            self.buf, self.pos = self.buf[self.pos:] + chunk, 0
+
+
+def _line_source(fh: Any, limit: int) -> Any:
+    """``fh`` itself, or a :class:`_CRLines` over it when its first ``limit`` bytes hold a ``\\r`` and no
+    ``\\n`` (a file with bare-CR line ends). Mixed files keep ``\\n`` as their line end: a bare ``\\r`` inside
+    one of their records is that record's own business (the csv module refuses it, it is quarantined)."""
+    pos = fh.tell()
+    head = fh.read(limit + 1)
+    fh.seek(pos)
+    return _CRLines(fh) if b"\r" in head and b"\n" not in head else fh
+
+
 def _iter_lines(fh: Any, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
     """(line number, line bytes or None when longer than ``limit``, length) of a binary file; an over-long
-    line is skipped in 1 MiB reads, so memory stays bounded by ``limit`` whatever the file holds."""
+    line is skipped in 1 MiB reads, so memory stays bounded by ``limit`` whatever the file holds. Lines end
+    in ``\\n`` (``\\r\\n`` too), or in a bare ``\\r`` in a file that has no ``\\n`` (:func:`_line_source`)."""
     n = 0
-    while line := fh.readline(limit + 1):
+    src = _line_source(fh, limit)
+    eol = (b"\r",) if isinstance(src, _CRLines) else (b"\n",)
+    while line := src.readline(limit + 1):
         n += 1
-        if len(line) > limit and not line.endswith(b"\n"):
+        if len(line) > limit and not line.endswith(eol):
             size = len(line)
-            while (more := fh.readline(1 << 20)) and not more.endswith(b"\n"):
+            while (more := src.readline(1 << 20)) and not more.endswith(eol):
                 size += len(more)
             yield n, None, size + len(more)
             continue
@@ -604,6 +640,17 @@ def _scan_line(text: str, inq: bool, fields: int) -> tuple[bool, int, bool]:
     return inq, fields, bad
 
 
+def _swallowed(lines: list[str], header_fields: int) -> bool:
+    """Whether one of ``lines`` (the lines a quoted field ran over), read on its own, is a whole record: as
+    many fields as the header and its quotes closed. A stray quote that takes in the records after it
+    looks like that; the second line of a quoted paragraph does not."""
+    for line in lines:
+        inq, fields, _ = _scan_line(line, False, 1)
+        if not inq and fields == header_fields:
+            return True
+    return False
+
+
 def csv_spans(fh: Any, limit: int, decode: Callable[[int, bytes], str]) -> Iterator[CsvSpan]:
     """Split a CSV export into record spans without the csv module (which, on a quote that never closes,
     swallows the rest of the file into one field). A record ends at a line end outside quotes. A record
@@ -651,7 +698,10 @@ def csv_spans(fh: Any, limit: int, decode: Callable[[int, bytes], str]) -> Itera
         if not damaged and len(lines) > 1:
             if bad:
                 damaged = "a closing quote followed by text"
-            elif header_fields is not None and fields != header_fields:
+            elif header_fields is not None and fields != header_fields and (
+                    fields > header_fields or _swallowed(lines[1:], header_fields)):
+                # fewer fields than the header is a short row, as on one line (exports leave trailing empty
+                # columns out), unless a line the quote took in reads as a whole record on its own
                 damaged = f"{fields} fields where the header has {header_fields}"
         if damaged and len(lines) > 1:
             for k in range(len(lines) - 1, 0, -1):  # push back the lines after the damaged first line
