@@ -122,3 +122,22 @@ def test_unsupported_files_are_in_the_manifest_with_their_hash(tmp_path):
     r2 = ingest(load_config(), manuals=[m], store=st_)
     assert r2["unchanged"] and r2["snapshot_written"] and r2["previous"] == r1["snapshot_id"]
     assert {e["path"]: e["sha256"] for e in st_.read_manifest()["skipped"]} == want
+
+
+@pytest.mark.parametrize("secret", ["AKIAIOSFODNN7EXAMPLE", "jane.doe@corp.example"])
+def test_a_secret_across_a_section_part_boundary_is_redacted(tmp_path, secret):
+    """Sections over ingest.max_section_chars are cut into parts; the parts were redacted one by one, so a
+    secret that the cut split in two matched in neither part and both halves were stored."""
+    cfg = load_config(text="ingest: {max_section_chars: 200}")
+    for shift in range(len(secret) + 1):  # the cut falls at every place in the secret
+        text = "x " * 90 + "y" * (20 - shift) + " " + secret + " tail"
+        sections, _, rep = parse_manual(_write(tmp_path / f"m{shift}.md", "# Setup\n\n" + text + "\n"),
+                                        cfg=cfg.ingest, redactor=Redactor.from_config(cfg.ingest))
+        assert len(sections) >= 1
+        joined = "".join(s["text"] for s in sections)
+        assert not any(secret[i:i + 6] in joined for i in range(len(secret) - 5)), (shift, joined[-80:])
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path

@@ -348,11 +348,14 @@ def parse_manual(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, doc
         return quarantine(f"unparseable {fmt}: {e}")
     if not parts:
         return quarantine("no text: the file holds no section with text")
-    parts = _cap_sections(parts, cfg.max_section_chars)
-    sections, seen = [], Counter()
+    redacted = []  # redacted before the cut: a secret across a part boundary is not cut in half and half kept
     for heading_path, body in parts:
         body, counts = redactor.redact(body)
         rep.redactions.update(counts)
+        redacted.append((heading_path, body))
+    parts = _cap_sections(redacted, cfg.max_section_chars)
+    sections, seen = [], Counter()
+    for heading_path, body in parts:
         heading_path = [redactor.redact(h)[0] for h in heading_path] or [doc_id]
         sid = section_id(doc_id, heading_path)
         seen[sid] += 1
