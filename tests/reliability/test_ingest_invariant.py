@@ -250,6 +250,27 @@ def test_an_edit_that_keeps_updated_at_becomes_a_new_version_with_lineage(tmp_pa
     assert r1["snapshot_id"] != r2["snapshot_id"] == r3["snapshot_id"]
 
 
+def test_the_old_export_read_again_does_not_undo_a_same_time_edit(tmp_path):
+    """The version an edit replaced, read again from yesterday's export, was taken for a new edit of the edit:
+    the ticket went back to its old text, and every re-run of the two exports flipped it again (a new object and
+    a new snapshot each time, never settling). The stored version's lineage names it: it is older."""
+    st_ = LocalStore(tmp_path / "st")
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text(_ticket("first text"))
+    b.write_text(_ticket("edited text"))
+    ingest(load_config(), tickets=[a], store=st_)
+    ingest(load_config(), tickets=[b], store=st_)
+    edited = load_snapshot(st_)[2][0]
+    r3 = ingest(load_config(), tickets=[a], store=st_)
+    s = r3["sources"][0]
+    assert (s["read"], s["stored"], s["quarantined"]) == (1, 0, 1) and s["reasons"] == {"older than stored version": 1}
+    assert r3["unchanged"] and r3["counts"]["same_time_edits"] == 0
+    assert load_snapshot(st_)[2][0] == edited
+    r4 = ingest(load_config(), tickets=[b], store=st_)  # and the edit read again changes nothing either
+    assert r4["unchanged"] and not r4["snapshot_written"] and r4["objects_written"] == 0
+    assert load_snapshot(st_)[2][0] == edited
+
+
 def test_an_edit_that_keeps_updated_at_is_a_conflict_when_configured(tmp_path):
     st_ = LocalStore(tmp_path / "st")
     cfg = load_config(text="ingest: {same_time_edit: conflict}")

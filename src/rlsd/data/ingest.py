@@ -31,7 +31,8 @@ store: the latest ``updated`` wins (ties: the later file), the others are quaran
 The same id and ``updated`` with other content (compared by the SHA-256 of the normalised record) is an
 edit: with ``ingest.same_time_edit: new_version`` (default) it is stored as a new version whose record
 names the object it replaces (``"supersedes": <digest>``; ingesting the same edit again changes
-nothing), with ``conflict`` it is quarantined as a conflict and the stored version stands. Never
+nothing, and the replaced version read again from an old export is quarantined as older than the stored
+one: the stored version's lineage names it), with ``conflict`` it is quarantined as a conflict and the stored version stands. Never
 ignored, never counted as stored when dropped. An update is incremental: a snapshot is the previous
 one plus what this ingest adds; a manual that is ingested again replaces all of its sections.
 
@@ -108,7 +109,7 @@ from rlsd.data.readers import (  # noqa: F401  (re-exported: the readers' public
     ticket_report,
 )
 from rlsd.data.redact import Redactor, id_hash_key_from_env
-from rlsd.data.store import Store, canonical_json, file_sha256, open_store, sha256
+from rlsd.data.store import Store, StoreNotFound, canonical_json, file_sha256, open_store, sha256
 
 FLUSH_BYTES = 16 * 1024 * 1024  # write the object batch when it holds this many bytes ...
 FLUSH_OBJECTS = 4096  # ... or this many objects
@@ -421,10 +422,16 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
                     rep.stored += 1  # the very version already stored
                     continue
                 held = json.loads(store.get_object(s_digest))
-                held.pop("supersedes", None)
+                prior = held.pop("supersedes", None)
                 if sha256(canonical_json(held)) == d:
                     rep.stored += 1  # the stored version is this content plus its lineage
                     pending.pop(d, None)
+                    continue
+                if prior and _in_lineage(store, prior, d):
+                    pending.pop(d, None)  # an old export read again: the edit that replaced it stands
+                    refuse(rep, where, tid, f"older than stored version: {tid!r} updated {updated} is a version "
+                                            "that a later edit with the same updated time replaced (the stored "
+                                            "version names it in its lineage)")
                     continue
                 if same_time_edit == "conflict":
                     pending.pop(d, None)
@@ -501,6 +508,25 @@ def _ingest_into(cfg: RLSDConfig, store: Store, work: WorkIndex, prev_id: str | 
         "bytes_read": sum(r.bytes for r in reports), "quarantine": q_digests, "quarantined": quarantined.sample,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _in_lineage(store: Store, digest: str, content: str, depth: int = 64) -> bool:
+    """Whether the version ``digest`` or one it supersedes (``depth`` steps back at most) holds ``content``
+    (the SHA-256 of a normalised record without its ``supersedes``)."""
+    for _ in range(depth):
+        if digest == content:
+            return True
+        try:
+            obj = json.loads(store.get_object(digest))
+        except StoreNotFound:  # a broken chain: nothing further back to compare
+            return False
+        prior = obj.pop("supersedes", None)
+        if sha256(canonical_json(obj)) == content:
+            return True
+        if not prior:
+            return False
+        digest = prior
+    return False
 
 
 def iter_records(store: Store, manifest: dict[str, Any], kind: str, chunk: int = 5000) -> Iterator[list[dict]]:
