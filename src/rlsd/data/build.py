@@ -179,8 +179,10 @@ def _section_block(sec: dict[str, Any]) -> str:
     return f"Manual: {' > '.join(sec['heading_path'])}\n{sec['text']}"
 
 
-_OR_LIST = re.compile(r"\b([\w-]+(?:, [\w-]+)+,? or [\w-]+)\b")
-_PAREN_LIST = re.compile(r"\(([\w -]+(?:, [\w -]+)+)\)")
+# At most 24 options, and a list starts where a run of word characters does: bounded retries per start keep
+# both linear in the question (a hostile "x, x, x, ..." cost the square of its length).
+_OR_LIST = re.compile(r"(?<![\w-])([\w-]+(?:, [\w-]+){1,23},? or [\w-]+)\b")
+_PAREN_LIST = re.compile(r"\(([\w -]+(?:, [\w -]+){1,23})\)")
 
 
 def listed_options(question: str, answer: str) -> list[str]:
