@@ -154,6 +154,36 @@ def test_the_program_cannot_write_its_verdict(name):
     assert run(FORGERIES[name]) == 0.0
 
 
+ARITHMETIC_FORGERY = """
+class Zero:
+    def __sub__(self, other): return 0.0
+    __rsub__ = __add__ = __radd__ = __sub__
+    def __abs__(self): return 0.0
+def mean(xs):
+    return Zero()
+"""
+HOP_FORGERY = """
+class Diff:
+    def __abs__(self): return 0.0
+    def __float__(self): return 0.0
+    def __bool__(self): return False
+class Any:
+    def __sub__(self, other): return Diff()
+    __rsub__ = __sub__
+def mean(xs):
+    return Any()
+"""
+TOLERANCE_TESTS = ["assert abs(mean([1.0, 2.0, 4.0]) - 7 / 3) < 1e-6", "assert abs(7 / 3 - mean([1.0, 2.0, 4.0])) < 1e-6",
+                   "assert abs(float(mean([10, 20]) - 15)) < 1e-9", "assert not (mean([1, 2]) - 1.5)"]
+
+
+@pytest.mark.parametrize("code", [ARITHMETIC_FORGERY, HOP_FORGERY], ids=["returns 0 from __sub__", "through a handle"])
+def test_arithmetic_with_the_expected_value_cannot_be_forged(code):
+    """HumanEval-style tolerance tests send the expected value to the program's __sub__: it must not answer 0."""
+    assert run(code, tests=TOLERANCE_TESTS) == 0.0
+    assert run("def mean(xs):\n    return sum(xs) / len(xs)\n", tests=TOLERANCE_TESTS) == 1.0
+
+
 def test_builtins_shadowing_and_with_blocks_do_not_help():
     tests = ["assert all(add(i, 1) == i + 2 for i in range(3))", "assert sorted([add(2, 1)]) == [1, 2, 3]",
              "with add(1, 2):\n    assert False"]

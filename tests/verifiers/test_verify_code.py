@@ -108,6 +108,11 @@ class Account:
         return self.balance
     def __iter__(self):
         return iter(range(self.balance))
+    def __add__(self, other):
+        return Account(self.balance + other.balance)
+    def __mul__(self, k):
+        return Account(self.balance * k)
+    __rmul__ = __mul__
 
 class Overdrawn(Exception):
     pass
@@ -149,6 +154,9 @@ CHANNEL_TESTS = [
     "a = Account()\ntry:\n    a.deposit(-1)\n    raise AssertionError('no error')\nexcept ValueError as e:\n    assert 'positive' in str(e)",
     "a = Account(1)\ntry:\n    withdraw(a, 5)\n    raise AssertionError('no error')\nexcept Overdrawn:\n    pass",
     "assert red() == Color.RED and red() != Color.BLUE and red().value == 1",
+    # a program's objects with operators: with each other, and with a test's value when the result is its own
+    "assert Account(2) + Account(3) == Account(5) and Account(2) * 3 == Account(6) and 3 * Account(2) == Account(6)",
+    "assert sum([Account(1), Account(2)], Account(0)) == Account(3) and (Account(1) + Account(2)).balance == 3",
 ]
 
 
@@ -162,8 +170,8 @@ def test_plain_data_channel_semantics():
 def test_what_does_not_cross():
     """Lambdas of the test cannot be sent; a handle never equals a value of the test's own."""
     r = run_python_tests(PROGRAM, ["apply(lambda x: x, 1)", "assert Account(1) == 1", "assert Account(1) < Account(2)",
-                                   "assert red() == 1"], timeout_s=10)
-    assert r.passed == [False, False, False, False], r.runner_log
+                                   "assert red() == 1", "assert (Account(2) * 3).balance == 6"], timeout_s=10)
+    assert r.passed == [False] * 5, r.runner_log
 
 
 @requires_bwrap

@@ -15,6 +15,11 @@ a value of the test's own: ``Remote == <anything not a Remote>`` is False and or
 raises TypeError, so an object with an always-true ``__eq__`` fails ``assert f(1) == 2``. What it
 still decides: how its own objects compare with each other (``Point(1, 2) == Point(1, 2)`` calls its
 ``__eq__``) and anything a test asks it (``len``, ``bool``, ``repr``) -- those are its answers.
+An operator between a handle and a value of the test's own (``f(x) - 2.5``, ``3 + v``) shows the program
+that value, so its result must be a handle, and what such a handle (or anything made from it) answers as
+plain data -- its ``abs``, truth, length, text, number, items -- is refused (TypeError), except a
+comparison with another handle: otherwise ``abs(f(x) - expected) < tol`` would pass for an object whose
+``__sub__`` returns 0 (``Vector(1, 2) * 2 == Vector(2, 4)`` still works).
 Arguments travel by value; lists, dicts, sets and bytearrays passed to a call are updated in place
 with their state after the call. Functions defined in a test (lambdas) cannot be passed to the
 program; standard-library functions and types (``len``, ``str.lower``, ``int``) can.
@@ -213,22 +218,42 @@ def _dec(v):
     return wire.decode(v, _resolve)
 
 
+_SAW_TEST_VALUE = set()  # handles the program made after an operator showed it a value of the test's own
+
+
+def _seen(x):
+    return type(x) is Remote and object.__getattribute__(x, "_r") in _SAW_TEST_VALUE
+
+
+def _checked(result, saw):
+    """An answer computed with a test's value in view: only a handle, which inherits the mark."""
+    if not saw:
+        return result
+    if type(result) is not Remote:
+        raise TypeError("a program object's answer computed from a value of the test's own is not a value "
+                        "the test can use")
+    _SAW_TEST_VALUE.add(object.__getattribute__(result, "_r"))
+    return result
+
+
 def _apply(fn, *args, **kwargs):
-    return CHANNEL.request(fn, args, kwargs)
+    saw = any(_seen(a) for a in args) or any(_seen(v) for v in kwargs.values())
+    return _checked(CHANNEL.request(fn, args, kwargs), saw)
 
 
 def _cmp(name):
     def op(self, other):
         if type(other) is not Remote:
             return NotImplemented  # a handle never equals, nor orders against, a value of the test's own
-        return _apply(name, self, other)
+        return CHANNEL.request(name, (self, other))  # two of its own objects: the program's answer
     op.__name__ = f"__{name}__"
     return op
 
 
 def _binop(name, reflected=False):
     def op(self, other):
-        return _apply(name, other, self) if reflected else _apply(name, self, other)
+        args = (other, self) if reflected else (self, other)
+        return _checked(CHANNEL.request(name, args), type(other) is not Remote or _seen(self) or _seen(other))
     return op
 
 
@@ -243,7 +268,8 @@ class Remote:
         object.__setattr__(self, "_k", k)
 
     def __call__(self, *args, **kwargs):
-        return CHANNEL.request({"$ref": object.__getattribute__(self, "_r")}, args, kwargs)
+        saw = _seen(self) or any(_seen(a) for a in args) or any(_seen(v) for v in kwargs.values())
+        return _checked(CHANNEL.request({"$ref": object.__getattribute__(self, "_r")}, args, kwargs), saw)
 
     def __getattr__(self, name):
         return _apply("getattr", self, name)
