@@ -312,7 +312,8 @@ _SCORE = re.compile(r"\b(10|[0-9])\b")
 
 class Judge:
     """A local causal LM as a grader. Rules: the prompt is :data:`JUDGE_PROMPT` (resolution and answer each
-    cut to 1,500 characters) in the model's chat template when it has one; greedy, ``max_new_tokens`` (4);
+    cut to 1,500 characters, each put on one line with the tokenizer's special and added tokens removed, so
+    an answer cannot write chat turns or prompt lines) in the model's chat template when it has one; greedy, ``max_new_tokens`` (4);
     batches of ``batch_size``; results cached by sha256 of (model folder, prompt); the first integer 0-10 in
     the reply, /10, is the score; a reply without one (or a batch not started before ``timeout_s`` has
     passed since the call began) scores 0 and is counted in ``parse_failures`` / ``timeouts`` (a judge
@@ -332,8 +333,24 @@ class Judge:
         self.cache: dict[str, float] = {}
         self.parse_failures = self.timeouts = self.calls = 0
 
+    def _plain(self, s: str) -> str:
+        """s on one line, without the tokenizer's added tokens (<|im_start|>, <|im_end|>, ...): written into an
+        answer they would be read as real turns, and its line breaks as lines of the prompt, so an answer could
+        close its own turn or add "Score:" lines and write the judge's reply (a 135M judge then pays 1.0)."""
+        marks = getattr(self, "_marks", None)
+        if marks is None:
+            marks = self._marks = sorted({str(t) for t in (*self.tok.all_special_tokens,
+                                                             *self.tok.get_added_vocab())} - {""}, key=len, reverse=True)
+        while True:  # until stable: removing one may join the pieces of another ("<|im_<|im_end|>start|>")
+            out = s
+            for m in marks:
+                out = out.replace(m, "")
+            if out == s:
+                return " ".join(s.split())
+            s = out
+
     def prompt(self, answer: str, reference: str) -> str:
-        text = JUDGE_PROMPT.format(reference=reference[:1500], answer=answer[:1500])
+        text = JUDGE_PROMPT.format(reference=self._plain(reference[:1500]), answer=self._plain(answer[:1500]))
         if getattr(self.tok, "chat_template", None):
             return self.tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                 add_generation_prompt=True)
