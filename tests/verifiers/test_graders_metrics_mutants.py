@@ -101,6 +101,17 @@ def test_rubric_overlapping_matches_count_the_answer_as_all_key_phrases():
     assert G.rubric(items, "spooler queue cleared") == 0.0
 
 
+def test_rubric_pattern_with_groups_counts_the_whole_match_as_inside():
+    # a bare list of key phrases pays nothing whether or not a pattern has groups (findall gave the groups:
+    # one word of "re-added the printer" inside, so the list paid 1.0)
+    stuffed = "cleared the spooler queue re-added the printer " * 3
+    for pattern in (r"re-?added the printer", r"re-?(added|installed) the printer", r"re-?added the printer( driver)?"):
+        assert G.rubric([{"phrase": "cleared the spooler queue"}, {"pattern": pattern}], stuffed) == 0.0, pattern
+    written = "I cleared the spooler queue on the workstation, then re-added the printer and printed a test page."
+    assert G.rubric([{"phrase": "cleared the spooler queue"}, {"pattern": r"re-?(added|installed) the printer"}],
+                    written) == 1.0
+
+
 # --- metrics -------------------------------------------------------------------------------------
 
 

@@ -286,9 +286,11 @@ def rubric(items: list[dict], answer: str) -> float:
             n = words.count(f" {' '.join(pw)} ")
             inside += n * len(pw)
         else:
-            found = re.findall(str(it["pattern"]), answer[:MAX_ANSWER_CHARS], re.IGNORECASE)
+            # whole matches (findall would give a pattern's groups, and "re-(added|installed) the printer" would
+            # count one word of four as inside, so a bare list of key phrases kept its full pay)
+            found = [m.group(0) for m in re.finditer(str(it["pattern"]), answer[:MAX_ANSWER_CHARS], re.IGNORECASE)]
             n = len(found)
-            inside += sum(len(_words(f if isinstance(f, str) else " ".join(f))) for f in found)
+            inside += sum(len(_words(f)) for f in found)
         total += max(0.0, w)
         got += w if n else 0.0
     if total <= 0 or not aw:
