@@ -492,7 +492,8 @@ def test_jsd_settings_and_aggregation_reach_the_opsd_loss():
 
 
 def test_grad_norm_under_zero_comes_from_deepspeed():
-    """ZeRO 1-3 partition the module's gradients: the figure is DeepSpeed's own, NaN when it has none."""
+    """ZeRO 1-3 partition the module's gradients: the figure is DeepSpeed's own, NaN when it has none, and
+    0.0 when the gradient is 0 (every group's rewards equal), as at ZeRO-0, never NaN."""
     from rlsd.train import Batch, policy_update
 
     class ZeroEngine(ToyEngine):
@@ -502,7 +503,7 @@ def test_grad_norm_under_zero_comes_from_deepspeed():
             return self.norm
 
     cfg = load_config(overrides=["algorithm.name=grpo"])
-    for norm, want in ((1.5, 1.5), (None, None)):
+    for norm, want in ((1.5, 1.5), (0.0, 0.0), (torch.tensor(0.0), 0.0), (None, None)):
         engine = ZeroEngine(ToyPolicy(V), lr=1.0)
         engine.norm = norm
         b = Batch(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long), torch.tensor([[0]]),

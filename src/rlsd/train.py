@@ -380,8 +380,9 @@ def policy_update(engine: Any, teacher: Any, b: Batch, rows: slice, *, cfg: RLSD
         del logits, tl
     grad_norm = _grad_norm(engine, zero_stage)
     engine.step()
-    if math.isnan(grad_norm):  # ZeRO 1-3: DeepSpeed's own figure, known after the step
-        grad_norm = float(engine.get_global_grad_norm() or float("nan"))
+    if math.isnan(grad_norm):  # ZeRO 1-3: DeepSpeed's own figure, known after the step (None: it has none;
+        ds_norm = engine.get_global_grad_norm()  # 0.0 is a norm, that of a batch whose advantages are all 0)
+        grad_norm = float("nan") if ds_norm is None else float(ds_norm)
     sums["grad_norm"] = grad_norm
     return sums
 
