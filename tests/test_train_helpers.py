@@ -161,6 +161,31 @@ def test_batch_metrics_over_two_ranks(monkeypatch):
                                "entropy": (1.5 * 9 + 0.5 * 9) / 18, "loss": 1.5, "pg_loss": 1.5, "jsd_loss": 0.0})
 
 
+def test_rlsd_weight_diagnostics_are_token_weighted_over_ranks(monkeypatch):
+    """The w / Delta diagnostics are per-token statistics: over ranks they are weighted by each rank's completion
+    tokens (issue 14: the raw w_mean used to be averaged unweighted). This rank: 4 rollouts, 9 tokens,
+    log_w_mean 0.2, w_mean 1.5; the other rank (faked): 4 rollouts, 3 tokens, log_w_mean -0.4, w_mean 3.0.
+    Weighted by tokens: (0.2 * 9 - 0.4 * 3) / 12 = 0.05; weighted by rollouts it would be -0.1."""
+    import rlsd.train as T
+
+    other = iter([
+        [0.0, 0.75 * 4, 0.0, 0.0, 1.0 * 4, 4.0],  # rollout statistics (sorted keys) times rollouts, and rollouts
+        [0.5 * 3, 3.0],  # entropy * tokens, tokens
+        [-0.4 * 3, 3.0 * 3, 3.0],  # log_w_mean * tokens, w_mean * tokens, tokens
+        [0.0, 0.0, 0.0],  # loss, pg_loss, jsd_loss
+    ])
+
+    def fake_all_reduce(t, *a, **k):
+        t += torch.tensor(next(other), dtype=t.dtype)
+
+    monkeypatch.setattr(T.dist, "all_reduce", fake_all_reduce)
+    sums = {"tokens": 9.0, "entropy": 9.0, "loss": 0.0, "pg_loss": 0.0, "jsd_loss": 0.0}
+    m = T.batch_metrics(_metrics_batch(sampler=False), torch.tensor([1.0, 0.0, 1.0, 1.0]), [1.0, 0.0, 1.0, 1.0], sums,
+                        {"log_w_mean": 0.2, "w_mean": 1.5}, group=2, updates=1, world=2, device=torch.device("cpu"))
+    assert m["log_w_mean"] == pytest.approx((0.2 * 9 - 0.4 * 3) / 12)
+    assert m["w_mean"] == pytest.approx((1.5 * 9 + 3.0 * 3) / 12)
+
+
 # ---------------------------------------------------------------------------------------------- log-probs
 
 
