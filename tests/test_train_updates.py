@@ -349,3 +349,21 @@ def test_teacher_snapshot_equals_the_policy_exactly_at_the_tenth_optimizer_step(
     for k in t2:
         torch.testing.assert_close(t2[k], p2[k].to(t2[k].dtype), atol=0, rtol=0)
     assert [r["optimizer_step"] for r in _read(out / "metrics.jsonl")] == [5, 10, 15]
+
+
+def test_dropout_is_off_in_the_trained_policy(setup, tmp_path):
+    """A model whose config asks for attention dropout 0.5: the trainer turns it off, so with two updates per
+    batch and a learning rate too small to move a weight the old-log-prob pass and the updates see the same
+    policy (ratio 1, no clip). With dropout left on, every forward draws a new mask: ratios far from 1."""
+    from rlsd.train import train
+
+    model = tmp_path / "dropout-model"
+    shutil.copytree(setup[0], model)
+    conf = json.loads((model / "config.json").read_text())
+    conf["attention_dropout"] = 0.5
+    (model / "config.json").write_text(json.dumps(conf))
+    cfg = _cfg((model, *setup[1:]), **{"algorithm.name": "grpo", "train.updates_per_batch": 2, "train.steps": 1,
+                                        "train.lr": 1e-12})
+    train(cfg, output_dir=tmp_path / "run")
+    (row,) = _read(tmp_path / "run" / "metrics.jsonl")
+    assert row["ratio_mean"] == pytest.approx(1.0, abs=1e-5) and row["clip_frac"] == 0.0
