@@ -311,12 +311,14 @@ def test_teacher_is_resynced_every_interval_optimizer_steps(setup, tmp_path):
             assert not differs_from_initial
 
 
-def test_training_runs_in_bfloat16_on_the_cpu(setup, tmp_path):
-    """The dtype path a GPU takes (bf16 weights in DeepSpeed, rollouts sampled from the bf16 policy) runs here."""
+@pytest.mark.parametrize("engine", ["generate", "graph"])
+def test_training_runs_in_bfloat16_on_the_cpu(setup, tmp_path, engine):
+    """The dtype path a GPU takes (bf16 weights in DeepSpeed, rollouts sampled from the bf16 policy) runs here,
+    with transformers' generate and with rlsd's engine (what rollout.engine auto picks for Llama on a GPU)."""
     from rlsd.train import train
 
     train(_cfg(setup, **{"model.dtype": "bfloat16", "algorithm.name": "rlsd", "train.steps": 2,
-                         "train.micro_batch_size": 8}), output_dir=tmp_path)
+                         "train.micro_batch_size": 8, "rollout.engine": engine}), output_dir=tmp_path)
     rows = _read(tmp_path / "metrics.jsonl")
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in rows)
     base, after = _weights(setup[0]), _weights(tmp_path / "final")
