@@ -524,3 +524,23 @@ def test_a_champion_with_a_better_record_keeps_the_alias(fake):
     fake.add(2)
     d = registry.promote(_cfg(), version=2, evaluation=_measured(ev(0.5, diff=0.2, ci_low=0.05, vs=(NAME, 1))))
     assert (d["decision"], d["champion_after"]) == ("superseded", 1) and fake.aliases["champion"] == "1"
+
+
+def test_the_champion_is_judged_by_what_this_evaluation_measured_not_by_an_old_record(fake):
+    """Review (reg): v1 became champion as the first version with pass@1 0.9 on an easier, older held-out set.
+    v2, evaluated against v1 on today's set, scores 0.5 against v1's 0.3 there (+0.2, interval above zero): it
+    beats the champion on the evaluation set, so it is promoted; no promotion runs beside it, so it must not be
+    'superseded (a concurrent promotion)' by v1's stale record."""
+    fake.add(1, **{registry.TAG_PASS1: 0.9, registry.TAG_STATE: "promoted", registry.TAG_DECIDED_TS: time.time() - 9e5})
+    fake.aliases["champion"] = "1"
+    fake.add(2)
+    e = _measured(ev(0.5, diff=0.2, ci_low=0.05, baseline=0.3, vs=(NAME, 1)))
+    d = registry.promote(_cfg(), version=2, evaluation=e)
+    assert (d["decision"], d["champion_after"]) == ("promoted", 2) and fake.aliases["champion"] == "2"
+    # a better pending candidate beside it still wins; the measured number is only the champion's
+    fake.aliases["champion"] = "1"
+    fake.add(3, **{registry.TAG_PASS1: 0.7, registry.TAG_STATE: "pending", registry.TAG_PENDING_SINCE: time.time()})
+    fake.add(4)
+    d = registry.promote(_cfg(), version=4, evaluation=_measured(ev(0.5, diff=0.2, ci_low=0.05, baseline=0.3,
+                                                                      vs=(NAME, 1))))
+    assert (d["decision"], d["champion_after"]) == ("superseded", 3) and fake.aliases["champion"] == "3"

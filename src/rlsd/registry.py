@@ -480,16 +480,20 @@ def _read_state(client: Any, name: str) -> tuple[Any | None, list[Any]]:
     return champion, candidates
 
 
-def _choose(champion: Any | None, candidates: list[Any], margin: float) -> Any | None:
+def _choose(champion: Any | None, candidates: list[Any], margin: float,
+            measured: dict[str, float] | None = None) -> Any | None:
     """The version that should hold @champion: the candidate with the best recorded pass@1 (newer
-    version on a tie), if it beats the champion's recorded pass@1 by ``margin`` (strictly better;
-    ties keep the champion, so promoters never flip the alias back and forth)."""
+    version on a tie), if it beats the champion's pass@1 by ``margin`` (strictly better; ties keep the
+    champion, so promoters never flip the alias back and forth). The champion's pass@1 is the one
+    ``measured`` gives for its version (what the promoter's own evaluation measured for it, on the same tasks
+    as the candidate), else its recorded one (from the evaluation that promoted it, perhaps on other tasks)."""
     if not candidates:
         return champion
     best = max(candidates, key=lambda mv: (_pass1(mv), int(mv.version)))
     if champion is None or str(best.version) == str(champion.version):
         return best
-    p_best, p_champ = _pass1(best), _pass1(champion)
+    p_best = _pass1(best)
+    p_champ = (measured or {}).get(str(champion.version), _pass1(champion))
     if p_champ is None:  # a champion with no recorded score: candidates were gated against it directly
         return best
     return best if (p_best > p_champ and p_best - p_champ >= margin) else champion
@@ -551,6 +555,13 @@ def _promote(cfg: RLSDConfig, *, version: int | str, evaluation: dict[str, Any],
     if not passed:
         return _record(client, name, version, "refused", reasons, before, before, evidence)
 
+    # The champion as this evaluation measured it, beside the candidate on the same tasks: its recorded pass@1
+    # comes from the evaluation that promoted it, maybe on another held-out set (a newer snapshot's).
+    measured = {}
+    if before is not None and _baseline_is(evaluation, name, before)[0]:
+        base_p = _num(evaluation, "baseline", "pass@1", required=False)
+        if base_p is not None:
+            measured[before] = base_p
     # Concurrency protocol: mark pending, then move the alias to the best of {champion, pending}.
     client.set_model_version_tag(name, version, TAG_PASS1, repr(cand_p))
     client.set_model_version_tag(name, version, TAG_PENDING_SINCE, repr(time.time()))
@@ -559,7 +570,7 @@ def _promote(cfg: RLSDConfig, *, version: int | str, evaluation: dict[str, Any],
         champion = champ0
         for _ in range(10):
             champion, candidates = _read_state(client, name)  # re-read right before moving the alias
-            target = _choose(champion, candidates, reg.margin)
+            target = _choose(champion, candidates, reg.margin, measured)
             if target is None or (champion is not None and str(target.version) == str(champion.version)):
                 break
             _set_champion(client, name, target.version)
