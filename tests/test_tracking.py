@@ -265,3 +265,56 @@ def test_register_uploads_the_model_under_the_upload_timeout(tmp_path, monkeypat
     r = register_model(cfg, tmp_path / "m")
     assert r["version"] == 1 and seen == [str(cfg.tracking.upload_timeout_s)]
     assert os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") == str(cfg.tracking.http_timeout_s)
+
+
+def test_a_record_the_store_refuses_is_dropped_and_named_not_retried_ahead_of_the_rest(tmp_path):
+    """Review (reg): a record MLflow refuses for what it is (INVALID_PARAMETER_VALUE: a tag or metric name it does
+    not take) was retried until finish's deadline, holding every later record behind it: the run lost all its
+    later metrics, stayed RUNNING, and the warning said the server could not be reached. Now the refused record
+    is dropped with a warning naming it, and the rest arrives."""
+    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/m.db", artifact_location=str(tmp_path / "art"), plots=False,
+                         flush_timeout_s=20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Tracker(cfg) as t:
+            t.start({}, "")
+            t.log_metrics({"loss": 1.0}, step=1)
+            t.set_tags({"bad?tag": "x"})                     # the store refuses this tag name
+            t.log_metrics({"loss": 0.5, "what?": 3.0}, step=2)  # ... and this metric name
+            t.log_metrics({"loss": 0.25}, step=3)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, TrackingWarning)]
+    assert t.report["undelivered"] == 0, msgs
+    client = _client(cfg.uri)
+    assert _history(client, t.run_id, "loss") == [(1, 1.0), (2, 0.5), (3, 0.25)]
+    assert client.get_run(t.run_id).info.status == "FINISHED"
+    assert any("refused a tags record" in m and "dropped, not retried" in m for m in msgs), msgs
+    assert any("'what?'" in m and "not logged" in m for m in msgs), msgs
+    assert not any("cannot reach" in m for m in msgs), msgs
+
+
+def test_a_refused_step_in_a_merged_batch_costs_only_that_step(tmp_path, monkeypatch):
+    """Consecutive steps go to the server as one batch; when the server refuses that batch, the steps are sent one
+    by one and only the refused one is dropped (counted in dropped_metrics)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+    from mlflow.tracking import MlflowClient
+
+    real = MlflowClient.log_batch
+
+    def picky(self, run_id, metrics=(), params=(), tags=(), **kw):
+        if any(m.step == 2 for m in metrics):
+            raise MlflowException("step 2 is refused", error_code=INVALID_PARAMETER_VALUE)
+        return real(self, run_id, metrics=metrics, params=params, tags=tags, **kw)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", picky)
+    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path}/m.db", artifact_location=str(tmp_path / "art"), plots=False)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        t = Tracker(cfg)
+        t.start({}, "", wait_s=60)
+        with t._cond:  # hold delivery so that the three steps merge into one batch
+            for s in (1, 2, 3):
+                t.log_metrics({"loss": 1.0 / s, "acc": 0.1 * s}, step=s)
+        t.finish()
+    assert _history(_client(cfg.uri), t.run_id, "loss") == [(1, 1.0), (3, pytest.approx(1 / 3))]
+    assert (t.report["dropped_metrics"], t.report["delivered_metrics"], t.report["undelivered"]) == (2, 4, 0)

@@ -194,6 +194,7 @@ class Tracker:
         self._delivered_metrics = 0
         self._history: dict[int, dict[str, float]] = {}
         self._bad_keys: set[str] = set()
+        self._single = 0  # deliver this many next metric entries one at a time (a merged batch was refused)
         self._started = False
         self._finished = False
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -266,6 +267,13 @@ class Tracker:
                     self._bad_keys.add(k)
                     warnings.warn(f"tracking: metric {k!r} = {v!r} is not a number; it is not logged "
                                   "(log numbers, or put it in an artifact)", TrackingWarning, stacklevel=2)
+                continue
+            bad_name = _bad_metric_name(str(k))
+            if bad_name:  # MLflow would refuse the whole batch holding it
+                if k not in self._bad_keys:
+                    self._bad_keys.add(k)
+                    warnings.warn(f"tracking: metric name {k!r} is refused by MLflow ({bad_name}); it is not logged",
+                                  TrackingWarning, stacklevel=2)
                 continue
             batch.append(Metric(str(k), fv, ts, int(step)))
             self._history.setdefault(int(step), {})[str(k)] = fv
@@ -365,7 +373,7 @@ class Tracker:
     def _next_batch(self) -> tuple[str, Any, int]:
         """(kind, payload, number of queue entries it covers); consecutive metrics are merged."""
         kind, payload = self._ops[0]
-        if kind != "metrics":
+        if kind != "metrics" or self._single:
             return kind, payload, 1
         merged: list[Any] = []
         n = 0
@@ -398,7 +406,11 @@ class Tracker:
                 kind, payload, n = self._next_batch()
             try:
                 self._execute(client, kind, payload)
-            except Exception as e:  # the server is away (or refused the record): back off, retry
+            except Exception as e:
+                if kind not in ("create", "terminate") and _refused(e):  # retrying cannot help
+                    self._drop_refused(kind, payload, n, e)
+                    continue
+                # the server is away (or failed): back off, retry
                 self._last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
@@ -417,6 +429,7 @@ class Tracker:
                     if k == "metrics":
                         self._buffered_metrics -= len(p)
                         self._delivered_metrics += len(p)
+                        self._single = max(0, self._single - 1)
                 self._cond.notify_all()
             backoff = 0.5
             if self._failing_since is not None:
@@ -424,6 +437,26 @@ class Tracker:
                 self._failing_since = None
                 warnings.warn(f"tracking: MLflow at {self.cfg.uri} is back after {gap:.1f}s; delivering buffered records",
                               TrackingWarning, stacklevel=1)
+
+    def _drop_refused(self, kind: str, payload: Any, n: int, e: Exception) -> None:
+        """The server answered that it will never take this record (e.g. INVALID_PARAMETER_VALUE): a merged
+        metrics batch is split so that only the refused step is dropped; a single record is dropped with a
+        warning, and everything queued behind it is delivered."""
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        with self._cond:
+            if kind == "metrics" and n > 1:
+                self._single = n
+                return
+            k, p = self._ops.popleft()
+            if k == "metrics":
+                self._buffered_metrics -= len(p)
+                self._dropped_metrics += len(p)
+                self._single = max(0, self._single - 1)
+            self._cond.notify_all()
+        what = (f"{len(payload)} metric values of step {payload[0].step}" if kind == "metrics" and payload
+                else f"a {kind} record")
+        warnings.warn(f"tracking: MLflow at {self.cfg.uri} refused {what} ({why}); dropped, not retried "
+                      "(metrics.jsonl keeps every value)", TrackingWarning, stacklevel=1)
 
     def _execute(self, client: Any, kind: str, payload: Any) -> None:
         from mlflow.entities import Param, RunTag
@@ -456,6 +489,27 @@ class Tracker:
             client.set_terminated(self._run_id, status=payload)
         else:  # pragma: no cover - internal
             raise AssertionError(kind)
+
+
+REFUSED_CODES = ("INVALID_PARAMETER_VALUE", "BAD_REQUEST")
+"""MLflow error codes that refuse a record for what it is: sending it again gets the same answer."""
+
+
+def _refused(e: BaseException) -> bool:
+    return getattr(e, "error_code", "") in REFUSED_CODES
+
+
+def _bad_metric_name(name: str) -> str:
+    """Why MLflow refuses ``name`` as a metric name ('' when it takes it)."""
+    try:
+        from mlflow.utils.validation import _validate_metric_name
+    except ImportError:  # pragma: no cover - another MLflow: the server decides (_refused)
+        return ""
+    try:
+        _validate_metric_name(name)
+    except Exception as e:
+        return str(e).splitlines()[0][:200]
+    return ""
 
 
 def _param_value(v: Any) -> str:
