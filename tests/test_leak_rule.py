@@ -125,3 +125,22 @@ def test_on_the_sample_corpus_the_rule_costs_under_one_percent_of_copies(sample_
                 after += find_leak(window, t, common=common, stock=stock) is not None
     print(f"windows flagged without stock words {before}, with {after}; stock words {len(stock)}")
     assert before > 500 and after >= 0.99 * before
+
+
+def test_words_keep_the_vowel_signs_of_indic_and_thai_scripts():
+    """Review (reg): the shared word splitter matched letters and digits only, and \\w does not match combining
+    marks, so every Devanagari / Bengali / Thai word was cut at its vowel signs and they were dropped: 'हिन्दी' was
+    ['ह', 'न', 'द'], and कि / को / का / की / के were all 'क'. The leak check's 6-word span shrank to ~2 real words
+    and a text grader paid token F1 0.75 to a string that only shares the consonants of the reference."""
+    from rlsd.verifiers.extract import words
+    from rlsd.verifiers.graders import token_f1
+
+    assert words("हिन्दी भाषा") == ["हिन्दी", "भाषा"]
+    assert len(set(words("कि को का की के"))) == 5
+    assert words("ภาษาไทย ง่าย") == ["ภาษาไทย", "ง่าย"]
+    assert words("Naïve CAFÉ, x_y") == ["naïve", "café", "x", "y"]  # Latin unchanged
+    assert token_f1("की मी हे गे", "काम हो गया") == 0.0  # was 0.75
+    ctx = "सर्वर को रीस्टार्ट करें फिर लाइसेंस की फ़ाइल दोबारा लोड करें तब पोर्ट 443 खुलेगा"
+    t = Task(id="h", prompt="टिकट: पोर्ट संख्या क्या है?", privileged_context=ctx, answer="443")
+    assert find_leak("लाइसेंस की फ़ाइल दोबारा लोड करें तब", t) is not None  # a real copy is still a leak
+    assert find_leak("ले सा को फाइ दे ब लो", t) is None  # the consonants alone are not a copy

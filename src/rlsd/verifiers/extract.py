@@ -196,7 +196,25 @@ def strip_fence(s: str) -> str:
     return m.group(1) if m else s
 
 
-_WORD = re.compile(r"[^\W_]+")  # letters and digits; punctuation, underscores and spaces separate words
+
+
+def _mark_class() -> str:
+    """A regex class of the combining marks (categories Mn, Mc, Me) of the first two planes: the vowel signs and
+    viramas of Devanagari, Bengali, Tamil, Thai ... are inside words, yet ``\\w`` does not match them."""
+    import unicodedata as ud
+
+    spans: list[list[int]] = []
+    for cp in range(0x20000):
+        if ud.category(chr(cp)).startswith("M"):
+            if spans and spans[-1][1] == cp - 1:
+                spans[-1][1] = cp
+            else:
+                spans.append([cp, cp])
+    return "[" + "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in spans) + "]"
+
+
+# letters and digits, with the combining marks that follow them; punctuation, underscores and spaces separate words
+_WORD = re.compile(r"[^\W_](?:[^\W_]|" + _mark_class() + ")*")
 _INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")  # soft hyphen, zero-width, BOM
 
 
