@@ -196,8 +196,6 @@ def strip_fence(s: str) -> str:
     return m.group(1) if m else s
 
 
-
-
 def _mark_class() -> str:
     """A regex class of the combining marks (categories Mn, Mc, Me) of the first two planes: the vowel signs and
     viramas of Devanagari, Bengali, Tamil, Thai ... are inside words, yet ``\\w`` does not match them."""
