@@ -75,6 +75,10 @@ PLANTED: list[tuple[str, str, str]] = [
     ("SECRET", "{{'api_key': '{v}'}}", "abcd1234efgh"),
     ("PASSWORD", '{{"pwd": "{v}"}}', "Q1"),
     ("BEARER", "Authorization: Basic {v}", "YWRtaW46cGFzc3dvcmQxMjM="),
+    # names glued to a prefix, and the short 'pass' after one
+    ("SECRET", "export PGPASSWORD={v}", "pgS3cret99"),
+    ("SECRET", "SMTP_PASS={v}", "mailpw2024"),
+    ("PASSWORD", "dbpassword is {v}", "x7"),
 ]
 
 # Text that must come out unchanged.
@@ -105,6 +109,7 @@ TRAPS: list[str] = [
     "a range of +10-20 degrees",
     "see section 3.2.1.4 of the manual, chapter 1.1.2.3",
     "see https://docs.example.com:8443/page?next=/a:b and ftp://host:21/x",
+    "the boarding pass is ready; pass: the ball; compass: north",
 ]
 
 

@@ -7,7 +7,8 @@ Built-in types, applied in this order (earlier types win on overlapping text); a
   ``AWS_SECRET_KEY`` (40 characters after an ``aws_secret_access_key``-like name), ``SECRET`` (AWS access key
   ids ``AKIA/ASIA...``, ``sk_/pk_/rk_/xox?-`` API keys, and ``api_key|secret|token|password...: value`` with
   a value of 6+ characters; the whole ``name: value`` goes; the name may carry a prefix, ``DB_PASSWORD``,
-  ``client_secret``, ``x-api-key``, and quotes, ``"api_key": "..."``), ``PASSWORD`` (``password is X``,
+  ``client_secret``, ``x-api-key``, glued, ``PGPASSWORD``, or ``pass`` after a prefix, ``SMTP_PASS``, and
+  quotes, ``"api_key": "..."``), ``PASSWORD`` (``password is X``,
   ``password=abc``, ``pwd: x1`` -- short values too; only the value goes, and prose such as "the
   password is required" is left alone; the password of a URL, ``postgres://user:X@host``), ``BEARER``
   (``Bearer <token>``, ``Authorization: Basic <base64>``), ``JWT`` (``eyJ...``.``...``.``...``),
@@ -72,10 +73,10 @@ _AWS_SECRET_NAMED = re.compile(
     r"(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])")
 _SECRET_KV = re.compile(
     r"(?i:(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-]){0,3}(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token"
-    r"|token|password|passwd|pwd)[\"']?\s*[:=]\s*)[\"']?[^\s\"']{6,}[\"']?")
+    r"|token|[a-z]{0,8}?passw(?:or)?d|pwd|pass)[\"']?\s*[:=]\s*)[\"']?[^\s\"']{6,}[\"']?")
 _SECRET = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\b(?:sk|pk|rk|xox[abpr])[-_][A-Za-z0-9_-]{16,}\b")
 _PASSWORD = re.compile(
-    r"(?i:(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-]){0,3}(?:password|passwd|passphrase|passcode|pwd)\b[\"']?\s*"
+    r"(?i:(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-]){0,3}(?:[a-z]{0,8}?(?:password|passwd|passphrase|passcode)|pwd)\b[\"']?\s*"
     r"(?:(?:is|was)\b\s*:?|:=|[:=]))\s*[\"'`]?"
     r"(?P<v>[^\s\"'`,;]*[^\s\"'`,;.!?:)\]])")
 # Words that follow "password is" in prose, not a password.
