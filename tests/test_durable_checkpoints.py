@@ -127,8 +127,12 @@ def test_a_restarted_pod_resumes_from_the_durable_checkpoint_to_the_same_weights
 
     again = _pod(sets, tmp_path / "model", tmp_path / "pod2")  # a new pod: empty working folder, same inputs
     assert again.wait(timeout=600) == 0, again.stdout.read()
-    # it resumed (its own fresh log starts after the checkpoint) rather than starting over
-    assert _steps(tmp_path / "pod2" / "run" / "metrics.jsonl") == [3, 4, 5]
+    # it resumed rather than starting over: steps 1-2 are the killed pod's own lines (their timings too), brought
+    # back from the checkpoint's copy of the log, and 3-5 were trained anew
+    log1 = (tmp_path / "pod1" / "run" / "metrics.jsonl").read_text().splitlines()
+    log2 = (tmp_path / "pod2" / "run" / "metrics.jsonl").read_text().splitlines()
+    assert _steps(tmp_path / "pod2" / "run" / "metrics.jsonl") == [1, 2, 3, 4, 5]
+    assert log2[:2] == log1[:2]
     a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(tmp_path / "model" / "model.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
@@ -187,7 +191,10 @@ def test_without_the_volume_a_restarted_pod_resumes_from_the_store_copy(setup, t
     # the pod's disk is gone: the new pod gets an empty checkpoint folder, the store keeps the copy of step 2
     again = _pod(sets("disk2"), tmp_path / "model", tmp_path / "pod2")
     assert again.wait(timeout=600) == 0, again.stdout.read()
-    assert _steps(tmp_path / "pod2" / "run" / "metrics.jsonl") == [3, 4, 5]
+    # the log of steps 1-2 came back with the checkpoint: the killed pod's own lines
+    log1 = (tmp_path / "pod1" / "run" / "metrics.jsonl").read_text().splitlines()
+    assert (tmp_path / "pod2" / "run" / "metrics.jsonl").read_text().splitlines()[:2] == log1[:2]
+    assert _steps(tmp_path / "pod2" / "run" / "metrics.jsonl") == [1, 2, 3, 4, 5]
     assert sorted(x.name for x in (tmp_path / "disk2" / KEY).iterdir()) == ["step-2", "step-4"]
     a, b = load_file(str(tmp_path / "ref" / "model.safetensors")), load_file(str(tmp_path / "model" / "model.safetensors"))
     for k in a:

@@ -169,6 +169,28 @@ def test_killed_run_resumes_to_the_same_parameters(setup, tmp_path):
     assert [r["loss"] for r in ra] == pytest.approx([r["loss"] for r in rb], abs=1e-7)
 
 
+def test_a_resumed_run_logs_its_whole_history_to_mlflow(setup, tmp_path):
+    """A resume opens a new MLflow run (the run a registered version's lineage points to): its metric history
+    holds the steps before the resume too, with their values, not only the steps trained after it."""
+    from mlflow.tracking import MlflowClient
+
+    from rlsd.train import train
+
+    model, tr, ev = setup
+    uri = f"sqlite:///{tmp_path / 'ml.db'}"
+    cfg = load_config(overrides=_overrides(model, tr, ev, **{"train.steps": 4, "train.checkpoint_every": 2,
+                                                             "tracking.enabled": True, "tracking.uri": uri}))
+    first = train(cfg, output_dir=tmp_path / "run")
+    logged = _read(tmp_path / "run" / "metrics.jsonl")
+    again = train(cfg, output_dir=tmp_path / "run")  # the step-2 checkpoint is the newest: steps 3-4 again
+    assert again["run_id"] != first["run_id"]
+    client = MlflowClient(uri)
+    assert client.get_run(again["run_id"]).data.tags["rlsd.resumed_from_step"] == "2"
+    history = sorted((m.step, m.value) for m in client.get_metric_history(again["run_id"], "loss"))
+    assert [s for s, _ in history] == [1, 2, 3, 4]
+    assert [v for _, v in history[:2]] == pytest.approx([r["loss"] for r in logged[:2]], abs=1e-12)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage,launcher", [(2, "torchrun"), (3, "torchrun"), (2, "deepspeed")])
 def test_two_ranks_match_one_rank(setup, tmp_path, stage, launcher):

@@ -460,8 +460,8 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
     metrics_path = out / "metrics.jsonl"
     if rank == 0 and start_step == 0 and metrics_path.exists():
         metrics_path.unlink()  # a fresh run (no checkpoint) starts a fresh log
-    if rank == 0 and start_step > 0 and metrics_path.exists():
-        _truncate_log(metrics_path, start_step)
+    if rank == 0 and start_step > 0:
+        _restore_log(metrics_path, ckpt_dir / f"step-{start_step}" / "metrics.jsonl", start_step)
 
     # ---------------------------------------------------------------- tracking (rank 0; never fatal)
     tracker = None
@@ -474,6 +474,11 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
                                 "rlsd.resumed_from_step": start_step, "rlsd.world_size": world,
                                 **({"rlsd.data_snapshot_id": snapshot} if snapshot else {})})
         tracker.start(cfg.flat(), cfg.to_yaml())
+        if start_step > 0 and metrics_path.exists():  # the resumed run's history starts at step 1 too
+            from rlsd.tracking import read_metrics
+
+            for row in read_metrics(metrics_path):
+                tracker.log_metrics(row, step=int(row["step"]))
 
     # a failure inside the loop ends the MLflow run as FAILED (KILLED on Ctrl-C)
     with contextlib.ExitStack() as stack:
@@ -577,7 +582,8 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
 
             # ============================================================ checkpoint (at a batch boundary)
             if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0 and step + 1 < cfg.train.steps:
-                saved = save_checkpoint(engine, teacher, ckpt_dir, step + 1, rank, cfg.train.keep_checkpoints)
+                saved = save_checkpoint(engine, teacher, ckpt_dir, step + 1, rank, cfg.train.keep_checkpoints,
+                                        log=metrics_path)
                 if cfg.train.checkpoint_store and rank == 0:  # a copy that outlives the volume (rlsd.model_refs)
                     from rlsd.model_refs import push_checkpoint
 
@@ -750,8 +756,10 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     return None
 
 
-def save_checkpoint(engine: Any, teacher: Any, ckpt_dir: Path, step: int, rank: int, keep: int) -> Path:
-    """Model + optimizer (DeepSpeed), teacher snapshot, RNG state, step (= data position).
+def save_checkpoint(engine: Any, teacher: Any, ckpt_dir: Path, step: int, rank: int, keep: int,
+                    log: Path | None = None) -> Path:
+    """Model + optimizer (DeepSpeed), teacher snapshot, RNG state, step (= data position), and a copy of the
+    metrics log so far (``log``; a pod restarted with an empty working folder gets its earlier steps back).
 
     trainer_state.json is written last, atomically, with the SHA-256 of every other file: a checkpoint
     without it (a write that was killed) or whose files no longer match is never loaded. A folder left
@@ -770,6 +778,8 @@ def save_checkpoint(engine: Any, teacher: Any, ckpt_dir: Path, step: int, rank: 
     if rank == 0:
         if teacher is not None:
             torch.save(teacher.state_dict(), path / "teacher.pt")
+        if log is not None and log.is_file():
+            shutil.copyfile(log, path / "metrics.jsonl")
         if os.environ.get("RLSD_FAILPOINT") == "checkpoint-before-state":  # fault-injection tests only
             os.kill(os.getpid(), 9)
         tmp = path / "trainer_state.json.tmp"
@@ -788,6 +798,17 @@ def save_checkpoint(engine: Any, teacher: Any, ckpt_dir: Path, step: int, rank: 
 def append_metrics(path: Path, m: dict[str, Any]) -> None:
     with path.open("a") as f:
         f.write(json.dumps(m) + "\n")
+
+
+def _restore_log(path: Path, saved: Path, step: int) -> None:
+    """On resume: a missing log (a restarted pod's empty working folder) is first restored from the checkpoint's
+    copy (written through a temporary file and a rename); then lines past the resumed step are dropped."""
+    if not path.exists() and saved.is_file():
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.copyfile(saved, tmp)
+        os.replace(tmp, path)
+    if path.exists():
+        _truncate_log(path, step)
 
 
 def _truncate_log(path: Path, step: int) -> None:
