@@ -184,6 +184,32 @@ def test_arithmetic_with_the_expected_value_cannot_be_forged(code):
     assert run("def mean(xs):\n    return sum(xs) / len(xs)\n", tests=TOLERANCE_TESTS) == 1.0
 
 
+CONTAINS_FORGERY = """
+class Everything:
+    def __contains__(self, item): return True
+    def __iter__(self): return iter(())
+def find(xs):
+    return Everything()
+"""
+BAG = """
+class Bag:
+    def __init__(self, xs): self.xs = list(xs)
+    def __iter__(self): return iter(self.xs)
+    def __contains__(self, item): return item in self.xs
+def find(xs):
+    return Bag(x for x in xs if x > 1)
+"""
+MEMBERSHIP_TESTS = ["assert 3 in find([1, 3])", "assert 2 in find([2, 5]) and 5 in find([2, 5])",
+                    "assert 1 not in find([1, 3])"]
+
+
+def test_membership_is_decided_by_the_handles_items_not_its_answer():
+    """`x in obj` asked the program's __contains__, which saw the test's value: one that says True to anything
+    passed every positive membership test. Now the handle's items are compared here."""
+    assert run(CONTAINS_FORGERY, tests=MEMBERSHIP_TESTS[:2]) == 0.0
+    assert run(BAG, tests=MEMBERSHIP_TESTS) == 1.0
+
+
 def test_builtins_shadowing_and_with_blocks_do_not_help():
     tests = ["assert all(add(i, 1) == i + 2 for i in range(3))", "assert sorted([add(2, 1)]) == [1, 2, 3]",
              "with add(1, 2):\n    assert False"]

@@ -19,7 +19,9 @@ An operator between a handle and a value of the test's own (``f(x) - 2.5``, ``3 
 that value, so its result must be a handle, and what such a handle (or anything made from it) answers as
 plain data -- its ``abs``, truth, length, text, number, items -- is refused (TypeError), except a
 comparison with another handle: otherwise ``abs(f(x) - expected) < tol`` would pass for an object whose
-``__sub__`` returns 0 (``Vector(1, 2) * 2 == Vector(2, 4)`` still works).
+``__sub__`` returns 0 (``Vector(1, 2) * 2 == Vector(2, 4)`` still works). For the same reason ``x in handle``
+with a value of the test's own is decided here, by iterating the handle and comparing each item with Python's
+own ``==``: an always-true ``__contains__`` is never asked (a handle that cannot be iterated raises TypeError).
 Arguments travel by value; lists, dicts, sets and bytearrays passed to a call are updated in place
 with their state after the call. Functions defined in a test (lambdas) cannot be passed to the
 program; standard-library functions and types (``len``, ``str.lower``, ``int``) can.
@@ -314,6 +316,10 @@ class Remote:
         return it if type(it) is Remote else iter(it)
 
     def __contains__(self, item):
+        if type(item) is not Remote:  # a value of the test's own: decided here, by iterating the handle (what
+            # Python does for a class without __contains__); the program's __contains__ would see the value and
+            # could say True to anything
+            return any(x is item or x == item for x in self)
         return bool(_apply("contains", self, item))
 
     def __getitem__(self, key):
