@@ -45,6 +45,12 @@ def test_multiple_choice_names_exactly_the_right_option():
     assert score(t, "Answer: The LED blinks amber.") == 1.0
     assert score(t, "Answer:\n\nIt blinks Amber while updating") == 1.0  # answer on the next line
     assert score(t, "Answer: amber or green") == 0.0  # two options named
+    # a denied choice is not named: the opposite of the answer never pays, a correction of another choice does
+    for wrong in ["not amber", "It is not the amber one.", "It isn't amber", "anything except amber", "no amber",
+                  "Not amber, not green"]:
+        assert score(t, f"Answer: {wrong}") == 0.0, wrong
+    for right in ["amber, not red", "Not green: amber.", "It is amber and not green"]:
+        assert score(t, f"Answer: {right}") == 1.0, right
     assert score(t, "Answer: green") == 0.0
     assert score(t, "Answer: <option>") == 0.0
     assert score(t, "Answer:") == 0.0
