@@ -369,6 +369,33 @@ def test_an_export_with_bare_cr_line_ends_is_read_record_by_record(tmp_path, fmt
         assert {t["body"] for t in tickets} == {f"body {i}\rsecond line" for i in range(30)}
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_unicode_export_with_a_byte_order_mark_is_read_as_text(tmp_path, fmt, encoding):
+    """A "Unicode" export (UTF-16 with its byte order mark: Excel's and PowerShell's) stores the same tickets as
+    its UTF-8 twin. Read as bytes, every CSV row was part of a header with NULs ('no usable CSV header') and every
+    JSONL line was invalid JSON: read == quarantined, nothing stored."""
+    if fmt == "csv":
+        rows = [HEADER] + [f"T-{i},{T0},título {i},\"body {i}\nzweite Zeile: Größe 😀\",fixed" for i in range(20)]
+    else:
+        rows = [json.dumps({"id": f"T-{i}", "updated": T0, "body": f"Größe {i} 😀"}, ensure_ascii=False)
+                for i in range(20)]
+    text = "\r\n".join(rows) + "\r\n"
+    bom = {"utf-16": "", "utf-16-be": "\ufeff", "utf-32": ""}[encoding]  # utf-16 / utf-32 write their own mark
+    wide, narrow = tmp_path / f"wide.{fmt}", tmp_path / f"narrow.{fmt}"
+    wide.write_bytes((bom + text).encode(encoding))
+    narrow.write_bytes(text.encode("utf-8"))
+    got = {}
+    for name, path in (("wide", wide), ("narrow", narrow)):
+        st_ = LocalStore(tmp_path / f"st-{name}")
+        rep = ingest(load_config(), tickets=[path], store=st_)
+        s = rep["sources"][0]
+        assert (s["read"], s["stored"], s["quarantined"], s["records"], s["replaced_bytes"]) == (20, 20, 0, 20, 0)
+        got[name] = sorted((t["id"], t["title"], t["body"]) for t in load_snapshot(st_)[2])
+    assert got["wide"] == got["narrow"]
+    assert any("Größe" in body and "😀" in body for _, _, body in got["wide"])
+
+
 def test_a_short_row_with_a_quoted_newline_is_a_record_not_a_stray_quote(tmp_path):
     """A row that leaves its trailing columns out is read on one line (the missing fields are empty); the same row
     with a quoted newline in its body was taken for a stray quote: its first line quarantined, its second line

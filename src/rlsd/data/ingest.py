@@ -22,7 +22,8 @@ the ingest with IngestError and no manifest is written. Each quarantined record 
 or line range, the id when it can be told, the raw text (redacted) and a reason. A stray CSV quote (a
 field that opens a quote that never closes) costs the line range of its own record, quarantined as
 ``stray quote``; reading resumes at the next line (readers.csv_spans). Messy exports are expected: a
-UTF-8 BOM, CRLF, quoted newlines, extra or reordered columns and header aliases (``ticket_id``,
+UTF-8 BOM, UTF-16 or UTF-32 with a byte order mark (transcoded, readers.open_export), CRLF or bare-CR line
+ends, quoted newlines, extra or reordered columns and header aliases (``ticket_id``,
 ``subject``, ``description``...), bytes that are not UTF-8 (replaced by U+FFFD and counted), bodies over
 ``ingest.max_body_chars`` (truncated with a note, or quarantined with ``long_body: refuse``).
 

@@ -8,11 +8,14 @@ yield into a snapshot.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import datetime as dt
 import io
 import json
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -723,12 +726,40 @@ def csv_spans(fh: Any, limit: int, decode: Callable[[int, bytes], str]) -> Itera
         yield CsvSpan(n, last, lines, "", total)
 
 
+# Byte order marks of the wide Unicode encodings (UTF-32 first: its LE mark begins with UTF-16's)
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+              (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+
+
+@contextlib.contextmanager
+def open_export(path: str | Path) -> Iterator[Any]:
+    """A ticket export opened for reading as UTF-8 bytes. A UTF-16 or UTF-32 file with its byte order mark (a
+    "Unicode" export of Excel or PowerShell) is transcoded, 1 MiB at a time, into a temporary file first: read
+    as bytes, its every other byte is NUL and its line ends are two bytes wide, and each record was quarantined
+    (or the CSV had "no usable header"). A sequence that is not valid in its encoding becomes U+FFFD."""
+    with Path(path).open("rb") as fh:
+        head = fh.read(4)
+        enc = next(((bom, e) for bom, e in _WIDE_BOMS if head.startswith(bom)), None)
+        if enc is None:
+            fh.seek(0)
+            yield fh
+            return
+        fh.seek(len(enc[0]))
+        dec = codecs.getincrementaldecoder(enc[1])(errors="replace")
+        with tempfile.TemporaryFile() as out:
+            while chunk := fh.read(1 << 20):
+                out.write(dec.decode(chunk).encode("utf-8", "surrogatepass"))
+            out.write(dec.decode(b"", final=True).encode("utf-8", "surrogatepass"))
+            out.seek(0)
+            yield out
+
+
 def count_records(path: str | Path, fmt: str, limit: int) -> int:
     """The number of records of a ticket export, counted by a pass of its own that does not use the
     record parser (json / the csv module): JSONL, every line that is not blank (a line over ``limit``
     counts as one); CSV, every non-blank span of :func:`csv_spans` after the header. The ingest checks
     ``read == this == stored + quarantined`` per file."""
-    with Path(path).open("rb") as fh:
+    with open_export(path) as fh:
         if fmt == "jsonl":
             total = 0
             for n, line, _ in _iter_lines(fh, limit):
@@ -887,7 +918,7 @@ def iter_tickets(path: str | Path, *, cfg: IngestConfig, redactor: Redactor, rep
                None)
         return
     unknown_cols: set[str] = set()
-    with p.open("rb") as fh:
+    with open_export(p) as fh:
         for where, rec, raw_text, err, rid in _iter_raw_tickets(fh, rep.format, cfg.max_ticket_line_bytes, rep):
             rep.read += 1
             if rec is not None:
