@@ -6,7 +6,9 @@
   delivers the queue in order with bounded exponential back-off, so a tracking server that goes
   away for a while costs nothing but a warning, and what was buffered arrives when it returns.
   ``finish`` waits at most ``tracking.flush_timeout_s`` for the queue to drain, then warns and
-  returns; no ``log_*`` call and no ``finish`` ever raises because of the tracking server.
+  returns; no ``log_*`` call and no ``finish`` ever raises because of the tracking server. A record the
+  server refuses for what it is (``INVALID_PARAMETER_VALUE`` / ``BAD_REQUEST``: a name it does not take, a
+  param changed) is dropped with a warning naming it, so it never holds back the records behind it.
 - :func:`plot_training` draws reward, accuracy, entropy, clip-low/clip-high fractions and lambda
   against the step from a trainer's ``metrics.jsonl`` (matplotlib, Agg backend).
 - :func:`track_run` logs a finished trainer output folder as one run (the offline path, for a KFP
