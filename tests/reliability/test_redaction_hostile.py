@@ -79,6 +79,9 @@ PLANTED: list[tuple[str, str, str]] = [
     ("SECRET", "export PGPASSWORD={v}", "pgS3cret99"),
     ("SECRET", "SMTP_PASS={v}", "mailpw2024"),
     ("PASSWORD", "dbpassword is {v}", "x7"),
+    # groups split by dashes; a phone number split by spaces only
+    ("IBAN", "IBAN {v} for the refund", "DE89-3704-0044-0532-0130-00"),
+    ("PHONE", "call me on {v} after 5", "415 555 0199"),
 ]
 
 # Text that must come out unchanged.
@@ -110,6 +113,7 @@ TRAPS: list[str] = [
     "see section 3.2.1.4 of the manual, chapter 1.1.2.3",
     "see https://docs.example.com:8443/page?next=/a:b and ftp://host:21/x",
     "the boarding pass is ready; pass: the ball; compass: north",
+    "DE89-3704-0044-0532-0130-01 fails its check digits; rows 100 200 3000 4000 and 120 340 5600 7 are a table",
 ]
 
 

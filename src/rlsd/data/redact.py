@@ -14,15 +14,18 @@ Built-in types, applied in this order (earlier types win on overlapping text); a
   (``Bearer <token>``, ``Authorization: Basic <base64>``), ``JWT`` (``eyJ...``.``...``.``...``),
   and a bare 40-character AWS-secret-shaped string (upper, lower and digits, Shannon entropy >= 4.2
   bits/char, so git SHAs -- hex -- and long identifiers stay);
-* numbers with checksums: ``IBAN`` (either case, country length where known, ISO 7064 mod 97 == 1; a
-  word the pattern takes in after it, "BE68 5390 0754 7034 EUR", is cut off and kept), ``CARD``
+* numbers with checksums: ``IBAN`` (either case, groups split by spaces or dashes, country length where
+  known, ISO 7064 mod 97 == 1; a word the pattern takes in after it, "BE68 5390 0754 7034 EUR", is cut off
+  and kept), ``CARD``
   (13-19 digits, contiguous or grouped 4-4-4-4(-3) / 4-6-5, a known issuer prefix -- Mir and RuPay too --, and the
   Luhn check),
   ``SSN`` (``AAA-GG-SSSS`` with the SSA's never-issued areas 000/666/9xx, groups 00, serials 0000 left
   out; nine bare digits only after "SSN" / "social security");
 * ``EMAIL`` (non-ASCII letters too: ``müller@firma.de``), ``IPV6``, ``IPV4`` (checked with :mod:`ipaddress`; a dotted quad after "version", "v",
-  "release", "build", "firmware"... is a version string and stays, as is one after "section", "chapter", "step"), ``PHONE`` (a phone-like shape:
-  ``+CC ...``, ``(NNN) NNN-NNNN`` or ``NNN-NNN-NNNN``, 7 digits or more; ``+12.50`` is an amount), ``EMPLOYEE_ID`` (``ingest.employee_id_pattern``),
+  "release", "build", "firmware"... is a version string and stays, as is one after "section", "chapter",
+  "step"), ``PHONE`` (a phone-like shape: ``+CC ...``, ``(NNN) NNN-NNNN``, ``NNN-NNN-NNNN`` or
+  ``NNN NNN NNNN`` (not inside a longer run of numbers), 7 digits or more; ``+12.50`` is an amount),
+  ``EMPLOYEE_ID`` (``ingest.employee_id_pattern``),
   then every ``ingest.extra_patterns`` entry.
 
 Ids: :meth:`Redactor.redact_id` leaves an id without personal data as it is and turns one that holds
@@ -96,7 +99,7 @@ _BASIC = re.compile(r"(?i:\bauthorization\s*[:=]\s*[\"']?basic)\s+(?P<v>[A-Za-z0
 _BEARER = re.compile(r"(?i:\bbearer)\s+(?P<v>[A-Za-z0-9\-._~+/]{8,}=*)")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _AWS_SECRET_BARE = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b", re.IGNORECASE)
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,3})?\b", re.IGNORECASE)
 _CARD = re.compile(r"(?<![\w+.,/-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{1,4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{4,5})"
                    r"(?![\w/]|[.,-]\d)")
 _SSN = re.compile(r"(?<![\w-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w-])")
@@ -110,6 +113,7 @@ _PHONE = re.compile(
     r"(?<![\w+])\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]\d{2,4}){1,4}(?![\w])"
     r"|(?<![\w(])\(\d{3}\)\s?\d{3}[\s.-]\d{4}(?!\w)"
     r"|(?<![\w.-])\d{3}[.-]\d{3}[.-]\d{4}(?![\w-]|\.\d)"
+    r"|(?<![\w.-])(?<!\d )\d{3} \d{3} \d{4}(?![\w-]|\.\d| \d)"
 )
 _PLACEHOLDER = re.compile(r"\[[A-Z][A-Z0-9_]*\]")
 
@@ -152,8 +156,8 @@ def _card_ok(m: re.Match[str]) -> bool:
 
 
 def iban_ok(text: str) -> bool:
-    """Country length (where known) and the ISO 7064 mod-97 check of an IBAN (spaces ignored)."""
-    s = text.replace(" ", "").upper()
+    """Country length (where known) and the ISO 7064 mod-97 check of an IBAN (spaces and dashes ignored)."""
+    s = text.replace(" ", "").replace("-", "").upper()
     want = IBAN_LENGTHS.get(s[:2])
     if (want is not None and len(s) != want) or not 15 <= len(s) <= 34:
         return False
@@ -170,8 +174,8 @@ def _iban_check(m: re.Match[str]) -> bool | int:
         return True
     want = IBAN_LENGTHS.get(s[:2].upper())
     for end in range(len(s) - 1, 14, -1):
-        at_length = want is not None and len(s[:end].replace(" ", "")) == want
-        if (s[end] == " " or at_length) and s[end - 1] != " " and iban_ok(s[:end]):
+        at_length = want is not None and len(s[:end].replace(" ", "").replace("-", "")) == want
+        if (s[end] in " -" or at_length) and s[end - 1] not in " -" and iban_ok(s[:end]):
             return end
     return False
 
