@@ -413,7 +413,7 @@ class Tracker:
                     self._drop_refused(kind, payload, n, e)
                     continue
                 # the server is away (or failed): back off, retry
-                self._last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                self._last_error = _describe(e)
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
                     warnings.warn(f"tracking: cannot reach MLflow at {self.cfg.uri} ({self._last_error}); buffering "
@@ -426,13 +426,7 @@ class Tracker:
                 backoff = min(backoff * 2, self.cfg.max_backoff_s)
                 continue
             with self._cond:
-                for _ in range(n):
-                    k, p = self._ops.popleft()
-                    if k == "metrics":
-                        self._buffered_metrics -= len(p)
-                        self._delivered_metrics += len(p)
-                        self._single = max(0, self._single - 1)
-                self._cond.notify_all()
+                self._retire(n, delivered=True)
             backoff = 0.5
             if self._failing_since is not None:
                 gap = time.monotonic() - self._failing_since
@@ -440,21 +434,29 @@ class Tracker:
                 warnings.warn(f"tracking: MLflow at {self.cfg.uri} is back after {gap:.1f}s; delivering buffered records",
                               TrackingWarning, stacklevel=1)
 
+    def _retire(self, n: int, *, delivered: bool) -> None:
+        """Take the first ``n`` queue entries off, counted as delivered or dropped (call with ``_cond`` held)."""
+        for _ in range(n):
+            k, p = self._ops.popleft()
+            if k == "metrics":
+                self._buffered_metrics -= len(p)
+                if delivered:
+                    self._delivered_metrics += len(p)
+                else:
+                    self._dropped_metrics += len(p)
+                self._single = max(0, self._single - 1)
+        self._cond.notify_all()
+
     def _drop_refused(self, kind: str, payload: Any, n: int, e: Exception) -> None:
         """The server answered that it will never take this record (e.g. INVALID_PARAMETER_VALUE): a merged
         metrics batch is split so that only the refused step is dropped; a single record is dropped with a
         warning, and everything queued behind it is delivered."""
-        why = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        why = _describe(e)
         with self._cond:
             if kind == "metrics" and n > 1:
                 self._single = n
                 return
-            k, p = self._ops.popleft()
-            if k == "metrics":
-                self._buffered_metrics -= len(p)
-                self._dropped_metrics += len(p)
-                self._single = max(0, self._single - 1)
-            self._cond.notify_all()
+            self._retire(1, delivered=False)
         what = (f"{len(payload)} metric values of step {payload[0].step}" if kind == "metrics" and payload
                 else f"a {kind} record")
         warnings.warn(f"tracking: MLflow at {self.cfg.uri} refused {what} ({why}); dropped, not retried "
@@ -495,6 +497,11 @@ class Tracker:
 
 REFUSED_CODES = ("INVALID_PARAMETER_VALUE", "BAD_REQUEST")
 """MLflow error codes that refuse a record for what it is: sending it again gets the same answer."""
+
+
+def _describe(e: BaseException) -> str:
+    """The error's type and the first line of its message (200 characters at most), for a warning."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
 
 
 def _refused(e: BaseException) -> bool:
