@@ -15,7 +15,9 @@ def build_tasks(config_yaml: str, snapshot_id: str, snapshot: str, store_endpoin
     import os
 
     from rlsd.data.build import build_tasks as run_build
+    from rlsd.model_refs import graders_base
     from rlsd.perimeter import step
+    from rlsd.verifiers.graders import needs_base
 
     chosen = snapshot_id if snapshot == "latest" else snapshot
     if not chosen:
@@ -23,7 +25,8 @@ def build_tasks(config_yaml: str, snapshot_id: str, snapshot: str, store_endpoin
     params = {"store.endpoint": store_endpoint, "store.bucket": store_bucket}
     os.makedirs(tasks.path, exist_ok=True)
     with step(config_yaml, params, log_path=connections.path) as cfg:
-        result = run_build(cfg, snapshot=chosen, out_dir=tasks.path)
+        with graders_base(cfg, needs_base(cfg.ingest.text_grader)):  # a `model: base` grader is checked here too
+            result = run_build(cfg, snapshot=chosen, out_dir=tasks.path)
     tasks.metadata["train_file"] = os.path.relpath(result["train_path"], tasks.path)
     tasks.metadata["eval_file"] = os.path.relpath(result["eval_path"], tasks.path)
     tasks.metadata["counts"] = result["counts"]

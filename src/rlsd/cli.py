@@ -142,8 +142,11 @@ def _cmd_inbox_put(cfg: RLSDConfig, args: argparse.Namespace) -> int:
 
 def _cmd_build_tasks(cfg: RLSDConfig, args: argparse.Namespace) -> int:
     from rlsd.data.build import build_tasks
+    from rlsd.model_refs import graders_base
+    from rlsd.verifiers.graders import needs_base
 
-    r = build_tasks(cfg, snapshot=args.snapshot, out_dir=args.output or "artifacts/tasks")
+    with graders_base(cfg, needs_base(cfg.ingest.text_grader)):  # build-tasks checks the grader on every text task
+        r = build_tasks(cfg, snapshot=args.snapshot, out_dir=args.output or "artifacts/tasks")
     print(f"snapshot {r['snapshot_id']}: {r['counts']}; -> {r['train_path']}, {r['eval_path']}")
     return 0
 
@@ -169,8 +172,7 @@ def _cmd_grade(cfg: RLSDConfig, args: argparse.Namespace) -> int:
     import yaml
 
     from rlsd.tasks import read_tasks
-    from rlsd.verifiers import score_many
-    from rlsd.verifiers.graders import check_grader, grader_ok, resolve_models, validate_spec
+    from rlsd.verifiers.graders import validate_spec
 
     tasks = read_tasks(args.tasks)
     spec = None
@@ -180,7 +182,7 @@ def _cmd_grade(cfg: RLSDConfig, args: argparse.Namespace) -> int:
         except yaml.YAMLError as e:
             raise UsageError(f"--grader is not YAML/JSON: {_one_line(str(e), 120)}") from None
         try:
-            spec = validate_spec(resolve_models(raw, cfg.model.path), "--grader")
+            spec = validate_spec(raw, "--grader")
         except ValueError as e:
             raise UsageError(str(e)) from None
     elif cfg.ingest.text_grader:
@@ -202,6 +204,18 @@ def _cmd_grade(cfg: RLSDConfig, args: argparse.Namespace) -> int:
             if tid not in by_id:
                 raise UsageError(f"--completions line {n}: task {tid!r} is not in {args.tasks}")
             given.append((tid, text))
+    from rlsd.model_refs import graders_base
+    from rlsd.verifiers.graders import needs_base
+
+    with graders_base(cfg, any(t.verifier == "text" and needs_base(t.verifier_args.get("grader") or "") for t in tasks)):
+        return _grade_report(tasks, given, args)
+
+
+def _grade_report(tasks: list, given: list[tuple[str, str]], args: argparse.Namespace) -> int:
+    from rlsd.verifiers import score_many
+    from rlsd.verifiers.graders import check_grader, grader_ok
+
+    by_id = {t.id: t for t in tasks}
     shown = tasks[:args.limit]
     rows, refused = [], 0
     for t in shown:

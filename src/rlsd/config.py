@@ -303,7 +303,8 @@ class IngestConfig:
     retrieve_k: int = 2
     max_context_chars: int = 4000
     # Free-text tasks: the grader of tickets whose verified answer is a written resolution (a metric name
-    # such as rouge_l, or a composed spec of rlsd.verifiers.graders; model: base = model.path). Empty: such
+    # such as rouge_l, or a composed spec of rlsd.verifiers.graders; model: base = the run's base model, fetched
+    # by each step that grades when model.path is a reference). Empty: such
     # tickets make no task. Validated when the config loads; try it first with `rlsd grade`.
     text_grader: Any = ""
 
@@ -757,13 +758,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for o in overrides:
         _set_dotted(tree, o)
     cfg = _build(RLSDConfig, tree, "")
-    if cfg.ingest.text_grader:
-        from rlsd.verifiers.graders import resolve_models, validate_spec
+    from rlsd.verifiers.graders import use_base_model, validate_spec
 
+    if cfg.ingest.text_grader:
         try:
-            spec = validate_spec(resolve_models(cfg.ingest.text_grader, cfg.model.path), "ingest.text_grader")
+            spec = validate_spec(cfg.ingest.text_grader, "ingest.text_grader")
         except ValueError as e:
             raise ConfigError(str(e)) from None
         cfg = dataclasses.replace(cfg, ingest=dataclasses.replace(cfg.ingest, text_grader=spec))
+    # a grader's `model: base`: this model folder, or none yet (a reference is fetched by the step that grades)
+    use_base_model(cfg.model.path if Path(cfg.model.path).is_dir() else None)
     os.environ["RLSD_CODE_SANDBOX"] = cfg.platform.code_sandbox  # read by rlsd.verifiers.sandbox at each run
     return cfg

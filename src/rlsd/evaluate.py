@@ -374,6 +374,7 @@ def evaluate_against_champion(cfg: Any, *, candidate: str | Path, base_model: st
     The promotion gate still refuses an evaluation whose baseline is no longer the champion when it promotes."""
     from rlsd.model_refs import fetch_model, is_reference, parse_ref
     from rlsd.registry import current_champion, download_version
+    from rlsd.verifiers.graders import base_folder
 
     if champion is None:
         champ = current_champion(cfg)
@@ -390,8 +391,9 @@ def evaluate_against_champion(cfg: Any, *, candidate: str | Path, base_model: st
             with tempfile.TemporaryDirectory(prefix="rlsd-base-") as tmp:
                 path, got = fetch_model(cfg, base, Path(tmp) / "model")
                 info = {"kind": "base", "name": got["name"], "version": got["version"], "uri": got["uri"]}
-                return run_evaluation(cfg, candidate=candidate, baseline=path, baseline_info=info,
-                                      tasks_path=tasks_path, out_dir=out_dir)
+                with base_folder(path):  # a grader's `model: base` too (not fetched twice)
+                    return run_evaluation(cfg, candidate=candidate, baseline=path, baseline_info=info,
+                                          tasks_path=tasks_path, out_dir=out_dir)
         info = {"kind": "base", "name": base, "version": None, "uri": base}
         return run_evaluation(cfg, candidate=candidate, baseline=base, baseline_info=info, tasks_path=tasks_path,
                               out_dir=out_dir)
@@ -426,8 +428,12 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
               kernels=cfg.rollout.kernels,
               response_prefix=cfg.model.response_prefix, max_prompt_tokens=cfg.rollout.max_prompt_tokens,
               num_samples=getattr(ev, "num_samples", 0), leak_ngram=getattr(ev, "leak_ngram", LEAK_NGRAM))
-    cand = evaluate_model(candidate, tasks, **kw)
-    base = evaluate_model(baseline, tasks, **kw) if baseline is not None else None
+    from rlsd.model_refs import graders_base
+    from rlsd.verifiers.graders import needs_base
+
+    with graders_base(cfg, any(t.verifier == "text" and needs_base(t.verifier_args.get("grader") or "") for t in tasks)):
+        cand = evaluate_model(candidate, tasks, **kw)
+        base = evaluate_model(baseline, tasks, **kw) if baseline is not None else None
     comparison, boot = None, None
     if base is not None:
         boot = paired_bootstrap([r["pass@1"] for r in base["per_task"]], [r["pass@1"] for r in cand["per_task"]],

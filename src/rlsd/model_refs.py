@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlsd.config import RLSDConfig
+from rlsd.verifiers.graders import BASE_ENV, base_folder
 
 STORE_SCHEME = "store://models/"
 REGISTRY_SCHEME = "models:/"
@@ -337,3 +341,21 @@ def resolve_base(cfg: RLSDConfig, scratch: str | Path) -> tuple[RLSDConfig, dict
     # resolved once: a launcher's ranks (`rlsd train --config <this config>`) load this folder, not the champion again
     resolved = type(cfg.model)(**{**cfg.model.__dict__, "path": str(path), "continue_from": "base"})
     return cfg.replace(model=resolved), info
+
+
+@contextmanager
+def graders_base(cfg: RLSDConfig, needed: bool) -> Iterator[None]:
+    """A block whose graders' ``model: base`` needs the run's base model (``needed``) gets a folder of it: the one
+    this process already names (config load names a local ``model.path``, train the folder it loads), else
+    ``model.path`` fetched hash-checked into a temporary folder for the block. A step that grades without any
+    model (ingest, validate, a similarity grader) fetches nothing."""
+    import os
+
+    current = os.environ.get(BASE_ENV, "")
+    if not needed or (current and Path(current).is_dir()):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="rlsd-grader-base-") as tmp:
+        path, _ = fetch_model(cfg, cfg.model.path, Path(tmp) / "model")
+        with base_folder(path):
+            yield

@@ -401,6 +401,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
     from rlsd.models import load_model, load_tokenizer
     from rlsd.rollout import sample
     from rlsd.verifiers import score_many
+    from rlsd.verifiers.graders import use_base_model
     from rlsd.verifiers.sandbox import sandbox_stats
 
     out = Path(output_dir or cfg.train.output_dir)
@@ -429,6 +430,7 @@ def train(cfg: RLSDConfig, output_dir: str | os.PathLike | None = None) -> dict[
     tasks = read_tasks(cfg.data.train_tasks)
     eval_tasks = read_tasks(cfg.data.eval_tasks)[: cfg.data.eval_limit] if cfg.train.eval_every and cfg.data.eval_limit else []
     tokenizer = load_tokenizer(cfg.model.path)
+    use_base_model(cfg.model.path)  # what a grader's `model: base` grades with: the model this run starts from
     torch.manual_seed(cfg.train.seed)
     model = load_model(cfg.model.path, dtype="float32", attn_implementation=cfg.model.attn_implementation)
     disable_dropout(model)

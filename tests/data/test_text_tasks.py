@@ -91,7 +91,15 @@ def test_config_validates_the_grader_when_it_loads(tmp_path):
     p.write_text(f"model:\n  path: {model}\ningest:\n  text_grader:\n    grader: min\n    of: [rouge_l, "
                  "{grader: judge, model: base}]\n")
     cfg = load_config(p)
-    assert cfg.ingest.text_grader["of"][1]["model"] == str(model)  # base = the run's model
+    assert cfg.ingest.text_grader["of"][1]["model"] == "base"  # kept: each step has its own copy of the model
+    from rlsd.verifiers.graders import model_folder
+
+    assert model_folder("base") == str(model.resolve())  # which this config's load names
+    # a base model held in the store (every pipeline step's case) loads too: the step that grades fetches it
+    p.write_text("model:\n  path: store://models/smollm2\ningest:\n  text_grader: {grader: judge, model: base}\n")
+    assert load_config(p).ingest.text_grader == {"grader": "judge", "model": "base"}
+    with pytest.raises(ValueError, match="not a local folder"):
+        model_folder("base")
     p.write_text("ingest:\n  text_grader: {grader: rubric, items: []}\n")
     with pytest.raises(ConfigError, match="non-empty list of items"):
         load_config(p)

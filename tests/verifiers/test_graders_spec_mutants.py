@@ -1,6 +1,6 @@
 """Grader specs (rlsd.verifiers.graders): the one-line errors users read when a config loads (the whole
 message, with the lists of known names), the boundaries of what a spec accepts, the normalised spec
-validation returns, ``model: base`` resolution, the judge nodes found for batching, what prefetch sends to
+validation returns, where ``model: base`` grades, the judge nodes found for batching, what prefetch sends to
 the judge, and the probes and thresholds of build-tasks' grader check. No model is loaded: the judge is a
 stand-in that records its calls."""
 
@@ -121,27 +121,49 @@ def test_nested_places_in_messages():
 # --- model: base -------------------------------------------------------------------------------
 
 
-def test_resolve_models_replaces_base_everywhere_and_nothing_else():
-    base = "/models/base"
-    spec = {"grader": "min", "weights": [1, 2],
-            "of": ["bleu",
-                   {"grader": "judge", "model": "base"},
-                   {"grader": "gate", "if": {"grader": "judge", "model": "base"},
-                    "then": {"grader": "similarity", "metric": "embedding", "model": "base"}},
-                   {"grader": "judge", "model": "/models/other"},
-                   {"grader": "rubric", "items": [{"phrase": "base"}, "stray"]}]}
-    assert G.resolve_models(spec, base) == {
-        "grader": "min", "weights": [1, 2],
-        "of": [SIM,
-               {"grader": "judge", "model": base},
-               {"grader": "gate", "if": {"grader": "judge", "model": base},
-                "then": {"grader": "similarity", "metric": "embedding", "model": base}},
-               {"grader": "judge", "model": "/models/other"},
-               {"grader": "rubric", "items": [{"phrase": "base"}, "stray"]}]}
-    assert G.resolve_models({"grader": "judge", "model": "base"}, base) == {"grader": "judge", "model": base}
-    assert G.resolve_models("rouge_l", base) == {"grader": "similarity", "metric": "rouge_l"}
-    assert G.resolve_models(SIM, base) == SIM
-    assert G.resolve_models(7, base) == 7  # not a spec: left for validate_spec to refuse
+def test_needs_base_finds_base_at_any_depth_and_nowhere_else():
+    deep = {"grader": "min", "weights": [1, 2],
+            "of": ["bleu", {"grader": "gate", "if": "bleu",
+                            "then": {"grader": "similarity", "metric": "embedding", "model": "base"}}]}
+    assert G.needs_base(deep)
+    assert G.needs_base({"grader": "gate", "if": {"grader": "judge", "model": "base"}, "then": "bleu"})
+    assert G.needs_base({"grader": "judge", "model": "base"})
+    assert not G.needs_base({"grader": "judge", "model": "/models/other"})
+    assert not G.needs_base({"grader": "rubric", "items": [{"phrase": "base"}]})  # the word, not the model
+    assert not G.needs_base("rouge_l") and not G.needs_base("") and not G.needs_base(7)
+
+
+def test_base_stays_symbolic_and_grades_with_the_folder_the_step_names(tmp_path, monkeypatch):
+    """``model: base`` is kept as written (a task file is read by pods with their own copies of the model); the
+    folder is the one this step named, and a step that named none fails loudly rather than paying 0."""
+    spec = {"grader": "judge", "model": "base"}
+    assert G.validate_spec(spec, W) == spec  # no folder needed to load a recipe
+    monkeypatch.delenv(G.BASE_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"^grader model: base names the run's base model.*not a local folder"):
+        G.model_folder("base")
+    with pytest.raises(ValueError, match="grader model: base"):
+        G.grade(spec, "Answer: cleared the queue", _task(spec))
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    G.use_base_model(a)
+    assert G.model_folder("base") == str(a.resolve()) and G.model_folder("/models/other") == "/models/other"
+    G.use_base_model(b)
+    assert G.model_folder("base") == str(b.resolve())
+    b.rmdir()  # a fetched copy that is gone is not graded with
+    with pytest.raises(ValueError, match="gone: "):
+        G.model_folder("base")
+    G.use_base_model(None)
+    with pytest.raises(ValueError, match="not a local folder"):
+        G.model_folder("base")
+
+
+def test_prefetch_sends_base_to_the_named_folder(tmp_path, monkeypatch):
+    log = []
+    monkeypatch.setattr(G, "judge_for", lambda path: _Recorder(path, log))
+    monkeypatch.setenv(G.BASE_ENV, str(tmp_path))
+    spec = {"grader": "judge", "model": "base"}
+    G.prefetch([_task(spec)], ["Answer: cleared the queue"])
+    assert log == [(str(tmp_path), [("cleared the queue", REF)])]
 
 
 # --- judge nodes and prefetch ------------------------------------------------------------------

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from rlsd.tasks import Task
 from rlsd.verifiers.expression import expression
 from rlsd.verifiers.extract import MAX_COMPLETION_CHARS, extract_answer, format_score
+from rlsd.verifiers.graders import GraderModelMissing, text
 from rlsd.verifiers.graders import prefetch as _prefetch_judges
-from rlsd.verifiers.graders import text
 from rlsd.verifiers.json_answer import json_answer
 from rlsd.verifiers.label import label
 from rlsd.verifiers.numeric import numeric
@@ -54,7 +54,7 @@ def score(task: Task, completion: str) -> float | None:
         raise KeyError(f"task {task.id!r} names unknown verifier {task.verifier!r}; known: {sorted(VERIFIERS)}")
     try:
         s = fn(completion, task)
-    except CodeSandboxUnavailable:  # a refusal to run code unconfined is the operator's to see, not a 0
+    except (CodeSandboxUnavailable, GraderModelMissing):  # the operator's to see (no confinement, no judge), not a 0
         raise
     except Exception:  # a verifier must never take training down on a strange output
         return None

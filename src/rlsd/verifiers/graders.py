@@ -18,6 +18,10 @@ metric name as shorthand for ``{"grader": "similarity", "metric": name}``):
 - ``{"grader": "judge", "model": path}``: a local causal LM scores the answer against the reference with a
   fixed prompt (:data:`JUDGE_PROMPT`), greedy, batched, cached by content hash, time-bounded; rules in
   :class:`Judge`.
+- ``model: base`` (judge or embedding) is the run's base model. It stays ``base`` in the recipe and the task
+  files, because each step has its own copy of the model (or none): a step names its folder with
+  :func:`use_base_model` (config load does when ``model.path`` is a local folder; train, evaluate, build-tasks
+  and ``rlsd grade`` fetch a store / registry reference first), and grading without one fails naming it.
 - ``{"grader": "verifier", "name": v}``: one of rlsd.verifiers' exact verifiers (e.g. ``json``), on the
   same task.
 - combinations: ``{"grader": "min" | "mean" | "product", "of": [specs]}``, ``{"grader": "weighted",
@@ -41,15 +45,19 @@ other two, and the local judge, are what is left against them. build-tasks refus
 question echoed back (:func:`check_grader`).
 
 ``validate_spec`` raises ``ValueError`` with one line naming the place (``rewards.grader.of[1]``) for an
-unknown grader or metric, a rubric without items, a judge or embedding model path that does not exist.
+unknown grader or metric, a rubric without items, a judge or embedding model path that does not exist
+(other than ``base``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -62,6 +70,8 @@ METRICS = ("rouge_l", "bleu", "token_f1", "fuzzy", "embedding")
 COMBINATORS = ("min", "mean", "product", "weighted")
 GRADERS = ("similarity", "rubric", "judge", "verifier", "gate") + COMBINATORS
 _MARKER = re.compile(r"answer\s*:", re.IGNORECASE)
+BASE = "base"  # ``model: base``: the run's base model, wherever the step has it (:func:`model_folder`)
+BASE_ENV = "RLSD_BASE_MODEL"  # its folder in this process and its children (ranks, sandboxes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,23 +146,58 @@ def validate_spec(spec: Any, where: str = "grader") -> dict[str, Any]:
     return out
 
 
-def resolve_models(spec: Any, base: str) -> Any:
-    """The spec with every ``model: base`` replaced by the run's base model folder."""
+def needs_base(spec: Any) -> bool:
+    """Whether grading with this spec needs the run's base model (a ``model: base`` anywhere in it)."""
     spec = normalise_spec(spec)
     if not isinstance(spec, dict):
-        return spec
-    out = {k: ([resolve_models(x, base) for x in v] if k == "of" and isinstance(v, list) else
-               resolve_models(v, base) if k in ("if", "then") else v) for k, v in spec.items()}
-    if out.get("model") == "base":
-        out["model"] = base
-    return out
+        return False
+    subs = list(spec.get("of") or []) + [spec[k] for k in ("if", "then") if k in spec]
+    return spec.get("model") == BASE or any(needs_base(s) for s in subs)
 
 
-def _model_path(spec: dict, where: str) -> Path:
+def use_base_model(folder: str | Path | None) -> None:
+    """Name the folder ``model: base`` grades with in this process and the processes it starts (None: none)."""
+    if folder is None:
+        os.environ.pop(BASE_ENV, None)
+    else:
+        os.environ[BASE_ENV] = str(Path(folder).resolve())
+
+
+class GraderModelMissing(ValueError):
+    """A grader's model folder is not in this step (an operator's setup error: raised through ``score``, never
+    turned into a reward of None or 0)."""
+
+
+@contextmanager
+def base_folder(folder: str | Path) -> Iterator[None]:
+    """:func:`use_base_model` for a block (a temporary copy), then what was named before."""
+    before = os.environ.get(BASE_ENV)
+    use_base_model(folder)
+    try:
+        yield
+    finally:
+        use_base_model(before)
+
+
+def model_folder(name: Any) -> str:
+    """The folder a judge or embedding grader loads: its ``model`` path, or for ``model: base`` the run's base
+    model as the step named it (:func:`use_base_model`); ValueError when the step has no such folder."""
+    if name != BASE:
+        return str(name)
+    folder = os.environ.get(BASE_ENV, "")
+    if not folder or not Path(folder).is_dir():
+        raise GraderModelMissing("grader model: base names the run's base model, and this step has no folder of it "
+                         f"({'its model.path is not a local folder and was not fetched' if not folder else 'gone: ' + folder}); "
+                         "give the grader a model folder, or run the step through rlsd's entry points, which fetch it")
+    return folder
+
+
+def _model_path(spec: dict, where: str) -> None:
     p = spec.get("model")
+    if p == BASE:  # the run's base model: found when grading (a step without a local copy fetches it first)
+        return
     if not p or not Path(str(p)).is_dir():
-        raise ValueError(f"{where}.model: no model folder at {p!r} (a local path; nothing is downloaded)")
-    return Path(str(p))
+        raise ValueError(f"{where}.model: no model folder at {p!r} (a local path or 'base'; nothing is downloaded)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,7 +286,7 @@ def similarity(metric: str, answer: str, ref: str, model: str | None = None) -> 
 
         return float(fuzz.token_sort_ratio(" ".join(_words(answer)), " ".join(_words(ref)))) / 100.0
     if metric == "embedding":
-        return max(0.0, _embedder(str(model)).cosine(answer, ref))
+        return max(0.0, _embedder(model_folder(model)).cosine(answer, ref))
     raise ValueError(f"unknown similarity metric {metric!r}")
 
 
@@ -437,7 +482,7 @@ def grade(spec: Any, completion: str, task: Task) -> float | None:
     elif kind == "rubric":
         raw = rubric(spec["items"], answer)
     else:  # judge
-        raw = judge_for(str(spec["model"])).score_many([(answer, task.answer)])[0]
+        raw = judge_for(model_folder(spec["model"])).score_many([(answer, task.answer)])[0]
     return raw * length_factor(answer, task.answer) * repetition_factor(answer)
 
 
@@ -468,7 +513,7 @@ def prefetch(tasks: list[Task], completions: list[str]) -> None:
         if not answer or not t.answer.strip() or is_echo(answer, t):
             continue
         for j in judge_specs(t.verifier_args.get("grader") or DEFAULT_SPEC):
-            by_model.setdefault(str(j["model"]), []).append((answer, t.answer))
+            by_model.setdefault(model_folder(j["model"]), []).append((answer, t.answer))
     for path, pairs in by_model.items():
         judge_for(path).score_many(pairs)
 
