@@ -47,3 +47,21 @@ def test_the_cluster_recipe_passes_with_the_configmap_and_is_refused_without_it(
     with pytest.raises(perimeter.PerimeterError, match="store.endpoint names minio.rlsd.svc.cluster.local:9000"):
         with perimeter.guard(bare, mode="strict") as g:
             perimeter.check_run_destinations(g, cfg)
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_the_presigned_urls_mlflow_hands_the_steps_are_inside_the_allow_list(overlay):
+    """MLflow 3 serving S3 artifacts advertises multipart (presigned) downloads, so a step that loads a
+    registered model (the champion) downloads from URLs on the server's MLFLOW_S3_ENDPOINT_URL host, not
+    through MLflow: that host must be one the step's perimeter allows, or every champion fetch is refused."""
+    from urllib.parse import urlsplit
+
+    from mlflow.store.artifact.artifact_repo import MultipartDownloadMixin
+    from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository
+
+    assert issubclass(S3ArtifactRepository, MultipartDownloadMixin)  # what /server-info advertises
+    dep = by_kind(render(overlay), "Deployment")["mlflow"]["spec"]["template"]["spec"]["containers"][0]
+    endpoint = urlsplit(next(e["value"] for e in dep["env"] if e["name"] == "MLFLOW_S3_ENDPOINT_URL"))
+    env = {perimeter.ALLOW_ENV: _allow_value(overlay), perimeter.ALLOW_FILE_ENV: "/nonexistent"}
+    with perimeter.guard(perimeter.operator_allow_list(env), mode="record") as g:
+        assert g.permits(endpoint.hostname, endpoint.port)[0], endpoint.netloc
