@@ -72,9 +72,6 @@ from rlsd.config import PlatformConfig, RegistryConfig, load_config
 
 HERE = Path(__file__).parent
 COMPILED = HERE / "rlsd_pipeline.yaml"
-# One line (JSON is YAML): kfp writes parameter defaults into the compiled file's header comment,
-# and a multi-line default would break that comment out of YAML.
-DEFAULT_CONFIG = json.dumps(yaml.safe_load((HERE.parent / "configs" / "kubeflow.yaml").read_text(encoding="utf-8")))
 STORE_SECRET = {"secret_name": PlatformConfig.store_secret,
                 "secret_key_to_env": {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}}
 TRACKING_SECRET = {"secret_name": PlatformConfig.tracking_secret,
@@ -86,6 +83,15 @@ RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "ba
 _PLATFORM = load_config(HERE.parent / "configs" / "kubeflow.yaml").platform
 IMAGE = os.environ.get("RLSD_IMAGE") or _PLATFORM.image
 TRAIN_IMAGE = os.environ.get("RLSD_TRAIN_IMAGE") or _PLATFORM.train_image
+_RECIPE = yaml.safe_load((HERE.parent / "configs" / "kubeflow.yaml").read_text(encoding="utf-8"))
+# The images overridden at compile time go into the default recipe too: the multi-node route's TrainJob takes
+# its image from the run's platform.train_image, and would otherwise pull the one the recipe file names.
+for _key, _image in (("image", IMAGE), ("train_image", TRAIN_IMAGE)):
+    if _image != getattr(_PLATFORM, _key):
+        _RECIPE.setdefault("platform", {})[_key] = _image
+# One line (JSON is YAML): kfp writes parameter defaults into the compiled file's header comment,
+# and a multi-line default would break that comment out of YAML.
+DEFAULT_CONFIG = json.dumps(_RECIPE)
 TRAIN_TIMEOUT_S = _PLATFORM.job_timeout_s + 3600  # the TrainJob's own deadline plus copying the model back
 SHM = {"volume_name": "dshm", "mount_path": "/dev/shm", "medium": "Memory", "size_limit": "16Gi"}
 

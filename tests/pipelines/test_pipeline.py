@@ -235,6 +235,10 @@ def test_images_come_from_the_configuration(tmp_path, monkeypatch):
     got = {ex: e["container"]["image"] for ex, e in other["deploymentSpec"]["executors"].items()}
     assert {i for ex, i in got.items() if ex.startswith("exec-train")} == {"reg.example/ml/rlsd-train:9"}
     assert {i for ex, i in got.items() if not ex.startswith("exec-train")} == {"reg.example/ml/rlsd-cpu:9"}
+    # ... and the run's default recipe names the same images: the multi-node TrainJob's pods take theirs from it
+    recipe = load_config(text=other["root"]["inputDefinitions"]["parameters"]["config_yaml"]["defaultValue"])
+    assert (recipe.platform.image, recipe.platform.train_image) == ("reg.example/ml/rlsd-cpu:9",
+                                                                    "reg.example/ml/rlsd-train:9")
 
 
 def _local_env(monkeypatch, tmp_path):
