@@ -351,3 +351,20 @@ def test_nodes_below_one_are_refused_in_one_line():
 
     with pytest.raises((ConfigError, ValueError), match=r"^platform.nodes must be >= 1, got 0$"):
         load_config(text="platform: {nodes: 0}")
+
+
+def test_the_train_step_refuses_a_bad_request_before_fetching_the_base_model(tmp_path, monkeypatch):
+    """The pipeline's entry (train_step) fetches the base model into the shared workspace: a runtime that does
+    not exist must be refused before that download, not after it (nothing left on the volume)."""
+    from rlsd import model_refs
+
+    fetched = []
+    monkeypatch.setattr(model_refs, "resolve_base", lambda cfg, scratch: fetched.append(scratch) or (cfg, {}))
+    cfg = load_config(text="platform: {nodes: 2, runtime: no-such-runtime}\n" + _tasks(tmp_path))
+    api, created = fake_api([])
+    ws = tmp_path / "workspace"
+    with pytest.raises(cluster.PreflightError, match="'no-such-runtime' does not exist") as err:
+        cluster.train_step(cfg, model_dir=str(tmp_path / "model"), run_key="k", api=api, workspace=str(ws),
+                           log=lambda s: None)
+    assert "\n" not in str(err.value)
+    assert not fetched and not created and not ws.exists()

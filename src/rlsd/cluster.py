@@ -450,12 +450,7 @@ def run_training(cfg: RLSDConfig, *, output_dir: str, api: Any = None, core_api:
         return _summary_from(out)
 
     # several nodes: a TrainJob reading from and writing to the shared workspace volume
-    if api is None:
-        from kubernetes import client
-        from kubernetes import config as kube_config
-
-        kube_config.load_incluster_config() if os.environ.get("KUBERNETES_SERVICE_HOST") else kube_config.load_kube_config()
-        api, core_api = client.CustomObjectsApi(), client.CoreV1Api()
+    api, core_api = _kube_apis(api, core_api)
     preflight(cfg, api, core_api, log=log)  # before anything is written or created
     name = job_name(cfg, salt=hashlib.sha256(Path(cfg.data.train_tasks).read_bytes()).hexdigest())
     shared = Path(workspace) / name
@@ -480,6 +475,17 @@ def run_training(cfg: RLSDConfig, *, output_dir: str, api: Any = None, core_api:
     if (shared / "output" / "metrics.jsonl").exists():
         shutil.copyfile(shared / "output" / "metrics.jsonl", out / "metrics.jsonl")
     return {**summary, "final_model": str(out / "final"), "trainjob": f"{p.namespace}/{name}"}
+
+
+def _kube_apis(api: Any = None, core_api: Any = None) -> tuple[Any, Any]:
+    """The given clients, or CustomObjectsApi / CoreV1Api from the pod's token (else the kube config)."""
+    if api is None:
+        from kubernetes import client
+        from kubernetes import config as kube_config
+
+        kube_config.load_incluster_config() if os.environ.get("KUBERNETES_SERVICE_HOST") else kube_config.load_kube_config()
+        api, core_api = client.CustomObjectsApi(), client.CoreV1Api()
+    return api, core_api
 
 
 def _run_dir_name(key: str) -> str:
@@ -523,6 +529,10 @@ def train_step(cfg: RLSDConfig, *, model_dir: str, run_key: str = "", scratch: s
 
     from rlsd.model_refs import push_model, resolve_base, restore_checkpoint
 
+    if cfg.platform.nodes > 1:  # refuse what the cluster cannot run before the base model lands on the workspace
+        api, core_api = _kube_apis(route.get("api"), route.get("core_api"))
+        preflight(cfg, api, core_api, log=route.get("log", print))
+        route = {**route, "api": api, "core_api": core_api}
     key = _run_dir_name(run_key or uuid.uuid4().hex)  # no key: nothing to resume from another run
     if scratch is None and cfg.platform.nodes > 1:
         scratch = str(Path(route.get("workspace", WORKSPACE)) / f"scratch-{key}")
