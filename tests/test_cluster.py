@@ -368,3 +368,23 @@ def test_the_train_step_refuses_a_bad_request_before_fetching_the_base_model(tmp
                            log=lambda s: None)
     assert "\n" not in str(err.value)
     assert not fetched and not created and not ws.exists()
+
+
+def test_the_node_check_warning_names_the_clusterrole_that_grants_it():
+    """Without list on nodes the GPU check is skipped with a warning telling the operator what to bind: the
+    ClusterRole it names must be one manifests/ defines, and the one that grants that verb."""
+    import re
+
+    import yaml
+
+    cfg = load_config(text="platform: {nodes: 2, gpus_per_node: 8}")
+    api, _ = fake_api([])
+    core = create_autospec(client.CoreV1Api, instance=True)
+    core.list_node.side_effect = ApiException(status=403, reason="Forbidden")
+    lines = []
+    cluster.preflight(cfg, api, core, log=lines.append)
+    (named,) = re.findall(r"bind (?:the )?(rlsd-[a-z-]+)", lines[0])
+    roles = {d["metadata"]["name"]: d for d in yaml.safe_load_all(
+        (REPO / "manifests" / "base" / "pipeline-runner-rbac.yaml").read_text()) if d and d["kind"] == "ClusterRole"}
+    assert named in roles, (named, sorted(roles))
+    assert any("nodes" in r["resources"] and "list" in r["verbs"] for r in roles[named]["rules"])

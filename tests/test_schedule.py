@@ -80,3 +80,16 @@ def test_cli_rejects_a_five_field_cron_with_the_fix(capsys):
 
     assert main(["schedule", "--cron", "0 2 * * *"]) == 2
     assert "did you mean '0 0 2 * * *'" in capsys.readouterr().err
+
+
+def test_the_readme_schedule_command_has_a_cron_the_command_accepts():
+    import re
+    from pathlib import Path
+
+    from rlsd.schedule import check_cron
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    crons = re.findall(r'rlsd schedule --cron "([^"]+)"', readme)
+    assert crons
+    for cron in crons:
+        check_cron(cron)

@@ -357,7 +357,7 @@ class PreflightError(ValueError):
 def preflight(cfg: RLSDConfig, api: Any, core_api: Any = None, log: Callable[[str], None] = print) -> None:
     """Refuse, before the workspace or the TrainJob is touched: a runtime that does not exist, fewer
     than one node, a GPU count per node that no node matching GPU_NODE_SELECTOR can hold, or fewer
-    such nodes than platform.nodes. The node check needs list on nodes (the rlsd-node-reader
+    such nodes than platform.nodes. The node check needs list on nodes (the rlsd-preflight
     ClusterRole); without it the check is skipped with a warning."""
     from kubernetes.client.exceptions import ApiException
 
@@ -385,7 +385,7 @@ def preflight(cfg: RLSDConfig, api: Any, core_api: Any = None, log: Callable[[st
         nodes = core_api.list_node(label_selector=selector).items
     except ApiException as e:
         if e.status == 403:
-            log(f"warning: cannot list nodes ({selector}); GPU capacity not checked (bind rlsd-node-reader)")
+            log(f"warning: cannot list nodes ({selector}); GPU capacity not checked (bind the rlsd-preflight ClusterRole)")
             return
         raise
     gpus = sorted((_quantity(((n.status.allocatable if n.status else None) or {}).get(GPU_RESOURCE, "0"))
