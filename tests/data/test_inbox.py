@@ -247,6 +247,37 @@ def test_local_inbox_put_refuses_other_content_and_ingests_only_new(tmp_path, mo
     assert sorted(p.name for p in folder.iterdir()) == sorted([p.name for p in SAMPLE_TICKETS] + ["new.jsonl"])
 
 
+def _skipped_then_renamed(cfg, tmp_path):
+    """An export put with a suffix ingest does not read, and a manual put in the tickets inbox: skipped (and
+    known as skipped: not listed again); then the same bytes under a name that is read, and the manual in the
+    manuals inbox: new, parsed, their tickets and sections in the snapshot."""
+    export = _new_tickets(tmp_path / "export.txt", 5, verified=5)
+    manual = tmp_path / "fans.md"
+    manual.write_text("# Fans\n\nThe unit has 3 fans behind the front grille.\n", encoding="utf-8")
+    put(cfg, "tickets", [export, manual])
+    first = ingest(cfg)
+    assert first["new_verified_tickets"] == 0 and len(first["skipped"]) == 2
+    assert ingest(cfg)["snapshot_written"] is False  # the skipped files are known as such
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    (renamed / "export.jsonl").write_bytes(export.read_bytes())
+    put(cfg, "tickets", [renamed / "export.jsonl"])
+    put(cfg, "manuals", [manual])
+    rep = ingest(cfg)
+    assert rep["new_verified_tickets"] == 5, rep["already_ingested"]
+    assert sorted(Path(s["path"]).name for s in rep["sources"]) == ["export.jsonl", "fans.md"]
+    assert rep["counts"]["sections"] > first["counts"]["sections"]
+
+
+def test_a_file_skipped_for_its_type_is_read_once_renamed_to_a_type_that_is_read(tmp_path):
+    _skipped_then_renamed(load_config(None, [f"store.root={tmp_path / 'store'}"]), tmp_path)
+
+
+@pytest.mark.integration
+def test_s3_a_file_skipped_for_its_type_is_read_once_renamed(s3_env, tmp_path):
+    _skipped_then_renamed(_s3_cfg(s3_env, f"rlsd-{uuid.uuid4().hex[:10]}"), tmp_path)
+
+
 @pytest.mark.integration
 def test_s3_inbox_put_refuses_other_content(s3_env, tmp_path, capsys):
     bucket = f"rlsd-{uuid.uuid4().hex[:10]}"

@@ -12,8 +12,9 @@ a scratch folder under the object's own file name (so its suffix picks the reade
 the ingest then reads the local copies with the ordinary readers and records each source under its s3:// URI.
 
 **Only what is new.** Store prefixes (s3:// URIs and the configured inbox, local or S3) are incremental: a file
-whose SHA-256 equals a source or skipped file recorded by any snapshot reachable from ``refs/latest`` was
-already ingested and is left out without being parsed (:func:`ingested_hashes`). A local path named explicitly
+whose SHA-256 equals a source recorded by any snapshot reachable from ``refs/latest`` was already ingested and is
+left out without being parsed (:func:`ingested_hashes`), and so is a file skipped before for its type (same
+bytes, same kind, same suffix); renamed to a type that is read, the same bytes are new. A local path named explicitly
 is always read (the operator's choice; re-reading it changes nothing, see rlsd.data.ingest). Nothing here deletes,
 moves or rewrites an inbox object: reading is list + get only, and :func:`put` refuses to replace an object that
 holds other content.
@@ -79,15 +80,25 @@ def configured_inbox(cfg: RLSDConfig, kind: str) -> str:
     return str(Path(s.root) / s.inbox / kind)
 
 
+def skipped_key(digest: str, kind: str, name: str) -> str:
+    """How a skipped file is known: its SHA-256 with the kind and suffix it was skipped for. A file is skipped for
+    its suffix in its inbox, not for its bytes: the same bytes renamed to a type that is read (export.txt ->
+    export.jsonl) or moved to the other inbox (a manual put under tickets/) are new, never "already ingested"."""
+    kind = "manuals" if kind in ("manual", "manuals") else kind
+    return f"{digest}|{kind}|{Path(name).suffix.lower()}"
+
+
 def ingested_hashes(store: Store) -> set[str]:
-    """SHA-256 of every source file and skipped file recorded by the snapshots reachable from refs/latest
-    (following ``previous``): the files an ingest already read."""
+    """What the snapshots reachable from refs/latest (following ``previous``) recorded: the SHA-256 of every
+    source file (read, whatever its name) and the :func:`skipped_key` of every skipped file."""
     seen: set[str] = set()
     sid, visited = store.latest(), set()
     while sid and sid not in visited:
         visited.add(sid)
         man = store.read_manifest(sid)
-        seen.update(e["sha256"] for e in man.get("sources", []) + man.get("skipped", []) if e.get("sha256"))
+        seen.update(e["sha256"] for e in man.get("sources", []) if e.get("sha256"))
+        seen.update(skipped_key(e["sha256"], e.get("kind", ""), e.get("path", "")) for e in man.get("skipped", [])
+                    if e.get("sha256"))
         sid = man.get("previous")
     return seen
 
@@ -238,7 +249,7 @@ def fetch(sources: Sources, kind: str, scratch: Path, known: set[str]) -> tuple[
             digest = obj.bucket.download(obj.key, dest)
         except StoreError as e:
             raise InboxError(f"{obj.uri}: {e}") from None
-        if digest in known:
+        if digest in known or skipped_key(digest, kind, dest.name) in known:
             already.append({"path": obj.uri, "sha256": digest, "bytes": dest.stat().st_size})
             shutil.rmtree(dest.parent)
             continue
@@ -247,7 +258,7 @@ def fetch(sources: Sources, kind: str, scratch: Path, known: set[str]) -> tuple[
     for folder in sources.inbox_folders[kind]:
         for f in _walk(folder):
             digest = file_sha256(f)
-            if digest in known:
+            if digest in known or skipped_key(digest, kind, f.name) in known:
                 already.append({"path": str(f), "sha256": digest, "bytes": f.stat().st_size})
             else:
                 files.append(f)
