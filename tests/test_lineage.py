@@ -133,3 +133,24 @@ def test_dockerfiles_stamp_the_code_version():
         text = (root / name).read_text()
         assert "ARG RLSD_CODE_VERSION" in text, name
         assert f'> {registry.CODE_VERSION_FILE}' in text and "ENV RLSD_CODE_VERSION=${RLSD_CODE_VERSION}" in text, name
+
+
+@pytest.mark.integration
+def test_a_retried_register_without_a_training_run_id_returns_the_same_version(mlflow_server, models):
+    """MLflow down for the whole training (the tracker never created its run: the train step leaves mlflow_run_id
+    "") or tracking off: the register step still gets the model's source (the store folder the train step pushed,
+    content-addressed, else the KFP artifact URI), and a retry of the step must not register a second version."""
+    name = "rlsd-lineage-no-run"
+    cfg = _cfg(mlflow_server.url, name)
+    src = "store://models/rlsd-model@0123abcd"
+    # as the register component calls it: no run id, the Model artifact's folder (no training run tagged it)
+    first = register_model(cfg, models[0], evaluation=EVAL, training_run_id="", training_output_dir=models[0],
+                           source=src)
+    again = register_model(cfg, models[0], evaluation=EVAL, training_run_id="", training_output_dir=models[0],
+                           source=src)
+    assert again["reused"] is True and again["version"] == first["version"]
+    assert _versions(mlflow_server.url, name) == [str(first["version"])]
+    other = register_model(cfg, models[1], evaluation=EVAL, training_run_id="", source=src + "ef")
+    assert other["reused"] is False  # another model is another version
+    # the CLI registering a folder (no source given: the folder's path, whose content may change) is not deduplicated
+    assert register_model(cfg, models[1])["reused"] is False

@@ -344,7 +344,7 @@ def _existing_version(client: Any, name: str, training_run_id: str, source: str)
         if "not found" in str(e).lower() or "does not exist" in str(e).lower():
             return None
         raise
-    same = [mv for mv in versions if mv.tags.get(TAG_TRAINING_RUN) == training_run_id
+    same = [mv for mv in versions if (mv.tags.get(TAG_TRAINING_RUN) or "") == training_run_id
             and mv.tags.get(TAG_MODEL_SOURCE) == source and mv.status != "FAILED_REGISTRATION"]
     return min(same, key=lambda mv: int(mv.version)) if same else None
 
@@ -363,7 +363,8 @@ def register_model(cfg: RLSDConfig, model_dir: str | Path, *, run_id: str | None
     (:func:`image_code_version`) and ``rlsd.model_source`` (``source``, e.g. the KFP artifact URI, else the
     folder). When a version with the same training run id and model source exists (a retried register
     step), nothing is logged again: that version gets the alias and the evaluation tags and is returned
-    (``reused``: true).
+    (``reused``: true). Without a training run id (MLflow was down through training, or tracking is off) a
+    ``source`` given by the caller alone identifies the model; a defaulted folder path never does.
     Returns {name, version, uri ("models:/<name>/<version>"), alias_uri, run_id, model_uri, reused}.
     """
     import mlflow
@@ -378,13 +379,16 @@ def register_model(cfg: RLSDConfig, model_dir: str | Path, *, run_id: str | None
         training_run_id = find_training_run(cfg, training_output_dir)
     training_run_id = training_run_id or run_id or ""
     snapshot_id = snapshot_id or str((evaluation or {}).get("data_snapshot_id") or "")
+    # a source the caller names (the pushed store folder, content-addressed, or the KFP artifact URI) identifies
+    # the model even without a training run id (MLflow down through training, tracking off); a folder path does not
+    identified = bool(training_run_id or source)
     source = source or str(model_dir.resolve())
     client = _client(cfg)
     name = cfg.registry.model_name
     lineage = {TAG_TRAINING_RUN: training_run_id, TAG_SNAPSHOT: snapshot_id, TAG_KFP_RUN: kfp_run_id(kfp_run),
                TAG_CODE_VERSION: image_code_version(), TAG_MODEL_SOURCE: source}
     etags = evaluation_tags(evaluation) if evaluation is not None else {}
-    if training_run_id:
+    if identified:
         mv = _existing_version(client, name, training_run_id, source)
         if mv is not None:  # a retry: same training run, same model, one version
             _await_ready(client, name, mv.version)
