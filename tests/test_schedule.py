@@ -93,3 +93,16 @@ def test_the_readme_schedule_command_has_a_cron_the_command_accepts():
     assert crons
     for cron in crons:
         check_cron(cron)
+
+
+def test_an_update_the_server_refuses_keeps_the_running_schedule():
+    """The KFP server validates what kfp.Client sends (a cron it cannot parse, e.g. minute 61; a service account
+    it does not know; a timeout): when it refuses the new recurring run, the old one must still be scheduled,
+    or retraining silently stops."""
+    old = [api.V2beta1RecurringRun(recurring_run_id="rr-old", display_name="rlsd-retraining")]
+    c = client_with(old)
+    c._recurring_run_api.recurring_run_service_create_recurring_run.side_effect = api.ApiException(
+        status=400, reason="Bad Request: invalid cron schedule")
+    with pytest.raises(api.ApiException):
+        schedule(load_config(), cron="0 61 2 * * *", client=c, pipeline_yaml=PIPELINE)
+    c._recurring_run_api.recurring_run_service_delete_recurring_run.assert_not_called()

@@ -1,8 +1,8 @@
 """Scheduled retraining: a KFP recurring run of the compiled pipeline.
 
 ``schedule(cfg, cron=..., host=...)`` creates the recurring run, or replaces the one of the same
-name (the KFP API has no update call for recurring runs, so "update" = delete + create; the
-returned dict lists what was replaced). It always runs with ``max_concurrency=1`` (a slow training
+name (the KFP API has no update call for recurring runs, so "update" = create, then delete the old ones: a
+new run the server refuses leaves the old one scheduled; the returned dict lists what was replaced). It always runs with ``max_concurrency=1`` (a slow training
 run is never overlapped by the next) and ``no_catchup=True`` (after downtime, one run, not one per
 missed slot). Each run's ingest picks up tickets newer than the last snapshot and the pipeline's
 gate skips training when fewer than ``platform.min_new_tickets`` new verified tickets arrived.
@@ -56,12 +56,14 @@ def schedule(cfg: RLSDConfig, *, cron: str, name: str = "rlsd-retraining", exper
     same_name = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": name}]})
     existing = client.list_recurring_runs(experiment_id=exp.experiment_id, page_size=100, filter=same_name)
     replaced = [r.recurring_run_id for r in (existing.recurring_runs or []) if r.display_name == name]
-    for rid in replaced:
-        client.delete_recurring_run(rid)
+    # the new one first: a run the server refuses (a cron it cannot parse, an unknown service account) leaves the
+    # old schedule running instead of none
     run = client.create_recurring_run(
         experiment_id=exp.experiment_id, job_name=name, cron_expression=cron, max_concurrency=1, no_catchup=True,
         params={**pipeline_params(cfg), **(extra_params or {})}, pipeline_package_path=str(package),
         service_account=service_account, description=f"RLSD retraining ({cron}); skips training below "
                                                       f"{cfg.platform.min_new_tickets} new verified tickets")
+    for rid in replaced:
+        client.delete_recurring_run(rid)
     return {"recurring_run_id": run.recurring_run_id, "name": name, "cron": cron,
             "experiment_id": exp.experiment_id, "replaced": replaced}
