@@ -19,6 +19,11 @@ SWITCHES = {
     "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false",
     # MLflow 3 reads DO_NOT_TRACK only when it is "true", not "1": switch its telemetry off by name.
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    # MLflow 3 advertises multipart transfers when its artifact store is S3, and its clients then follow
+    # presigned URLs to MLflow's own S3 endpoint (http://minio:9000 in manifests/base/mlflow.yaml), a name no
+    # step's egress allow-list holds: every artifact byte goes through MLflow's proxy instead.
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false",
+    "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "false",
     "TOKENIZERS_PARALLELISM": "false",
     "DS_BUILD_OPS": "0",
 }
