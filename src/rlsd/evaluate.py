@@ -365,15 +365,15 @@ def evaluate_against_champion(cfg: Any, *, candidate: str | Path, base_model: st
                               tasks_path: str | Path | None = None, out_dir: str | Path,
                               champion: str | None = None) -> dict[str, Any]:
     """:func:`run_evaluation` with the baseline chosen as the promotion gate needs it: the registered
-    version @champion of ``cfg.registry.model_name`` points at now (fetched from the registry into a
-    temporary folder), else ``base_model`` (default ``cfg.model.path``): a local path, or a store / registry
+    version @champion of ``cfg.registry.model_name`` points at now (fetched into a temporary folder as train
+    fetches it: the store's hash-checked copy when the version was pushed there, else MLflow's), else ``base_model`` (default ``cfg.model.path``): a local path, or a store / registry
     reference (rlsd.model_refs) fetched hash-checked into a temporary folder and recorded by its pinned id.
 
     ``champion``: the champion pinned before the run (``models:/<name>/<version>``, rlsd.model_refs.resolve_models;
     "" = there was none): compare with exactly that version (or the base) instead of looking @champion up now.
     The promotion gate still refuses an evaluation whose baseline is no longer the champion when it promotes."""
     from rlsd.model_refs import fetch_model, is_reference, parse_ref
-    from rlsd.registry import current_champion, download_version
+    from rlsd.registry import current_champion
     from rlsd.verifiers.graders import base_folder
 
     if champion is None:
@@ -398,7 +398,8 @@ def evaluate_against_champion(cfg: Any, *, candidate: str | Path, base_model: st
         return run_evaluation(cfg, candidate=candidate, baseline=base, baseline_info=info, tasks_path=tasks_path,
                               out_dir=out_dir)
     with tempfile.TemporaryDirectory(prefix="rlsd-champion-") as tmp:
-        path = download_version(cfg, champ["version"], Path(tmp) / "model")
+        # as train fetches it: the store's hash-checked copy when the version was pushed there, else MLflow's
+        path, _ = fetch_model(cfg, champ["uri"], Path(tmp) / "model")
         return run_evaluation(cfg, candidate=candidate, baseline=path, baseline_info=champ, tasks_path=tasks_path,
                               out_dir=out_dir)
 

@@ -16,7 +16,7 @@
 - Lineage: the version is tagged with its training run id (``rlsd.training_run_id``), data snapshot id,
   KFP run id and the code version of the image (:func:`image_code_version`). Registering the same
   training run's model again (a retried KFP step) returns the version already registered for it.
-- :func:`current_champion` / :func:`download_version`: what evaluation compares a candidate with.
+- :func:`current_champion`: what evaluation compares a candidate with (fetched by rlsd.model_refs).
 - :func:`load_champion` loads ``models:/<name>@champion`` as (model, tokenizer);
   :func:`load_champion_pyfunc` as an MLflow pyfunc whose ``predict`` generates text.
 
@@ -646,19 +646,6 @@ def current_champion(cfg: RLSDConfig) -> dict[str, Any] | None:
     if mv is None:
         return None
     return {"kind": "champion", "name": name, "version": str(mv.version), "uri": f"models:/{name}/{mv.version}"}
-
-
-def download_version(cfg: RLSDConfig, version: str | int, dest: str | Path) -> Path:
-    """Save registered version ``version`` as a save_pretrained folder (model + tokenizer) at ``dest``
-    (the version, not the alias: the alias may move while an evaluation runs)."""
-    import mlflow
-
-    _client(cfg)  # sets the tracking and registry URIs
-    parts = mlflow.transformers.load_model(f"models:/{cfg.registry.model_name}/{version}", return_type="components")
-    dest = Path(dest)
-    parts["model"].save_pretrained(dest)
-    parts["tokenizer"].save_pretrained(dest)
-    return dest
 
 
 def load_champion(cfg: RLSDConfig, *, alias: str = CHAMPION) -> tuple[Any, Any]:
