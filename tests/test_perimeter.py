@@ -189,3 +189,22 @@ def test_the_real_stack_runs_under_the_strict_guard_with_zero_refusals(tmp_path)
             mlflow.log_metric("x", 1.0)
     log = json.loads((tmp_path / "c.json").read_text())
     assert log["mode"] == "strict" and log["refused"] == 0 and log["outside_allow_list"] == 0, log["log"]
+
+
+def test_an_address_resolved_from_an_allowed_name_keeps_the_names_port(monkeypatch):
+    """Clients resolve a name and connect to its address: the address may be reached where the name may, and
+    no further (an entry 'host:9000' let its address through on every port before)."""
+    fake = {"minio.rlsd.svc": "10.0.0.7", "mlflow.rlsd.svc": "10.0.0.8", "telemetry.example.com": "10.0.0.9"}
+
+    def resolver(host, port, *args, **kwargs):
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (fake[host], port or 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with guard(["minio.rlsd.svc:9000", "mlflow.rlsd.svc"], mode="record") as g:
+        socket.getaddrinfo("minio.rlsd.svc", 9000)
+        socket.getaddrinfo("mlflow.rlsd.svc", 5000)
+        socket.getaddrinfo("telemetry.example.com", 443)
+        assert g.permits("10.0.0.7", 9000) == (True, "resolved from an allowed name")
+        assert g.permits("10.0.0.7", 22)[0] is False
+        assert g.permits("10.0.0.8", 5000)[0] and g.permits("10.0.0.8", 22)[0]  # the name has any port
+        assert g.permits("10.0.0.9", 443)[0] is False  # a name outside the list: its address stays outside

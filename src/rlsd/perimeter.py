@@ -179,7 +179,8 @@ class Guard:
         self.allow_entries = [a.strip() for a in allow if a.strip()]
         self.allow = [_split_hostport(a) for a in self.allow_entries if a.lower() != "loopback"]
         self.loopback = any(a.lower() == "loopback" for a in self.allow_entries)
-        self.resolved: set[str] = set()  # IPs returned by getaddrinfo for an allowed name
+        # IP -> the ports its allowed name may be reached on (None: any), from getaddrinfo (note_resolved)
+        self.resolved: dict[str, set[int | None]] = {}
         self.log: list[dict[str, Any]] = []
         self.pid = os.getpid()
         self.child_log: str | None = None   # the file Python children (and forks) append their attempts to
@@ -198,9 +199,20 @@ class Guard:
                                h in LOOPBACK_NAMES | {_HOSTNAME})
             if same and (ap is None or port in (None, 0) or ap == port):
                 return True, "allow-list"
-        if h in self.resolved:
+        ports = self.resolved.get(h, set())
+        if None in ports or (ports and (port in (None, 0) or port in ports)):
             return True, "resolved from an allowed name"
         return False, "not in the allow-list"
+
+    def note_resolved(self, name: str, ips: Iterable[str]) -> None:
+        """``ips`` are the addresses of ``name``: each may be reached on the ports the allow-list gives ``name``
+        (an entry 'minio.rlsd.svc:9000' lets its address through on 9000 only, as the name itself)."""
+        n = (name or "").strip("[]").lower()
+        ports = {ap for ah, ap in self.allow if ah == n}
+        if ports:
+            with self._lock:
+                for ip in ips:
+                    self.resolved.setdefault(str(ip).lower(), set()).update(ports)
 
     def check(self, op: str, host: str, port: int | None) -> None:
         ok, why = self.permits(host, port)
@@ -429,9 +441,8 @@ def guard(allow: Iterable[str], *, mode: str = "strict", log_path: str | Path | 
     def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         infos = orig_gai(host, port, *args, **kwargs)  # the hook has decided on the name already
         name = host.decode() if isinstance(host, bytes) else (host or "")
-        if g.permits(name, None)[0] and not _is_loopback(name):
-            with g._lock:
-                g.resolved.update(str(i[4][0]).lower() for i in infos)
+        if not _is_loopback(name):
+            g.note_resolved(name, [i[4][0] for i in infos])
         return infos
 
     socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
