@@ -202,13 +202,13 @@ MANIFEST_SECRETS = {("rlsd-mlflow", "username"): "pipeline", ("rlsd-mlflow", "pa
 
 
 def start_mlflow_from_manifest(root: Path, port: int, *, s3: S3Server | None = None,
-                               service_port: int | None = None) -> _Proc:
+                               service_port: int | None = None, s3_host: str | None = None) -> _Proc:
     """``mlflow server`` with the container command, args and env of the rendered prod overlay (basic-auth app,
     the Host allow-list, the auth file from its ConfigMap), Secrets replaced by MANIFEST_SECRETS. Substituted
     only: SQLite for PostgreSQL (both databases), 127.0.0.1 for 0.0.0.0, ``port``, one worker; with ``s3`` its
-    endpoint and user serve the artifacts, without it a local folder does; ``service_port`` moves the allowed
-    in-cluster ``:5000`` entries to the emulated Service port. Returns once /health answers (RuntimeError with
-    the server's log otherwise)."""
+    endpoint and user serve the artifacts (named ``s3_host`` in MLflow's S3 URLs when given), without it a local
+    folder does; ``service_port`` moves the allowed in-cluster ``:5000`` entries to the emulated Service port.
+    Returns once /health answers (RuntimeError with the server's log otherwise)."""
     import configparser
 
     from tests.manifests.test_manifests import by_kind, render
@@ -240,7 +240,8 @@ def start_mlflow_from_manifest(root: Path, port: int, *, s3: S3Server | None = N
             env[e["name"]] = MANIFEST_SECRETS[(ref["name"], ref["key"])]
     if s3 is not None:
         env.update(s3.env())  # MLflow's own MinIO user: here the one SeaweedFS user
-        env["MLFLOW_S3_ENDPOINT_URL"] = f"http://{s3.endpoint}"
+        env["MLFLOW_S3_ENDPOINT_URL"] = f"http://{s3_host}:{s3.endpoint.rsplit(':', 1)[1]}" if s3_host else \
+            f"http://{s3.endpoint}"
     mount = next(m["mountPath"] for m in c["volumeMounts"] if m["name"] == "auth")
     if not env["MLFLOW_AUTH_CONFIG_PATH"].startswith(mount + "/"):
         raise RuntimeError(f"MLFLOW_AUTH_CONFIG_PATH {env['MLFLOW_AUTH_CONFIG_PATH']} is not on the auth volume {mount}")

@@ -256,8 +256,10 @@ class Emulation:
             self.mlflow_port = free_ports(1)[0]
             from tests.mlflow_server import start_mlflow_from_manifest
 
+            # MLflow names its S3 by a host no pod's allow-list holds (`localhost`): a step that followed one of
+            # MLflow's presigned S3 URLs, not MLflow's proxy, would be refused here as on a cluster
             self.mlflow = start_mlflow_from_manifest(self.root / "mlflow", self.mlflow_port, s3=self.s3,
-                                                     service_port=self.mlflow_port)
+                                                     service_port=self.mlflow_port, s3_host="localhost")
             self._stack.callback(self.mlflow.stop)
             self.store_endpoint = f"{SERVICES['store']}:{self.s3.ports['s3.port']}"
             self.tracking_uri = f"http://{SERVICES['tracking']}:{self.mlflow_port}"
