@@ -9,7 +9,9 @@ from components._image import RLSD_IMAGE
 @dsl.component(base_image=RLSD_IMAGE, install_kfp_package=False)
 def ingest(config_yaml: str, manuals: list, tickets: list, store_endpoint: str, store_bucket: str,
            snapshot: Output[Dataset], connections: Output[Artifact], snapshot_id: OutputPath(str)) -> int:
-    """Returns the number of new verified tickets (the retraining gate); the report is ``snapshot``.
+    """Returns the verified tickets not yet trained on (the retraining gate: new or updated since the snapshot the
+    newest completed training of registry.model_name learned from, so a failed run's tickets still count);
+    the report is ``snapshot``.
 
     Args:
         config_yaml: the RLSD recipe text. manuals, tickets: store prefixes (s3://<bucket>/<prefix>/) or files
@@ -31,4 +33,4 @@ def ingest(config_yaml: str, manuals: list, tickets: list, store_endpoint: str, 
     snapshot.metadata["snapshot_id"] = report["snapshot_id"] or ""
     with open(snapshot_id, "w", encoding="utf-8") as f:
         f.write(report["snapshot_id"] or "")
-    return int(report["new_verified_tickets"])
+    return int(report["untrained_verified_tickets"])

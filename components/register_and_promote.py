@@ -18,7 +18,9 @@ def register_and_promote(config_yaml: str, model: Input[Model], evaluation: Inpu
     The version is tagged with its lineage (training run, snapshot, KFP run, image code version); a retry of
     this step reuses the version registered for the same training run and model artifact. The version's source is
     the store folder the train step pushed (store://models/<name>@<id>) when there is one, so a later run that
-    continues from this version fetches those files hash-checked."""
+    continues from this version fetches those files hash-checked. Registered (promoted or not), the run's training
+    is complete: the store's refs/trained/<model name> is set to the snapshot it learned from, where ingest's
+    retraining gate starts counting."""
     import json
     import os
     from collections import namedtuple
@@ -33,6 +35,10 @@ def register_and_promote(config_yaml: str, model: Input[Model], evaluation: Inpu
                              training_run_id=model.metadata.get("mlflow_run_id", ""), training_output_dir=model.path,
                              kfp_run=kfp_run_id, source=model.metadata.get("store_ref") or model.uri or model.path)
         verdict = promote(cfg, version=reg["version"], evaluation=ev)
+        if ev.get("data_snapshot_id"):  # this training completed: the retraining gate counts from its snapshot
+            from rlsd.data.store import open_store
+
+            open_store(cfg.store).set_trained(cfg.registry.model_name, ev["data_snapshot_id"])
     with open(decision.path, "w", encoding="utf-8") as f:
         f.write(f"# {reg['name']} v{reg['version']}: {verdict['decision']}\n\n"
                 + "".join(f"- {r}\n" for r in verdict["reasons"]))

@@ -458,7 +458,8 @@ class PlatformConfig:
     # allow-list: that comes only from the operator (RLSD_EGRESS_ALLOW / RLSD_EGRESS_ALLOW_FILE, see
     # rlsd.perimeter); a step whose hosts here (or store.endpoint, tracking.uri) lie outside it is refused.
     allow_hosts: tuple[str, ...] = ()
-    # Scheduled retraining: skip training when ingest found fewer new verified tickets than this.
+    # Scheduled retraining: skip training when fewer verified tickets than this are not yet trained on (added
+    # since the snapshot the newest completed training learned from, rlsd.data.ingest.untrained_verified_tickets).
     min_new_tickets: int = 1
     # Code verifier isolation: bwrap (bubblewrap sandbox; where it cannot run, the verifier refuses to
     # run code) or process (weaker: rlimits and Python guards only; an explicit operator choice).

@@ -68,7 +68,7 @@ def collect(run_dir: Path) -> dict[str, Any]:
     reg = _outputs(run_dir / "register-and-promote")
     out: dict[str, Any] = {
         "run_dir": str(run_dir),
-        "new_verified_tickets": ingest.get("Output"),
+        "untrained_verified_tickets": ingest.get("Output"),  # the gate: verified tickets not yet trained on
         "validation_report": path("validate", "report_html"),
         "trained": (run_dir / "train").is_dir(),
         "model": path("train", "model"),
@@ -156,9 +156,9 @@ def run_local(cfg_path: str | None, overrides: list[str] | tuple[str, ...] = (),
 def summary_text(r: dict[str, Any]) -> str:
     c = r["connections"]
     lines = [f"pipeline run: {r['run_dir']} ({r['seconds']} s)",
-             f"new verified tickets: {r['new_verified_tickets']}", f"validation report: {r['validation_report']}"]
+             f"verified tickets not yet trained on: {r['untrained_verified_tickets']}", f"validation report: {r['validation_report']}"]
     if not r["trained"]:
-        lines.append("training skipped: fewer new verified tickets than platform.min_new_tickets")
+        lines.append("training skipped: fewer verified tickets not yet trained on than platform.min_new_tickets")
     else:
         lines += [f"model: {r['model']}", f"report: {r['report_html']}", f"report (markdown): {r['report_md']}"]
     if r["registered"]:

@@ -5,7 +5,8 @@ name (the KFP API has no update call for recurring runs, so "update" = create, t
 new run the server refuses leaves the old one scheduled; the returned dict lists what was replaced). It always runs with ``max_concurrency=1`` (a slow training
 run is never overlapped by the next) and ``no_catchup=True`` (after downtime, one run, not one per
 missed slot). Each run's ingest picks up tickets newer than the last snapshot and the pipeline's
-gate skips training when fewer than ``platform.min_new_tickets`` new verified tickets arrived.
+gate skips training when fewer than ``platform.min_new_tickets`` verified tickets are not yet trained on (a
+failed run's tickets still count).
 
 KFP cron expressions have six fields, seconds first: "0 0 2 * * *" is every day at 02:00.
 """

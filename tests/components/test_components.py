@@ -74,7 +74,8 @@ def connection_log(a: Artifact) -> dict:
 
 
 def test_ingest(tmp_path, monkeypatch):
-    fake = Recorder({"snapshot_id": "snap-20260101-0001", "new_verified_tickets": 12, "manuals": 3})
+    fake = Recorder({"snapshot_id": "snap-20260101-0001", "new_verified_tickets": 5, "untrained_verified_tickets": 12,
+                     "manuals": 3})
     patch_rlsd(monkeypatch, "rlsd.data.ingest", "ingest", fake)
     snap, conn = art(Dataset, tmp_path, "snapshot"), art(Artifact, tmp_path, "connections")
     sid = tmp_path / "snapshot_id"
@@ -84,7 +85,7 @@ def test_ingest(tmp_path, monkeypatch):
     (cfg,), kwargs = fake.calls[0]
     assert kwargs == {"manuals": ["data/sample/manuals"], "tickets": ["t/a.json", "t/b.json"]}
     assert (cfg.store.endpoint, cfg.store.bucket) == ("minio.prod:9000", "rlsd")  # "" keeps the recipe's bucket
-    assert out == 12 and snap.metadata["snapshot_id"] == "snap-20260101-0001"
+    assert out == 12 and snap.metadata["snapshot_id"] == "snap-20260101-0001"  # the gate: not yet trained on
     assert sid.read_text() == "snap-20260101-0001"  # the string parameter later steps are cache-keyed on
     assert json.loads(Path(snap.path).read_text())["manuals"] == 3
     log = connection_log(conn)
@@ -290,7 +291,7 @@ def test_component_refuses_a_planted_outbound_connection(tmp_path, monkeypatch):
             socket.create_connection(("192.0.2.1", 443), timeout=0.2)
         except OSError:
             pass
-        return {"snapshot_id": "s", "new_verified_tickets": 0}
+        return {"snapshot_id": "s", "new_verified_tickets": 0, "untrained_verified_tickets": 0}
 
     patch_rlsd(monkeypatch, "rlsd.data.ingest", "ingest", leaky)
     conn = art(Artifact, tmp_path, "connections")

@@ -298,7 +298,8 @@ def test_s3_inbox_put_refuses_other_content(s3_env, tmp_path, capsys):
 def test_pipeline_with_no_input_parameters_ingests_the_s3_inbox_then_nothing(s3_env, tmp_path, monkeypatch):
     """The compiled pipeline through kfp.local with the real ingest / validate / build-tasks steps and its default
     (empty) manuals / tickets parameters, as a schedule runs it: the first run ingests the inbox, the second finds
-    nothing new (0 new verified tickets, the same snapshot); training is gated off by min_new_tickets here."""
+    nothing new (0 new verified tickets, the same snapshot; the gate still counts the first run's, none of which
+    was trained on); training is gated off by min_new_tickets here."""
     import os
 
     from rlsd.pipeline_local import run_local
@@ -319,12 +320,14 @@ def test_pipeline_with_no_input_parameters_ingests_the_s3_inbox_then_nothing(s3_
     first = run_local(None, sets, str(tmp_path / "runs"), inbox=True, quiet=True)
     store = open_store(cfg.store)
     sid = store.latest()
-    assert first["new_verified_tickets"] == expected > 0 and not first["trained"]
+    assert first["untrained_verified_tickets"] == expected > 0 and not first["trained"]
     assert first["validation_report"] and sid
     report = json.loads((Path(first["run_dir"]) / "ingest" / "snapshot").read_text())
     assert report["snapshot_id"] == sid and all(s["path"].startswith(f"s3://{bucket}/inbox/") for s in report["sources"])
 
     second = run_local(None, sets, str(tmp_path / "runs"), inbox=True, quiet=True)
-    assert second["new_verified_tickets"] == 0 and not second["trained"]
+    # nothing new, and nothing trained yet (gated off): the gate still counts the first run's tickets
+    assert second["untrained_verified_tickets"] == expected and not second["trained"]
+    assert json.loads((Path(second["run_dir"]) / "ingest" / "snapshot").read_text())["new_verified_tickets"] == 0
     assert store.latest() == sid and store.list_snapshots() == [sid]
     assert _objects(s3_env, bucket, "inbox/") == inbox

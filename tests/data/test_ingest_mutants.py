@@ -34,7 +34,7 @@ MANUAL = "# Guide\nIntro.\n## Install\nPlug it in.\n"  # two sections: guide, gu
 
 REPORT_KEYS = {"snapshot_id", "previous", "unchanged", "snapshot_written", "new_verified_tickets", "store", "sources",
                "skipped_files", "skipped", "counts", "objects_written", "bytes_read", "quarantine", "quarantined",
-               "already_ingested", "seconds"}
+               "already_ingested", "seconds", "untrained_verified_tickets"}
 COUNT_KEYS = {"sections", "tickets", "new_tickets", "updated_tickets", "same_time_edits", "new_verified_tickets",
               "quarantined", "read", "stored", "skipped_files", "redactions", "replaced_bytes", "truncated"}
 
@@ -102,7 +102,7 @@ def test_nothing_new_report_is_a_full_report_of_the_standing_snapshot(tmp_path):
         "snapshot_id": sid, "previous": sid, "unchanged": True, "snapshot_written": False,
         "new_verified_tickets": 0, "store": f"local store {str(root)!r}", "sources": [], "skipped_files": [],
         "skipped": [], "counts": _zero_counts(2, 3), "objects_written": 0, "bytes_read": 0, "quarantine": [],
-        "quarantined": [],
+        "quarantined": [], "untrained_verified_tickets": 2,  # no training completed: the first ingest's still count
         # manuals are looked at before tickets
         "already_ingested": [{"path": str(man), "sha256": _digest(man), "bytes": len(MANUAL)},
                              {"path": str(tick), "sha256": _digest(tick), "bytes": tick.stat().st_size}],
@@ -111,7 +111,7 @@ def test_nothing_new_report_is_a_full_report_of_the_standing_snapshot(tmp_path):
     assert st.latest() == sid
     assert format_report({**again, "seconds": seconds}) == (
         f"nothing new to ingest (2 files already ingested); snapshot {sid} in local store {str(root)!r} stands: "
-        "2 sections, 3 tickets, 0 new verified tickets")
+        "2 sections, 3 tickets, 0 new verified tickets; 2 verified tickets not yet trained on (the retraining gate)")
 
 
 def test_nothing_new_in_an_empty_store(tmp_path):
@@ -123,11 +123,12 @@ def test_nothing_new_in_an_empty_store(tmp_path):
         "snapshot_id": None, "previous": None, "unchanged": True, "snapshot_written": False,
         "new_verified_tickets": 0, "store": f"local store {str(root)!r}", "sources": [], "skipped_files": [],
         "skipped": [], "counts": _zero_counts(0, 0), "objects_written": 0, "bytes_read": 0, "quarantine": [],
-        "quarantined": [], "already_ingested": [],
+        "quarantined": [], "already_ingested": [], "untrained_verified_tickets": 0,
     }
     assert st.latest() is None
     assert format_report(rep) == (f"nothing new to ingest (0 files already ingested); snapshot (none yet) in "
-                                  f"local store {str(root)!r} stands: 0 sections, 0 tickets, 0 new verified tickets")
+                                  f"local store {str(root)!r} stands: 0 sections, 0 tickets, 0 new verified tickets; "
+                                  "0 verified tickets not yet trained on (the retraining gate)")
 
 
 def test_nothing_new_counts_sections_and_tickets_of_the_previous_index(tmp_path):
@@ -350,7 +351,7 @@ def test_fresh_ingest_full_report_and_manifest(tmp_path, capsys):
         # 2 sections + 2 tickets + 1 quarantine chunk + 1 index shard of each kind
         "objects_written": 7,
         "bytes_read": len(MANUAL) + a.stat().st_size, "quarantine": rep["quarantine"], "quarantined": q,
-        "already_ingested": [],
+        "already_ingested": [], "untrained_verified_tickets": 2,
     }
     created = man.pop("created")
     assert re.fullmatch(ISO, created)
@@ -490,7 +491,8 @@ def test_reingest_of_the_same_file_writes_nothing(tmp_path):
     assert again["counts"]["new_verified_tickets"] == 0 and again["counts"]["stored"] == 2
     assert format_report(again) == (
         f"snapshot {first['snapshot_id']} (unchanged; previous {first['snapshot_id']}) in {st.description}: "
-        f"0 sections, 2 tickets, 0 objects written\n  {a}: read 2 = stored 2 + quarantined 0")
+        f"0 sections, 2 tickets, 0 objects written\n  {a}: read 2 = stored 2 + quarantined 0\n"
+        "  2 verified tickets not yet trained on (the retraining gate)")  # nothing trained: the first ingest's count
 
 
 # ----------------------------------------------------------------------------------------------

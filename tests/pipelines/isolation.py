@@ -407,7 +407,7 @@ def evaluation(r: dict[str, Any]) -> dict[str, Any] | None:
 
 def describe(title: str, r: dict[str, Any]) -> str:
     lines = [f"== {title}: {r['seconds']} s, steps {', '.join(s['name'] for s in r['steps'])}",
-             f"   new verified tickets ingested: {r['new_verified_tickets']}"]
+             f"   verified tickets not yet trained on (the gate): {r['untrained_verified_tickets']}"]
     if not r["trained"]:
         lines.append("   training skipped (the min_new_tickets gate)")
     else:

@@ -187,7 +187,7 @@ def test_run_local_with_inbox_defaults_passes_no_inputs_and_the_gate_skips(tmp_p
     assert (calls["ingest"]["manuals"], calls["ingest"]["tickets"]) == ([], [])
     assert list(calls) == ["ingest", "validate", "build_tasks"]  # 0 new tickets: training skipped
     assert calls["validate"]["snapshot"] == calls["build_tasks"]["snapshot"] == "snap-0001"
-    assert r["new_verified_tickets"] == 0 and not r["trained"]
+    assert r["untrained_verified_tickets"] == 0 and not r["trained"]
 
 
 def test_single_pod_route_holds_the_gpus_with_shm_limits_and_a_timeout():
@@ -281,7 +281,7 @@ def test_run_local_runs_the_compiled_pipeline_end_to_end(tmp_path, monkeypatch, 
     assert calls["register"]["evaluation"] == {"candidate_pass_at_1": 0.5, "baseline_pass_at_1": 0.25}
     # lineage: the run's id reaches register resolved (kfp.local fills the pipeline-job uuid placeholder)
     assert calls["register"]["kfp_run"] and "{{" not in calls["register"]["kfp_run"]
-    assert r["new_verified_tickets"] == 3 and r["trained"]
+    assert r["untrained_verified_tickets"] == 3 and r["trained"]
     assert Path(r["report_html"]).read_text() == "<h1>base vs trained</h1>"
     assert Path(r["validation_report"]).read_text() == "<h1>valid</h1>"
     assert r["registered"] == {"name": "rlsd-model", "version": "1", "uri": "models:/rlsd-model/1",
@@ -299,7 +299,7 @@ def test_run_local_skips_training_below_min_new_tickets(tmp_path, monkeypatch):
     r = run_local(None, ["model.path=model", "platform.min_new_tickets=4"], str(tmp_path / "runs"),
                   arguments={"tickets": tickets}, quiet=True)
     assert list(_calls(tmp_path)) == ["ingest", "validate", "build_tasks"]
-    assert r["new_verified_tickets"] == 3 and not r["trained"] and r["registered"] is None
+    assert r["untrained_verified_tickets"] == 3 and not r["trained"] and r["registered"] is None
 
 
 def test_local_copy_drops_only_the_retry_policies(tmp_path):

@@ -33,7 +33,7 @@ def _prepare(tmp_path, monkeypatch):
 
 
 def _check(r):
-    assert r["trained"] and r["new_verified_tickets"] > 0
+    assert r["trained"] and r["untrained_verified_tickets"] > 0
     assert Path(r["report_html"]).stat().st_size > 0 and Path(r["validation_report"]).stat().st_size > 0
     assert json.loads((Path(r["evaluation"]) / "evaluation.json").read_text())["baseline"] is not None  # base vs trained
     # a fresh registry has no @champion, and the random tiny model cannot copy the sample tickets' contexts

@@ -124,14 +124,14 @@ def test_three_runs_of_a_deployment_in_isolated_pods(tmp_path):
         assert r["connections"]["attempts"] > 0
 
     _boxed(r1, FULL)
-    assert r1["new_verified_tickets"] > 0 and r1["trained"]
+    assert r1["untrained_verified_tickets"] > 0 and r1["trained"]
     assert train_base(r1)["uri"].startswith("store://models/smollm2@")  # the imported model, hash-checked
     assert evaluation(r1)["baseline"]["kind"] == "base"  # no champion yet
     reg = r1["registered"]
     assert (reg["decision"], reg["alias"], str(reg["version"])) == ("promoted", "champion", "1"), reg
 
     _boxed(r2, FULL)
-    assert r2["new_verified_tickets"] == 30  # only the new tickets: the sample's files are recognised by hash
+    assert r2["untrained_verified_tickets"] == 30  # only the new tickets: the sample's files are recognised by hash
     champion = {"name": reg["name"], "version": "1"}
     base2 = train_base(r2)
     assert {k: str(base2.get(k)) for k in champion} == champion, base2  # training continued from @champion
@@ -141,4 +141,4 @@ def test_three_runs_of_a_deployment_in_isolated_pods(tmp_path):
 
     _boxed(r3, {"ingest", "validate", "build-tasks"})
     assert not {"train", "evaluate", "register-and-promote"} & {s["name"] for s in r3["steps"]}
-    assert r3["new_verified_tickets"] == 0 and not r3["trained"] and r3["registered"] is None
+    assert r3["untrained_verified_tickets"] == 0 and not r3["trained"] and r3["registered"] is None

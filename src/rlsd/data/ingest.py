@@ -43,6 +43,11 @@ but that quarantined something or skipped a file still writes a snapshot: same i
 ``previous`` set, so every quarantine chunk of every ingest is named by a manifest reachable from
 ``refs/latest``. Only an ingest that brings nothing at all writes nothing.
 
+**The retraining gate.** The report's ``untrained_verified_tickets`` (what the pipeline's gate compares with
+``platform.min_new_tickets``) counts the verified tickets new or updated since the snapshot the newest completed
+training of ``registry.model_name`` learned from (``refs/trained/<name>``, written by the register step), not
+the ones new in this ingest: a run that failed after its ingest leaves them counted for the next one.
+
 **Manuals folders.** A symlink is followed only when its resolved target lies inside the named folder's
 resolved path; one that leaves it (file or folder) is refused and recorded as a quarantined source of
 format ``symlink``, its target never read. A file with a text suffix whose content is binary (NUL bytes,
@@ -254,7 +259,9 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
                 for f in got:
                     (files if f.suffix.lower() in suffixes else skipped).append(f)
         if not (manual_files or ticket_files or skipped_m or skipped_t or refused_m or refused_t):
-            return _nothing_new(store, prev_id, prev, already, t0)
+            rep = _nothing_new(store, prev_id, prev, already, t0)
+            rep["untrained_verified_tickets"] = untrained_verified_tickets(store, cfg.registry.model_name)
+            return rep
         redactor = Redactor.from_config(cfg.ingest, id_key=id_key(store) if cfg.ingest.redact else b"")
         with WorkIndex() as work:
             if prev:
@@ -264,7 +271,25 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
                                [(f, r, "manual") for f, r in refused_m] + [(f, r, "tickets") for f, r in refused_t],
                                redactor, progress, t0, names)
     rep["already_ingested"] = already
+    rep["untrained_verified_tickets"] = untrained_verified_tickets(store, cfg.registry.model_name)
     return rep
+
+
+def untrained_verified_tickets(store: Store, model_name: str) -> int:
+    """The retraining gate: verified tickets new or updated in the snapshots after the one the newest completed
+    training of ``model_name`` learned from (``refs/trained/<model_name>``), summed along ``previous`` from
+    ``refs/latest``; every snapshot's when none completed (or its snapshot is not in the chain).
+
+    Counted from the last completed training, not from the last ingest: a run whose training, evaluation or
+    registration failed (or an ingest step retried after its snapshot was committed) leaves its tickets counted
+    for the next run, which would otherwise find 0 new tickets and never train on them."""
+    trained, sid, seen, total = store.trained(model_name), store.latest(), set(), 0
+    while sid and sid != trained and sid not in seen:
+        seen.add(sid)
+        man = store.read_manifest(sid)
+        total += int(man.get("counts", {}).get("new_verified_tickets", 0))
+        sid = man.get("previous")
+    return total
 
 
 def _nothing_new(store: Store, prev_id: str | None, prev: dict[str, Any] | None, already: list[dict[str, Any]],
@@ -558,7 +583,7 @@ def format_report(rep: dict[str, Any]) -> str:
     if not rep["sources"] and not rep["snapshot_written"]:
         return (f"nothing new to ingest ({len(rep.get('already_ingested', []))} files already ingested); snapshot "
                 f"{rep['snapshot_id'] or '(none yet)'} in {rep['store']} stands: {rep['counts']['sections']} sections, "
-                f"{rep['counts']['tickets']} tickets, 0 new verified tickets")
+                f"{rep['counts']['tickets']} tickets, 0 new verified tickets" + _untrained(rep))
     lines = [f"snapshot {rep['snapshot_id']} ({'unchanged' if rep['unchanged'] else 'new'}; previous "
              f"{rep['previous']}) in {rep['store']}: {rep['counts']['sections']} sections, "
              f"{rep['counts']['tickets']} tickets, {rep['objects_written']} objects written"]
@@ -574,4 +599,11 @@ def format_report(rep: dict[str, Any]) -> str:
     if rep.get("already_ingested"):
         lines.append(f"  already ingested (same SHA-256 in an earlier snapshot), not read again: "
                      f"{len(rep['already_ingested'])} files")
+    if rep.get("untrained_verified_tickets") is not None:
+        lines.append(f"  {rep['untrained_verified_tickets']} verified tickets not yet trained on (the retraining gate)")
     return "\n".join(lines)
+
+
+def _untrained(rep: dict[str, Any]) -> str:
+    n = rep.get("untrained_verified_tickets")
+    return "" if n is None else f"; {n} verified tickets not yet trained on (the retraining gate)"

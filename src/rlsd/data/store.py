@@ -10,6 +10,8 @@ Layout (the same keys on both back ends)::
     refs/latest                  the id of the newest committed snapshot
     folders/<name>/<id>.json     a pushed folder (a trained model): files -> size, SHA-256, chunk objects
     refs/folders/<name>          the id of the newest pushed snapshot of that folder
+    refs/trained/<model name>    the snapshot the newest completed training of that model learned from
+                                 (written by the pipeline's register step; the retraining gate counts from it)
 
 Commit protocol: objects first, then the manifest, then ``refs/latest``. Readers resolve snapshots
 through manifests only, so an ingest that dies part-way leaves at most unreferenced objects
@@ -160,6 +162,16 @@ class Store(ABC):
     def latest(self) -> str | None:
         try:
             return self._get("refs/latest").decode().strip() or None
+        except StoreNotFound:
+            return None
+
+    def set_trained(self, model_name: str, snapshot_id: str) -> None:
+        self._put(f"refs/trained/{model_name}", snapshot_id.encode())
+
+    def trained(self, model_name: str) -> str | None:
+        """The snapshot the newest completed training of ``model_name`` learned from (None: none completed)."""
+        try:
+            return self._get(f"refs/trained/{model_name}").decode().strip() or None
         except StoreNotFound:
             return None
 
