@@ -19,6 +19,7 @@ from rlsd.config import ConfigError, load_config
 from rlsd.schedule import check_cron, schedule
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "rlsd_pipeline.yaml"
+KUBEFLOW = load_config(Path(__file__).resolve().parents[1] / "configs" / "kubeflow.yaml")
 
 
 def client_with(existing):
@@ -36,7 +37,7 @@ def client_with(existing):
 
 
 def test_creates_a_recurring_run_with_no_overlap_and_no_catchup():
-    cfg = load_config(text="platform: {namespace: ml-prod, min_new_tickets: 25}\nalgorithm: {name: rlsd}")
+    cfg = load_config(text="platform: {namespace: ml-prod, min_new_tickets: 25, gpus_per_node: 2}\nalgorithm: {name: rlsd}")
     c = client_with([])
     out = schedule(cfg, cron="0 0 2 * * *", client=c, pipeline_yaml=PIPELINE)
     assert out == {"recurring_run_id": "rr-new", "name": "rlsd-retraining", "cron": "0 0 2 * * *",
@@ -50,7 +51,7 @@ def test_creates_a_recurring_run_with_no_overlap_and_no_catchup():
     spec, platform = yaml.safe_load_all(PIPELINE.read_text())  # the compiled package itself, Kubernetes part too
     assert body.pipeline_spec == {"pipeline_spec": spec, "platform_spec": platform}
     params = body.runtime_config.parameters
-    assert params["min_new_tickets"] == 25 and params["algorithm"] == "rlsd"
+    assert params["min_new_tickets"] == 25 and params["algorithm"] == "rlsd" and params["gpus_per_node"] == 2
     assert load_config(text=params["config_yaml"]) == cfg  # the resolved recipe round-trips
     listed = c._recurring_run_api.recurring_run_service_list_recurring_runs.call_args.kwargs
     assert listed["experiment_id"] == "exp-7"
@@ -62,7 +63,7 @@ def test_update_replaces_the_run_of_the_same_name():
     old = [api.V2beta1RecurringRun(recurring_run_id="rr-old", display_name="rlsd-retraining"),
            api.V2beta1RecurringRun(recurring_run_id="rr-other", display_name="rlsd-retraining-weekly")]
     c = client_with(old)
-    out = schedule(load_config(), cron="0 30 3 * * 1", client=c, pipeline_yaml=PIPELINE)
+    out = schedule(KUBEFLOW, cron="0 30 3 * * 1", client=c, pipeline_yaml=PIPELINE)
     assert out["replaced"] == ["rr-old"]
     c._recurring_run_api.recurring_run_service_delete_recurring_run.assert_called_once_with(recurring_run_id="rr-old")
 
@@ -104,5 +105,18 @@ def test_an_update_the_server_refuses_keeps_the_running_schedule():
     c._recurring_run_api.recurring_run_service_create_recurring_run.side_effect = api.ApiException(
         status=400, reason="Bad Request: invalid cron schedule")
     with pytest.raises(api.ApiException):
-        schedule(load_config(), cron="0 61 2 * * *", client=c, pipeline_yaml=PIPELINE)
+        schedule(KUBEFLOW, cron="0 61 2 * * *", client=c, pipeline_yaml=PIPELINE)
     c._recurring_run_api.recurring_run_service_delete_recurring_run.assert_not_called()
+
+
+def test_a_recipe_asking_no_gpu_for_the_single_pod_route_is_refused_before_the_server():
+    """The single-pod train step is pinned to GPU nodes: with 0 GPUs (the embedded defaults, a CPU recipe) a
+    scheduled run would wait Pending for ever and hold every later one behind it (max_concurrency 1). The
+    cluster recipe asks 1, as the pipeline's own default does."""
+    c = client_with([])
+    with pytest.raises(ConfigError, match=r"^platform.gpus_per_node is 0: .* set platform.gpus_per_node >= 1$"):
+        schedule(load_config(), cron="0 0 2 * * *", client=c, pipeline_yaml=PIPELINE)
+    c._recurring_run_api.recurring_run_service_create_recurring_run.assert_not_called()
+    assert KUBEFLOW.platform.gpus_per_node == 1
+    schedule(load_config(text="platform: {nodes: 2, gpus_per_node: 0}"), cron="0 0 2 * * *", client=c,
+             pipeline_yaml=PIPELINE)  # the multi-node route's step holds no GPU: the TrainJob's pods do

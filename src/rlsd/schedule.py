@@ -48,6 +48,10 @@ def schedule(cfg: RLSDConfig, *, cron: str, name: str = "rlsd-retraining", exper
     from rlsd.pipeline_local import find_pipeline
 
     cron = check_cron(cron)
+    if cfg.platform.nodes == 1 and cfg.platform.gpus_per_node < 1:
+        raise ConfigError("platform.gpus_per_node is 0: the pipeline's single-pod train step runs on a GPU node "
+                         "(nodeSelector nvidia.com/gpu.present=true) and would wait Pending for ever, holding every "
+                         "later scheduled run behind it; set platform.gpus_per_node >= 1")
     package = Path(pipeline_yaml) if pipeline_yaml else find_pipeline()
     if client is None:
         import kfp
