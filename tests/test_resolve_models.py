@@ -97,3 +97,26 @@ def test_evaluate_compares_with_the_pinned_champion_after_the_alias_moved(models
     assert seen["info"]["version"] == "2"
     with pytest.raises(ValueError, match="expected models:/resolve-eval/<version>"):
         ev.evaluate_against_champion(cfg, candidate=models[0], out_dir=tmp_path / "e4", champion="models:/other/1")
+
+
+def test_the_steps_base_model_parameter_wins_over_continuing_from_the_champion(models, mlflow_server, tmp_path):
+    """The pipeline's base_model parameter (a UI run naming a model) is what train starts from, even when the
+    recipe continues from the champion; left empty, the champion is (the retraining loop). The train component
+    reads the same parameter the same way ("used as it is")."""
+    import yaml
+    from kfp.dsl import Artifact
+
+    from components.resolve_models import resolve_models as step
+
+    cfg = _cfg(mlflow_server, tmp_path, "resolve-param", path="store://models/tiny", continue_from="champion")
+    ref = import_model(cfg, models[0], "tiny")["ref"]
+    _promote(cfg, models[1])
+    recipe = yaml.safe_dump({"model": {"path": "store://models/tiny", "continue_from": "champion"},
+                             "store": {"root": cfg.store.root},
+                             "tracking": {"uri": cfg.tracking.uri, "http_retries": 1},
+                             "registry": {"model_name": "resolve-param"}, "platform": {"perimeter": "off"}})
+    art = lambda n: Artifact(name=n, uri=str(tmp_path / n), metadata={})  # noqa: E731
+    named = step.python_func(config_yaml=recipe, base_model="store://models/tiny", connections=art("c1"))
+    assert (named.base_model, named.champion) == (ref, "models:/resolve-param/1")
+    loop = step.python_func(config_yaml=recipe, base_model="", connections=art("c2"))
+    assert (loop.base_model, loop.champion) == ("models:/resolve-param/1", "models:/resolve-param/1")
