@@ -104,9 +104,8 @@ def test_the_steps_base_model_parameter_wins_over_continuing_from_the_champion(m
     recipe continues from the champion; left empty, the champion is (the retraining loop). The train component
     reads the same parameter the same way ("used as it is")."""
     import yaml
-    from kfp.dsl import Artifact
-
     from components.resolve_models import resolve_models as step
+    from kfp.dsl import Artifact
 
     cfg = _cfg(mlflow_server, tmp_path, "resolve-param", path="store://models/tiny", continue_from="champion")
     ref = import_model(cfg, models[0], "tiny")["ref"]
