@@ -205,9 +205,9 @@ def _cmd_grade(cfg: RLSDConfig, args: argparse.Namespace) -> int:
                 raise UsageError(f"--completions line {n}: task {tid!r} is not in {args.tasks}")
             given.append((tid, text))
     from rlsd.model_refs import graders_base
-    from rlsd.verifiers.graders import needs_base
+    from rlsd.verifiers.graders import tasks_need_base
 
-    with graders_base(cfg, any(t.verifier == "text" and needs_base(t.verifier_args.get("grader") or "") for t in tasks)):
+    with graders_base(cfg, tasks_need_base(tasks)):
         return _grade_report(tasks, given, args)
 
 

@@ -430,9 +430,9 @@ def run_evaluation(cfg: Any, *, candidate: str | Path, baseline: str | Path | No
               response_prefix=cfg.model.response_prefix, max_prompt_tokens=cfg.rollout.max_prompt_tokens,
               num_samples=getattr(ev, "num_samples", 0), leak_ngram=getattr(ev, "leak_ngram", LEAK_NGRAM))
     from rlsd.model_refs import graders_base
-    from rlsd.verifiers.graders import needs_base
+    from rlsd.verifiers.graders import tasks_need_base
 
-    with graders_base(cfg, any(t.verifier == "text" and needs_base(t.verifier_args.get("grader") or "") for t in tasks)):
+    with graders_base(cfg, tasks_need_base(tasks)):
         cand = evaluate_model(candidate, tasks, **kw)
         base = evaluate_model(baseline, tasks, **kw) if baseline is not None else None
     comparison, boot = None, None

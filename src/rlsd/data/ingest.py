@@ -260,16 +260,15 @@ def ingest(cfg: RLSDConfig, *, manuals: Iterable[str | Path] = (), tickets: Iter
                     (files if f.suffix.lower() in suffixes else skipped).append(f)
         if not (manual_files or ticket_files or skipped_m or skipped_t or refused_m or refused_t):
             rep = _nothing_new(store, prev_id, prev, already, t0)
-            rep["untrained_verified_tickets"] = untrained_verified_tickets(store, cfg.registry.model_name)
-            return rep
-        redactor = Redactor.from_config(cfg.ingest, id_key=id_key(store) if cfg.ingest.redact else b"")
-        with WorkIndex() as work:
-            if prev:
-                work.load_previous(store, prev)
-            rep = _ingest_into(cfg, store, work, prev_id, prev, manual_files, ticket_files,
-                               [(f, "manual") for f in skipped_m] + [(f, "tickets") for f in skipped_t],
-                               [(f, r, "manual") for f, r in refused_m] + [(f, r, "tickets") for f, r in refused_t],
-                               redactor, progress, t0, names)
+        else:
+            redactor = Redactor.from_config(cfg.ingest, id_key=id_key(store) if cfg.ingest.redact else b"")
+            with WorkIndex() as work:
+                if prev:
+                    work.load_previous(store, prev)
+                rep = _ingest_into(cfg, store, work, prev_id, prev, manual_files, ticket_files,
+                                   [(f, "manual") for f in skipped_m] + [(f, "tickets") for f in skipped_t],
+                                   [(f, r, "manual") for f, r in refused_m] + [(f, r, "tickets") for f, r in refused_t],
+                                   redactor, progress, t0, names)
     rep["already_ingested"] = already
     rep["untrained_verified_tickets"] = untrained_verified_tickets(store, cfg.registry.model_name)
     return rep
@@ -580,10 +579,12 @@ def load_snapshot(store: Store, snapshot: str = "latest") -> tuple[dict[str, Any
 
 def format_report(rep: dict[str, Any]) -> str:
     """A short human summary of an ingest report."""
+    n = rep.get("untrained_verified_tickets")
+    gate = "" if n is None else f"{n} verified tickets not yet trained on (the retraining gate)"
     if not rep["sources"] and not rep["snapshot_written"]:
         return (f"nothing new to ingest ({len(rep.get('already_ingested', []))} files already ingested); snapshot "
                 f"{rep['snapshot_id'] or '(none yet)'} in {rep['store']} stands: {rep['counts']['sections']} sections, "
-                f"{rep['counts']['tickets']} tickets, 0 new verified tickets" + _untrained(rep))
+                f"{rep['counts']['tickets']} tickets, 0 new verified tickets" + (f"; {gate}" if gate else ""))
     lines = [f"snapshot {rep['snapshot_id']} ({'unchanged' if rep['unchanged'] else 'new'}; previous "
              f"{rep['previous']}) in {rep['store']}: {rep['counts']['sections']} sections, "
              f"{rep['counts']['tickets']} tickets, {rep['objects_written']} objects written"]
@@ -599,11 +600,6 @@ def format_report(rep: dict[str, Any]) -> str:
     if rep.get("already_ingested"):
         lines.append(f"  already ingested (same SHA-256 in an earlier snapshot), not read again: "
                      f"{len(rep['already_ingested'])} files")
-    if rep.get("untrained_verified_tickets") is not None:
-        lines.append(f"  {rep['untrained_verified_tickets']} verified tickets not yet trained on (the retraining gate)")
+    if gate:
+        lines.append(f"  {gate}")
     return "\n".join(lines)
-
-
-def _untrained(rep: dict[str, Any]) -> str:
-    n = rep.get("untrained_verified_tickets")
-    return "" if n is None else f"; {n} verified tickets not yet trained on (the retraining gate)"

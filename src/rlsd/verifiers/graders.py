@@ -155,6 +155,11 @@ def needs_base(spec: Any) -> bool:
     return spec.get("model") == BASE or any(needs_base(s) for s in subs)
 
 
+def tasks_need_base(tasks: list[Task]) -> bool:
+    """Whether grading these tasks needs the run's base model (a free-text task whose grader names ``base``)."""
+    return any(t.verifier == "text" and needs_base(t.verifier_args.get("grader") or "") for t in tasks)
+
+
 def use_base_model(folder: str | Path | None) -> None:
     """Name the folder ``model: base`` grades with in this process and the processes it starts (None: none)."""
     if folder is None:
